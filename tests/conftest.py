@@ -1,0 +1,100 @@
+"""Shared fixtures: small generated image folders and throw-away copies of the DVC project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+PROJECT_FILES = ("dvc.yaml", "configs", "pipeline", "scrapers", "scrapy.cfg", ".dvc/config")
+# Tiny settings a CPU runs in seconds; the classes differ in texture, so a head can learn them.
+SMALL_BACKBONES = {"inceptionv3": 75, "vgg16": 32}
+
+os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
+
+
+def synthetic_image(label: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """'real': smooth, upsampled colour noise; 'ai': the same plus a fine checkerboard."""
+    coarse = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
+    if label == "ai":
+        checker = (np.indices((size, size)).sum(axis=0) % 2 * 60 - 30)[..., None]
+        image = np.clip(image.astype(int) + checker, 0, 255).astype(np.uint8)
+    return Image.fromarray(image)
+
+
+def make_image_folder(folder: Path, per_class: int = 24, size: int = 48, seed: int = 0) -> Path:
+    """folder/real and folder/ai with `per_class` PNG images each."""
+    rng = np.random.default_rng(seed)
+    for label in ("real", "ai"):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            synthetic_image(label, size, rng).save(folder / label / f"{label}_{i:03d}.png")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+def run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command, failing the test with its output when it fails."""
+    # dvc.yaml's `python` must be this interpreter, as in an activated virtual environment.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHONPATH": str(cwd), "PATH": path}
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def set_yaml(path: Path, **values: object) -> None:
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def make_project(
+    destination: Path, source: Path, epochs: int = 3, backbones: dict[str, int] = SMALL_BACKBONES
+) -> Path:
+    """A git + DVC copy of this project whose configs use `source`, random weights, small inputs."""
+    destination.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, target)
+    configs = destination / "configs"
+    for name, size in backbones.items():
+        set_yaml(configs / "backbone" / f"{name}.yaml", weights=None, input_size=size)
+    set_yaml(configs / "scrape" / "local.yaml", source=str(source))
+    set_yaml(configs / "head" / "dense.yaml", epochs=epochs, units=32, batch_size=16, patience=2)
+    set_yaml(configs / "balance" / "smote.yaml", k_neighbors=3)
+    run([sys.executable, "-m", "pipeline.cli", "compose"], destination)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
+         "-m", "empty"],
+        [sys.executable, "-m", "dvc", "init", "-q", "--force"],
+    ):  # fmt: skip
+        run(command, destination)
+    shutil.copy(ROOT / ".dvc" / "config", destination / ".dvc" / "config")
+    run(["git", "add", "-A"], destination)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
+        destination)  # fmt: skip
+    return destination

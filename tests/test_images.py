@@ -1,0 +1,54 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.images import UnreadableImage, decode, load_for_model
+
+
+def png_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def test_decodes_to_rgb_and_resizes():
+    data = png_bytes(Image.new("L", (40, 30), 128), format="PNG")
+    array = load_for_model(data, 32)
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    assert (array == 128).all()
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    data = png_bytes(image, format="JPEG", exif=exif)
+    assert decode(data).size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"<html><body>Not found</body></html>", "not_an_image"),
+        (png_bytes(Image.new("RGB", (64, 64), "blue"), format="JPEG")[:300], "truncated"),
+    ],
+)
+def test_unusable_bytes_get_a_reason(data, reason):
+    with pytest.raises(UnreadableImage) as error:
+        decode(data)
+    assert error.value.reason == reason
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(UnreadableImage) as error:
+        decode(png_bytes(Image.new("RGB", (20, 20)), format="PNG"))
+    assert error.value.reason == "bomb"
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(UnreadableImage) as error:
+        decode(tmp_path / "nope.png")
+    assert error.value.reason == "missing" and "nope.png" in str(error.value)

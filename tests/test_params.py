@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+import yaml
+
+from conftest import ROOT
+
+
+def test_committed_params_yaml_is_the_composed_configs(tmp_path):
+    """`dvc repro` reads params.yaml without recomposing: it must never drift from configs/."""
+    composed = tmp_path / "params.yaml"
+    code = (
+        "from pathlib import Path; from pipeline.params import compose; "
+        f"compose([], Path({str(ROOT / 'configs')!r}), Path({str(composed)!r}))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    assert yaml.safe_load(composed.read_text()) == yaml.safe_load(
+        (ROOT / "params.yaml").read_text()
+    )
+
+
+def test_every_backbone_is_trained_and_the_exported_one_is_among_them():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(params["backbones"]) >= {"inceptionv3", "vgg16"}
+    assert params["backbone"] == params["backbones"][params["backbone"]["name"]]
+
+
+def test_dvc_hydra_composition_is_enabled():
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert "[hydra]" in config and "enabled = true" in config and "config_dir = configs" in config
