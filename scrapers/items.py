@@ -1,0 +1,16 @@
+"""The one item every spider yields: an image URL with its label and provenance."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ImageItem:
+    file_urls: list[str]
+    label: str  # "real" or "ai"
+    source_name: str  # the site, category or folder the label comes from
+    source_url: str = ""  # the page the image was found on (the file URL for local sources)
+    license: str = ""
+    license_url: str = ""
+    artist: str = ""
+    files: list[dict] = field(default_factory=list)  # filled by FilesPipeline
+    errors: list[str] = field(default_factory=list)  # why a file_url was not stored

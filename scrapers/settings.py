@@ -1,0 +1,34 @@
+"""Scrapy settings for every spider; pipeline.scrape overrides the output paths from params."""
+
+from pipeline import __version__
+
+BOT_NAME = "ai-image-classifier"
+SPIDER_MODULES = ["scrapers.spiders"]
+NEWSPIDER_MODULE = "scrapers.spiders"
+
+USER_AGENT = f"ai-image-classifier/{__version__} (labelled image dataset builder for research)"
+ROBOTSTXT_OBEY = True
+
+ITEM_PIPELINES = {
+    "scrapers.pipelines.ContentAddressedFilesPipeline": 100,
+    "scrapers.pipelines.ManifestPipeline": 800,
+}
+FILES_STORE = "data/raw"
+FILES_URLS_FIELD = "file_urls"
+FILES_RESULT_FIELD = "files"
+# Images are stored by content hash, so a stored file never goes stale.
+FILES_EXPIRES = 36500
+MEDIA_ALLOW_REDIRECTS = True
+
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 0.5
+AUTOTHROTTLE_TARGET_CONCURRENCY = 2.0
+DOWNLOAD_SLOTS = {"local-files": {"concurrency": 32, "delay": 0}}
+RETRY_ENABLED = True
+RETRY_TIMES = 3
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
+LOG_LEVEL = "INFO"
+TELNETCONSOLE_ENABLED = False

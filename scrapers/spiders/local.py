@@ -1,0 +1,76 @@
+"""A local source: a folder laid out real/ and ai/, or a CSV of url,label."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import scrapy
+from scrapy.exceptions import CloseSpider
+
+from pipeline.images import LABELS
+from scrapers.items import ImageItem
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def folder_entries(folder: Path) -> list[tuple[str, str]]:
+    """(file URL, label) for every image file under folder/real and folder/ai, sorted."""
+    entries = []
+    for label in LABELS:
+        for path in sorted((folder / label).rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                entries.append((path.resolve().as_uri(), label))
+    return entries
+
+
+def csv_entries(table: Path) -> list[tuple[str, str]]:
+    """(URL, label) rows of a CSV with columns url,label; paths are relative to its folder."""
+    entries = []
+    with open(table, newline="", encoding="utf-8") as file:
+        for line, row in enumerate(csv.DictReader(file), start=2):
+            url, label = (row.get("url") or "").strip(), (row.get("label") or "").strip()
+            if label not in LABELS:
+                raise ValueError(f"{table}:{line}: label must be one of {LABELS}, got {label!r}")
+            if "://" not in url:
+                url = (table.parent / url).resolve().as_uri()
+            entries.append((url, label))
+    return entries
+
+
+class LocalSpider(scrapy.Spider):
+    name = "local"
+
+    def __init__(
+        self, source: str, source_name: str = "local", max_items: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = Path(source)
+        self.source_name = source_name
+        self.max_items = int(max_items) if max_items not in (None, "", "None") else None
+
+    def entries(self) -> list[tuple[str, str]]:
+        if self.source.is_dir():
+            return folder_entries(self.source)
+        if self.source.is_file():
+            return csv_entries(self.source)
+        raise FileNotFoundError(
+            f"scrape.source {self.source} does not exist: make a folder with real/ and ai/ "
+            "subfolders of images there, or point scrape.source at a CSV of url,label"
+        )
+
+    async def start(self) -> AsyncIterator[ImageItem]:
+        try:
+            entries = self.entries()
+        except (OSError, ValueError) as error:
+            raise CloseSpider(f"bad source: {error}") from error
+        taken = dict.fromkeys(LABELS, 0)
+        for url, label in entries:
+            if self.max_items is not None and taken[label] >= self.max_items:
+                continue
+            taken[label] += 1
+            yield ImageItem(
+                file_urls=[url], label=label, source_name=self.source_name, source_url=url
+            )
