@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from conftest import synthetic_image
+from pipeline.prepare import near_duplicate_groups, prepare, stratified_group_split
+
+PARAMS = {"min_size": 16, "max_hamming": 4, "split": {"val": 0.2, "test": 0.2}}
+
+
+def test_near_duplicate_groups_are_connected_components():
+    hashes = np.array([0b0, 0b1, 0b11, 0xFFFF, 0xFFFE, 0xF0F0F0F0], dtype=np.uint64)
+    groups = near_duplicate_groups(hashes, max_distance=1)
+    assert groups[0] == groups[1] == groups[2]  # 0-1 and 1-2 within 1 bit: one chain
+    assert groups[3] == groups[4] != groups[0]
+    assert len(set(groups)) == 3
+
+
+def test_split_keeps_groups_together_and_is_stratified():
+    rng = np.random.default_rng(1)
+    labels = np.array(["real"] * 300 + ["ai"] * 100)
+    groups = rng.integers(0, 150, size=len(labels))
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    split = stratified_group_split(labels, groups, fractions, seed=3)
+    for group in np.unique(groups):
+        assert len(set(split[groups == group])) == 1
+    for label, total in (("real", 300), ("ai", 100)):
+        share = (split[labels == label] == "test").sum() / total
+        assert abs(share - 0.15) < 0.08
+    assert (split == stratified_group_split(labels, groups, fractions, seed=3)).all()
+
+
+def write(image: Image.Image, folder, name: str) -> str:
+    image.save(folder / name)
+    return name
+
+
+def test_prepare_drops_with_reasons_and_never_splits_a_near_duplicate_group(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in ("real", "ai"):
+        for i in range(20):
+            name = write(synthetic_image(label, 48, rng), tmp_path, f"{label}{i}.png")
+            rows.append(
+                {"id": f"{label}{i}", "path": name, "label": label, "width": 48, "height": 48}
+            )
+    original = Image.open(tmp_path / "real0.png")
+    # the same picture, re-encoded as JPEG and labelled ai: a cross-label near-duplicate
+    near = write(original.convert("RGB"), tmp_path, "near.jpg")
+    rows.append({"id": "near", "path": near, "label": "ai", "width": 48, "height": 48})
+    # a smaller copy with the same label: dropped as a near-duplicate, the larger one kept
+    small = write(original.resize((40, 40)), tmp_path, "small.png")
+    rows.append({"id": "small", "path": small, "label": "real", "width": 40, "height": 40})
+    (tmp_path / "page.jpg").write_bytes(b"<html>oops</html>")
+    rows.append({"id": "page", "path": "page.jpg", "label": "ai", "width": 0, "height": 0})
+    tiny = write(Image.new("RGB", (8, 8)), tmp_path, "tiny.png")
+    rows.append({"id": "tiny", "path": tiny, "label": "real", "width": 8, "height": 8})
+    rows.append({**rows[1]})  # the same bytes scraped twice, same label
+    rows.append({**rows[2], "label": "ai"})  # the same bytes under both labels
+    manifest = pd.DataFrame(rows).assign(source_name="test")
+
+    kept, report = prepare(manifest, tmp_path, PARAMS, seed=7)
+
+    assert report["dropped"] == {
+        "duplicate": {"real": 1},
+        "label_conflict": {"real": 1, "ai": 1},
+        "near_duplicate": {"real": 1},
+        "not_an_image": {"ai": 1},
+        "too_small": {"real": 1},
+    }
+    assert set(kept["id"]) >= {"real0", "near"} and not {"small", "real2"} & set(kept["id"])
+    assert (
+        kept.loc[kept["id"] == "real0", "split"].item()
+        == kept.loc[kept["id"] == "near", "split"].item()
+    )
+    assert kept.groupby("group")["split"].nunique().max() == 1
+    assert report["kept"] == len(kept) == 40 - 1 + 1  # real2 lost to the label conflict
+    assert report["near_duplicate_groups_in_several_labels"] == 1
