@@ -1,0 +1,115 @@
+"""Stage `features`: frozen-backbone features of every prepared image, streamed to disk.
+
+`python -m pipeline.features <backbone>` writes data/features/<backbone>/: features.npy (float32,
+one row per image of splits.csv), index.csv (id, label, split, ok) and backbone.weights.h5 (the
+exact extractor used, so that the export reproduces these features bit for bit).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from pipeline.backbones import build_extractor
+from pipeline.images import LABELS, UnreadableImage, load_for_model
+from pipeline.io import atomic_path
+from pipeline.params import backbone_spec, load_params
+from pipeline.prepare import SPLITS
+
+FEATURES_DIR = Path("data/features")
+
+
+def image_batches(
+    paths: list[str], size: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of (uint8 images, ok flags): decoded and resized in parallel, prefetched.
+
+    An image that fails to decode yields a black frame with ok=False instead of stopping the run.
+    """
+
+    def load(path: bytes) -> tuple[np.ndarray, bool]:
+        try:
+            return load_for_model(path.decode(), size), True
+        except UnreadableImage as error:
+            print(f"skipped: {error}")
+            return np.zeros((size, size, 3), np.uint8), False
+
+    def load_tensor(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
+        return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(ok, ())
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+        .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    yield from dataset.as_numpy_iterator()
+
+
+def compiled(model: keras.Model) -> tf.types.experimental.GenericFunction:
+    """The model's forward pass as one traced graph: no per-batch Python overhead of predict()."""
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+
+def extract(
+    model: keras.Model, paths: list[str], size: int, batch_size: int, out: Path
+) -> np.ndarray:
+    """Write features of `paths` into the .npy file `out` batch by batch; returns the ok flags."""
+    forward = compiled(model)
+    features = np.lib.format.open_memmap(
+        out, mode="w+", dtype=np.float32, shape=(len(paths), model.output_shape[-1])
+    )
+    ok = np.zeros(len(paths), dtype=bool)
+    start = 0
+    with tqdm(total=len(paths), desc=f"features {model.name}", unit="img") as progress:
+        for images, batch_ok in image_batches(paths, size, batch_size):
+            end = start + len(images)
+            features[start:end] = forward(images).numpy()
+            ok[start:end] = batch_ok
+            start = end
+            progress.update(len(images))
+    features.flush()
+    del features
+    return ok
+
+
+def load_features(backbone_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """(features, labels as class ids, index rows) of one split, only images that decoded."""
+    index = pd.read_csv(backbone_dir / "index.csv", dtype={"id": str})
+    rows = index.index[(index["split"] == split) & index["ok"]].to_numpy()
+    features = np.load(backbone_dir / "features.npy", mmap_mode="r")[rows]
+    labels = index.loc[rows, "label"].map(LABELS.index).to_numpy(dtype=np.int64)
+    return np.asarray(features, dtype=np.float32), labels, index.loc[rows].reset_index(drop=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backbone")
+    args = parser.parse_args()
+    params = load_params()
+    spec = backbone_spec(params, args.backbone)
+    keras.utils.set_random_seed(params["seed"])
+    # Built before any image is read: a missing weights file fails here, having done no work.
+    model = build_extractor(args.backbone, spec["input_size"], spec["weights"])
+    splits = pd.read_csv(SPLITS, dtype={"id": str})
+    with atomic_path(FEATURES_DIR / args.backbone) as out:
+        out.mkdir()
+        ok = extract(
+            model, splits["path"].tolist(), spec["input_size"], spec["batch_size"],
+            out / "features.npy",
+        )  # fmt: skip
+        splits[["id", "label", "split"]].assign(ok=ok).to_csv(out / "index.csv", index=False)
+        model.save_weights(out / "backbone.weights.h5")
+    print(f"features {args.backbone}: {ok.sum()} image(s), {(~ok).sum()} skipped")
+
+
+if __name__ == "__main__":
+    main()
