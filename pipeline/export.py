@@ -1,0 +1,113 @@
+"""Stage `export`: the backbone chosen by the Hydra `backbone` group, ready for inference.
+
+Writes models/export/: <backbone>.weights.h5 (the trained head), model.keras (one model from RGB
+pixels to P(real): preprocess_input, frozen backbone, head) and model.json (what the score means,
+input size, threshold, test metrics, hashes of params and data). Before it finishes, it reloads
+model.keras and checks that it scores test images exactly as the evaluate stage did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.backbones import build_extractor
+from pipeline.evaluate import EVAL_DIR, METRICS_DIR, THRESHOLD
+from pipeline.features import FEATURES_DIR
+from pipeline.head import build_head
+from pipeline.inference import EXPORT_DIR, INFO_FILE, MODEL_FILE, score_files
+from pipeline.io import atomic_path, read_json, write_json
+from pipeline.params import backbone_spec, load_params
+from pipeline.prepare import SPLITS
+from pipeline.train import MODELS_DIR
+
+CHECK_IMAGES = 16
+TOLERANCE = 1e-4
+
+
+def build_inference_model(
+    name: str, input_size: int, backbone_weights: Path, head_weights: Path, head: dict[str, Any]
+) -> keras.Model:
+    """RGB pixels (0..255) in, P(real) out: the extractor the features stage used, then the head."""
+    extractor = build_extractor(name, input_size, weights=None)
+    extractor.load_weights(backbone_weights)
+    classifier = build_head(extractor.output_shape[-1], **head)
+    classifier.load_weights(head_weights)
+    inputs = keras.Input((input_size, input_size, 3), name="rgb")
+    return keras.Model(inputs, classifier(extractor(inputs)), name=f"aiic_{name}")
+
+
+def check_against_evaluation(
+    model: keras.Model, predictions: pd.DataFrame, splits: pd.DataFrame, input_size: int
+) -> float:
+    """Largest score difference between the saved model and the evaluate stage on test images."""
+    sample = predictions.head(CHECK_IMAGES).merge(splits[["id", "path"]], on="id")
+    p_real, _ = score_files(model, sample["path"].tolist(), input_size)
+    difference = float(np.max(np.abs(p_real - sample["p_real"].to_numpy()), initial=0.0))
+    if not difference <= TOLERANCE:
+        raise SystemExit(
+            f"export: the saved model's scores differ from the evaluate stage's by {difference:.2e}"
+            f" (> {TOLERANCE}) on test images; the export is not trustworthy"
+        )
+    return difference
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def main() -> None:
+    params = load_params()
+    name = params["backbone"]["name"]
+    spec = backbone_spec(params, name)
+    head_weights = MODELS_DIR / name / "head.weights.h5"
+    model = build_inference_model(
+        name, spec["input_size"], FEATURES_DIR / name / "backbone.weights.h5", head_weights,
+        params["head"],
+    )  # fmt: skip
+    used_params = {key: params[key] for key in ("data", "balance", "head", "seed")}
+    info = {
+        "backbone": name,
+        "weights": spec["weights"],
+        "input_size": spec["input_size"],
+        "preprocessing": (
+            "Pillow decode, EXIF orientation applied, RGB, bilinear resize to input_size x "
+            f"input_size, then keras.applications {name} preprocess_input (inside the model)"
+        ),
+        "input": "float32 or uint8 RGB pixels in 0..255, shape (batch, input_size, input_size, 3)",
+        "score": "probability that the image is a real photograph (not AI-generated)",
+        "labels": {"real": f"score >= {THRESHOLD}", "ai": f"score < {THRESHOLD}"},
+        "threshold": THRESHOLD,
+        "test_metrics": read_json(METRICS_DIR / f"{name}.json"),
+        "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
+        "data_sha256": digest(SPLITS.read_bytes()),
+        "aiic_version": __version__,
+    }
+    with atomic_path(EXPORT_DIR) as out:
+        out.mkdir()
+        shutil.copyfile(head_weights, out / f"{name}.weights.h5")
+        model.save(out / MODEL_FILE)
+        write_json(out / INFO_FILE, info)
+        reloaded = keras.saving.load_model(out / MODEL_FILE, safe_mode=True)
+        difference = check_against_evaluation(
+            reloaded,
+            pd.read_csv(EVAL_DIR / name / "predictions.csv", dtype={"id": str}),
+            pd.read_csv(SPLITS, dtype={"id": str}),
+            spec["input_size"],
+        )
+    print(
+        f"export: {name} -> {EXPORT_DIR}/ "
+        f"(reloaded model matches evaluation within {difference:.1e})"
+    )
+
+
+if __name__ == "__main__":
+    main()

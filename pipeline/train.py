@@ -1,0 +1,86 @@
+"""Stage `train`: the dense head on (balanced) training features, early-stopped on validation.
+
+`python -m pipeline.train <backbone>` writes models/<backbone>/head.weights.h5 and the training
+curves through DVCLive's Keras callback in dvclive/train/<backbone>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+
+from pipeline.balance import BALANCED_DIR
+from pipeline.features import FEATURES_DIR, load_features
+from pipeline.head import build_head
+from pipeline.io import atomic_path
+from pipeline.params import load_params
+
+MODELS_DIR = Path("models")
+LIVE_DIR = Path("dvclive/train")
+
+
+def seed_everything(seed: int) -> None:
+    """Same data and params give the same weights on CPU."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train_head(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    head: dict[str, Any],
+    seed: int,
+    callbacks: list[keras.callbacks.Callback] = (),
+) -> keras.Model:
+    """Fit the head with Adam and binary cross-entropy; the best val-loss weights are kept."""
+    seed_everything(seed)
+    model = build_head(train[0].shape[1], **head)
+    model.compile(
+        optimizer=keras.optimizers.Adam(head["learning_rate"]),
+        loss="binary_crossentropy",
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=head["patience"], restore_best_weights=True
+    )
+    model.fit(
+        train[0],
+        train[1].astype("float32"),
+        validation_data=(val[0], val[1].astype("float32")),
+        epochs=head["epochs"],
+        batch_size=head["batch_size"],
+        callbacks=[early_stopping, *callbacks],
+        shuffle=True,
+        verbose=2,
+    )
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backbone")
+    args = parser.parse_args()
+    params = load_params()
+    balanced = np.load(BALANCED_DIR / args.backbone / "train.npz")
+    val_features, val_labels, _ = load_features(FEATURES_DIR / args.backbone, "val")
+    with Live(str(LIVE_DIR / args.backbone), dvcyaml=False, save_dvc_exp=False) as live:
+        model = train_head(
+            (balanced["features"], balanced["labels"]),
+            (val_features, val_labels),
+            params["head"],
+            params["seed"],
+            callbacks=[DVCLiveCallback(live=live)],
+        )
+    with atomic_path(MODELS_DIR / args.backbone / "head.weights.h5") as tmp:
+        model.save_weights(tmp)
+
+
+if __name__ == "__main__":
+    main()

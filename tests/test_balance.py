@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import balance as balance_stage
+from pipeline.balance import balance
+
+
+def imbalanced(n_real=40, n_ai=10, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    features = np.concatenate([rng.normal(0, 1, (n_ai, dim)), rng.normal(3, 1, (n_real, dim))])
+    labels = np.array([0] * n_ai + [1] * n_real)
+    return features.astype(np.float32), labels
+
+
+def test_smote_balances_and_keeps_every_original_row():
+    features, labels = imbalanced()
+    balanced, balanced_labels = balance(features, labels, "smote", seed=1, k_neighbors=3)
+    assert np.bincount(balanced_labels).tolist() == [40, 40]
+    assert np.array_equal(balanced[: len(features)], features)
+
+
+def test_none_returns_the_input_and_bad_settings_are_explained():
+    features, labels = imbalanced()
+    assert balance(features, labels, "none", seed=1)[0] is features
+    with pytest.raises(SystemExit, match="k_neighbors=10"):
+        balance(features, labels, "smote", seed=1, k_neighbors=10)
+    with pytest.raises(SystemExit, match="smote or none"):
+        balance(features, labels, "adasyn", seed=1)
+
+
+def test_stage_oversamples_train_only(tmp_path, monkeypatch):
+    """Validation and test rows never reach SMOTE: none of them is in the balanced set."""
+    monkeypatch.chdir(tmp_path)
+    features, labels = imbalanced(n_real=60, n_ai=30)
+    split = np.array((["train"] * 4 + ["val", "test"]) * 15)
+    folder = tmp_path / "data/features/bb"
+    folder.mkdir(parents=True)
+    np.save(folder / "features.npy", features)
+    pd.DataFrame(
+        {"id": range(90), "label": np.array(["ai", "real"])[labels], "split": split, "ok": True}
+    ).to_csv(folder / "index.csv", index=False)
+    (tmp_path / "params.yaml").write_text(
+        "seed: 0\nbalance: {method: smote, k_neighbors: 3, sampling_strategy: auto}\n"
+    )
+    monkeypatch.setattr("sys.argv", ["balance", "bb"])
+    balance_stage.main()
+
+    result = np.load(tmp_path / "data/balanced/bb/train.npz")
+    train = features[split == "train"]
+    assert np.array_equal(result["features"][: len(train)], train)
+    held_out = features[split != "train"]
+    distances = np.abs(result["features"][:, None, :] - held_out[None, :, :]).sum(axis=2)
+    assert distances.min() > 0
+    report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
+    assert report["before"] == {"ai": 20, "real": 40} and report["after"] == {"ai": 40, "real": 40}
