@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from dvclive import Live
+from scipy.stats import rankdata
 from sklearn import metrics
 
 from pipeline.features import FEATURES_DIR, load_features
@@ -25,6 +26,53 @@ from pipeline.train import MODELS_DIR
 METRICS_DIR = Path("metrics")
 EVAL_DIR = Path("eval")
 THRESHOLD = 0.5  # score >= threshold means "real"
+BOOTSTRAP_SAMPLES = 1000
+
+
+def expected_calibration_error(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> float:
+    """ECE over `bins` equal-width bins of P(real): mean |observed real rate - mean score|."""
+    bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in np.unique(bin_of):
+        members = bin_of == b
+        error += members.mean() * abs(labels[members].mean() - p_real[members].mean())
+    return float(error)
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    p_real: np.ndarray,
+    threshold: float,
+    seed: int = 0,
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals for accuracy, balanced accuracy and ROC-AUC.
+
+    Resamples that hold a single class (possible on tiny test sets) are left out.
+    """
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(labels), (samples, len(labels)))
+    y, p = labels[rows], p_real[rows]
+    positives = y.sum(axis=1)
+    both = (positives > 0) & (positives < len(labels))
+    y, p, positives = y[both], p[both], positives[both]
+    negatives = len(labels) - positives
+    correct = (p >= threshold).astype(int) == y
+    recall_real = (correct & (y == 1)).sum(axis=1) / positives
+    recall_ai = (correct & (y == 0)).sum(axis=1) / negatives
+    # ROC-AUC as the Mann-Whitney U statistic, from average ranks (ties count one half)
+    ranks = rankdata(p, axis=1)
+    auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    scores = {
+        "accuracy": correct.mean(axis=1),
+        "balanced_accuracy": (recall_real + recall_ai) / 2,
+        "roc_auc": auc,
+    }
+    return {
+        name: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+        for name, values in scores.items()
+        if len(values)
+    }
 
 
 def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict:
@@ -42,6 +90,10 @@ def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: fl
         "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
         "roc_auc": metrics.roc_auc_score(labels, p_real) if both_classes else None,
         "average_precision": metrics.average_precision_score(labels, p_real),
+        "ece": expected_calibration_error(labels, p_real),
+        "brier": metrics.brier_score_loss(labels, p_real),
+        "log_loss": metrics.log_loss(labels, np.clip(p_real, 1e-7, 1 - 1e-7), labels=[0, 1]),
+        "ci95": bootstrap_ci(labels, p_real, threshold),
         "per_class": {
             name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}
             for name in LABELS

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from pipeline.evaluate import bootstrap_ci, classification_metrics, expected_calibration_error
+
+
+def test_ece_is_zero_when_scores_are_frequencies_and_large_when_overconfident():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=20000)
+    calibrated = (rng.uniform(size=p.size) < p).astype(int)
+    assert expected_calibration_error(calibrated, p) < 0.02
+    overconfident = np.where(p > 0.5, 0.99, 0.01)
+    assert expected_calibration_error(calibrated, overconfident) > 0.2
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_data():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (200, 5000):
+        labels = rng.integers(0, 2, n)
+        p = np.clip(labels * 0.3 + rng.uniform(0, 0.7, n), 0, 1)
+        result = classification_metrics(labels, p, 0.5)
+        for name in ("accuracy", "balanced_accuracy", "roc_auc"):
+            low, high = result["ci95"][name]
+            assert low <= result[name] <= high
+        widths.append(np.diff(result["ci95"]["roc_auc"]).item())
+    assert widths[1] < widths[0] / 2
+
+
+def test_metrics_of_a_perfect_classifier():
+    labels = np.array([0, 0, 1, 1])
+    result = classification_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]), 0.5)
+    assert result["accuracy"] == result["roc_auc"] == 1.0
+    assert result["confusion_matrix"]["matrix"] == [[2, 0], [0, 2]]
+    assert result["per_class"]["real"]["recall"] == 1.0
+    assert bootstrap_ci(labels, np.array([0.1, 0.2, 0.8, 0.9]), 0.5)["accuracy"] == pytest.approx(
+        [1.0, 1.0]
+    )
+
+
+def test_bootstrap_statistics_match_scikit_learn(monkeypatch):
+    """With every resample equal to the data, the interval collapses onto sklearn's values."""
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    p = np.array([0.2, 0.7, 0.7, 0.4, 0.9, 0.7, 0.3, 0.6])  # ties included
+
+    class Unshuffled:
+        def integers(self, low, high, size):
+            return np.tile(np.arange(high), (size[0], 1))
+
+    monkeypatch.setattr(np.random, "default_rng", lambda seed: Unshuffled())
+    result = bootstrap_ci(labels, p, 0.5, samples=3)
+    assert result["roc_auc"] == pytest.approx([roc_auc_score(labels, p)] * 2)
+    balanced = balanced_accuracy_score(labels, (p >= 0.5).astype(int))
+    assert result["balanced_accuracy"] == pytest.approx([balanced] * 2)
