@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.backbones import build_extractor
+from pipeline.backbones import CENTER_CROP, RESIZE, backbone, extractor_from_spec
 from pipeline.evaluate import EVAL_DIR, METRICS_DIR, THRESHOLD
 from pipeline.features import FEATURES_DIR
 from pipeline.head import build_head
@@ -34,23 +34,23 @@ TOLERANCE = 1e-4
 
 
 def build_inference_model(
-    name: str, input_size: int, backbone_weights: Path, head_weights: Path, head: dict[str, Any]
+    spec: dict[str, Any], backbone_weights: Path, head_weights: Path, head: dict[str, Any]
 ) -> keras.Model:
     """RGB pixels (0..255) in, P(real) out: the extractor the features stage used, then the head."""
-    extractor = build_extractor(name, input_size, weights=None)
+    extractor = extractor_from_spec({**spec, "weights": None})
     extractor.load_weights(backbone_weights)
     classifier = build_head(extractor.output_shape[-1], **head)
     classifier.load_weights(head_weights)
-    inputs = keras.Input((input_size, input_size, 3), name="rgb")
-    return keras.Model(inputs, classifier(extractor(inputs)), name=f"aiic_{name}")
+    inputs = keras.Input(extractor.input_shape[1:], name="rgb")
+    return keras.Model(inputs, classifier(extractor(inputs)), name=f"aiic_{spec['name']}")
 
 
 def check_against_evaluation(
-    model: keras.Model, predictions: pd.DataFrame, splits: pd.DataFrame, input_size: int
+    model: keras.Model, predictions: pd.DataFrame, splits: pd.DataFrame, info: dict[str, Any]
 ) -> float:
     """Largest score difference between the saved model and the evaluate stage on test images."""
     sample = predictions.head(CHECK_IMAGES).merge(splits[["id", "path"]], on="id")
-    p_real, _ = score_files(model, sample["path"].tolist(), input_size)
+    p_real, _ = score_files(model, sample["path"].tolist(), info["input_size"], info["input_mode"])
     difference = float(np.max(np.abs(p_real - sample["p_real"].to_numpy()), initial=0.0))
     if not difference <= TOLERANCE:
         raise SystemExit(
@@ -58,6 +58,14 @@ def check_against_evaluation(
             f" (> {TOLERANCE}) on test images; the export is not trustworthy"
         )
     return difference
+
+
+PREPROCESSING = {
+    RESIZE: "Pillow decode, EXIF orientation applied, RGB, bilinear resize to input_size x "
+    "input_size; the backbone's own preprocess_input is inside the model",
+    CENTER_CROP: "Pillow decode, EXIF orientation applied, RGB, central input_size x input_size "
+    "crop at native resolution (nothing resampled; smaller images are refused)",
+}
 
 
 def digest(data: bytes) -> str:
@@ -70,18 +78,16 @@ def main() -> None:
     spec = backbone_spec(params, name)
     head_weights = MODELS_DIR / name / "head.weights.h5"
     model = build_inference_model(
-        name, spec["input_size"], FEATURES_DIR / name / "backbone.weights.h5", head_weights,
-        params["head"],
-    )  # fmt: skip
+        spec, FEATURES_DIR / name / "backbone.weights.h5", head_weights, params["head"]
+    )
+    input_mode = backbone(name).input_mode
     used_params = {key: params[key] for key in ("data", "balance", "head", "seed")}
     info = {
         "backbone": name,
         "weights": spec["weights"],
         "input_size": spec["input_size"],
-        "preprocessing": (
-            "Pillow decode, EXIF orientation applied, RGB, bilinear resize to input_size x "
-            f"input_size, then keras.applications {name} preprocess_input (inside the model)"
-        ),
+        "input_mode": input_mode,
+        "preprocessing": PREPROCESSING[input_mode],
         "input": "float32 or uint8 RGB pixels in 0..255, shape (batch, input_size, input_size, 3)",
         "score": "probability that the image is a real photograph (not AI-generated)",
         "labels": {"real": f"score >= {THRESHOLD}", "ai": f"score < {THRESHOLD}"},
@@ -101,7 +107,7 @@ def main() -> None:
             reloaded,
             pd.read_csv(EVAL_DIR / name / "predictions.csv", dtype={"id": str}),
             pd.read_csv(SPLITS, dtype={"id": str}),
-            spec["input_size"],
+            info,
         )
     print(
         f"export: {name} -> {EXPORT_DIR}/ "

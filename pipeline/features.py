@@ -17,7 +17,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-from pipeline.backbones import build_extractor
+from pipeline.backbones import backbone, extractor_from_spec
 from pipeline.images import LABELS, UnreadableImage, load_for_model
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
@@ -27,7 +27,7 @@ FEATURES_DIR = Path("data/features")
 
 
 def image_batches(
-    paths: list[str], size: int, batch_size: int
+    paths: list[str], size: int, batch_size: int, mode: str = "resize"
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches of (uint8 images, ok flags): decoded and resized in parallel, prefetched.
 
@@ -36,7 +36,7 @@ def image_batches(
 
     def load(path: bytes) -> tuple[np.ndarray, bool]:
         try:
-            return load_for_model(path.decode(), size), True
+            return load_for_model(path.decode(), size, mode), True
         except UnreadableImage as error:
             print(f"skipped: {error}")
             return np.zeros((size, size, 3), np.uint8), False
@@ -60,7 +60,12 @@ def compiled(model: keras.Model) -> tf.types.experimental.GenericFunction:
 
 
 def extract(
-    model: keras.Model, paths: list[str], size: int, batch_size: int, out: Path
+    model: keras.Model,
+    paths: list[str],
+    size: int,
+    batch_size: int,
+    out: Path,
+    mode: str = "resize",
 ) -> np.ndarray:
     """Write features of `paths` into the .npy file `out` batch by batch; returns the ok flags."""
     forward = compiled(model)
@@ -70,7 +75,7 @@ def extract(
     ok = np.zeros(len(paths), dtype=bool)
     start = 0
     with tqdm(total=len(paths), desc=f"features {model.name}", unit="img") as progress:
-        for images, batch_ok in image_batches(paths, size, batch_size):
+        for images, batch_ok in image_batches(paths, size, batch_size, mode):
             end = start + len(images)
             features[start:end] = forward(images).numpy()
             ok[start:end] = batch_ok
@@ -98,13 +103,13 @@ def main() -> None:
     spec = backbone_spec(params, args.backbone)
     keras.utils.set_random_seed(params["seed"])
     # Built before any image is read: a missing weights file fails here, having done no work.
-    model = build_extractor(args.backbone, spec["input_size"], spec["weights"])
+    model = extractor_from_spec(spec)
     splits = pd.read_csv(SPLITS, dtype={"id": str})
     with atomic_path(FEATURES_DIR / args.backbone) as out:
         out.mkdir()
         ok = extract(
             model, splits["path"].tolist(), spec["input_size"], spec["batch_size"],
-            out / "features.npy",
+            out / "features.npy", backbone(args.backbone).input_mode,
         )  # fmt: skip
         splits[["id", "label", "split"]].assign(ok=ok).to_csv(out / "index.csv", index=False)
         model.save_weights(out / "backbone.weights.h5")

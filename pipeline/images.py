@@ -49,5 +49,18 @@ def resize(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_for_model(source: Path | str | bytes, size: int) -> np.ndarray:
-    return resize(decode(source), size)
+def center_crop(image: Image.Image, size: int) -> np.ndarray:
+    """The central size x size pixels at native resolution: nothing resampled."""
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def load_for_model(source: Path | str | bytes, size: int, mode: str = "resize") -> np.ndarray:
+    """Decode and shape one image for a backbone; `mode` is resize or center_crop."""
+    image = decode(source)
+    if mode == "resize":
+        return resize(image, size)
+    if min(image.size) < size:
+        name = "<bytes>" if isinstance(source, bytes) else str(source)
+        raise UnreadableImage(name, "too_small", f"{image.size} is under the {size} px crop")
+    return center_crop(image, size)

@@ -32,12 +32,16 @@ def load_exported(model_dir: Path = EXPORT_DIR) -> tuple[keras.Model, dict[str, 
 
 
 def score_files(
-    model: keras.Model, paths: list[str], input_size: int, batch_size: int = 32
+    model: keras.Model,
+    paths: list[str],
+    input_size: int,
+    input_mode: str = "resize",
+    batch_size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(P(real), ok flags) per file; a file that cannot be decoded has ok=False and score NaN."""
     forward = compiled(model)
     scores, flags = [], []
-    for images, ok in image_batches(paths, input_size, batch_size):
+    for images, ok in image_batches(paths, input_size, batch_size, input_mode):
         scores.append(forward(images).numpy()[:, 0])
         flags.append(ok)
     if not scores:

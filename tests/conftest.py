@@ -81,7 +81,7 @@ def make_project(
             shutil.copy(ROOT / name, target)
     configs = destination / "configs"
     for name, size in backbones.items():
-        set_yaml(configs / "backbone" / f"{name}.yaml", weights=None, input_size=size)
+        set_yaml(configs / "backbones" / f"{name}.yaml", weights=None, input_size=size)
     set_yaml(configs / "scrape" / "local.yaml", source=str(source))
     set_yaml(configs / "head" / "dense.yaml", epochs=epochs, units=32, batch_size=16, patience=2)
     set_yaml(configs / "balance" / "smote.yaml", k_neighbors=3)

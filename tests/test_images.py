@@ -52,3 +52,13 @@ def test_missing_file_is_reported(tmp_path):
     with pytest.raises(UnreadableImage) as error:
         decode(tmp_path / "nope.png")
     assert error.value.reason == "missing" and "nope.png" in str(error.value)
+
+
+def test_center_crop_keeps_native_pixels_and_refuses_small_images():
+    pixels = np.arange(40 * 50 * 3, dtype=np.uint32).reshape(40, 50, 3) % 251
+    data = png_bytes(Image.fromarray(pixels.astype(np.uint8)), format="PNG")
+    crop = load_for_model(data, 32, "center_crop")
+    assert np.array_equal(crop, pixels[4:36, 9:41].astype(np.uint8))
+    with pytest.raises(UnreadableImage) as error:
+        load_for_model(data, 48, "center_crop")
+    assert error.value.reason == "too_small"

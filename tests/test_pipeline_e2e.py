@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_DATA, make_image_folder, make_project, run
 from pipeline.evaluate import classification_metrics
 
-BACKBONES = ("inceptionv3", "vgg16")
+BACKBONES = ("inceptionv3", "vgg16", "spectrum")
 
 
 def dvc(project, *args, timeout=900):
