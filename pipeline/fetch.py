@@ -1,0 +1,151 @@
+"""Fetching an image URL without becoming a proxy into private networks (no SSRF).
+
+Only http and https; every address the host resolves to must be public, and the connection goes to
+the address that was checked (no second DNS lookup that could be rebound); every redirect hop is
+checked again, at most MAX_REDIRECTS; the body is capped while it streams, under connect, read and
+total time limits, and must decode as an image.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import certifi
+import urllib3
+from PIL import Image
+
+from pipeline import __version__
+from pipeline.images import UnreadableImage, decode
+
+ALLOW_PRIVATE_ENV = "AIIC_ALLOW_PRIVATE_URLS"  # for local testing only; off by default
+MAX_REDIRECTS = 5
+MAX_BYTES = 20 * 1024 * 1024
+CONNECT_TIMEOUT, READ_TIMEOUT, TOTAL_TIMEOUT = 5.0, 10.0, 30.0
+USER_AGENT = f"ai-image-classifier/{__version__}"
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchRefused(Exception):
+    """The URL was not fetched, or its body was not used; the message says why."""
+
+
+def is_public(address: Address) -> bool:
+    """False for loopback, private, link-local (cloud metadata), multicast, reserved, unspecified.
+
+    An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is judged as the IPv4 address it carries.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def allow_private_from_env() -> bool:
+    return os.environ.get(ALLOW_PRIVATE_ENV, "") in ("1", "true", "yes")
+
+
+def resolve(host: str, port: int, allowed: Callable[[Address], bool]) -> Address:
+    """The first address of `host`, after checking that every address it resolves to is allowed.
+
+    getaddrinfo also normalises decimal, octal and hex spellings such as 2130706433 or 0x7f.1.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise FetchRefused(f"cannot resolve host {host!r}: {error.strerror}") from error
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    for address in addresses:
+        if not allowed(address):
+            raise FetchRefused(
+                f"refused: {host!r} resolves to {address}, a non-public address "
+                "(loopback, private, link-local, multicast, reserved or unspecified)"
+            )
+    return addresses[0]
+
+
+@dataclass
+class Fetched:
+    url: str  # after redirects
+    content_type: str
+    body: bytes
+
+
+def _connection_pool(scheme: str, host: str, address: Address, port: int):  # noqa: ANN202
+    timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
+    if scheme == "https":
+        # Connect to the checked address; SNI and certificate checks still use the host name.
+        return urllib3.HTTPSConnectionPool(
+            str(address), port, timeout=timeout, retries=False, server_hostname=host,
+            assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+        )  # fmt: skip
+    return urllib3.HTTPConnectionPool(str(address), port, timeout=timeout, retries=False)
+
+
+def _read_capped(response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: float) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise FetchRefused(f"refused: the body is {int(declared)} bytes, over {max_bytes}")
+    chunks, size = [], 0
+    for chunk in response.stream(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchRefused(f"refused: the body is over {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise FetchRefused(f"refused: the download took over {TOTAL_TIMEOUT:.0f} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def fetch(
+    url: str,
+    allowed: Callable[[Address], bool] | None = None,
+    max_bytes: int | None = None,
+) -> Fetched:
+    """GET `url` safely; `allowed` defaults to public addresses only (see ALLOW_PRIVATE_ENV)."""
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+    if allowed is None:
+        allowed = (lambda address: True) if allow_private_from_env() else is_public
+    deadline = time.monotonic() + TOTAL_TIMEOUT
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchRefused(f"refused: only http and https URLs are fetched, not {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = resolve(parts.hostname, port, allowed)
+        pool = _connection_pool(parts.scheme, parts.hostname, address, port)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": USER_AGENT}
+        try:
+            response = pool.urlopen(
+                "GET", target, headers=headers, redirect=False, preload_content=False
+            )
+            try:
+                if response.status in (301, 302, 303, 307, 308):
+                    url = urljoin(url, response.headers.get("Location", ""))
+                    continue
+                if response.status != 200:
+                    raise FetchRefused(f"{url} answered HTTP {response.status}")
+                body = _read_capped(response, max_bytes, deadline)
+                return Fetched(url, response.headers.get("Content-Type", ""), body)
+            finally:
+                response.release_conn()
+        except urllib3.exceptions.HTTPError as error:
+            raise FetchRefused(f"could not fetch {url}: {error}") from error
+        finally:
+            pool.close()
+    raise FetchRefused(f"refused: more than {MAX_REDIRECTS} redirects")
+
+
+def fetch_image(url: str, allowed: Callable[[Address], bool] | None = None) -> Image.Image:
+    """The decoded image at `url`; FetchRefused when it is unsafe, too big or not an image."""
+    fetched = fetch(url, allowed)
+    try:
+        return decode(fetched.body)
+    except UnreadableImage as error:
+        raise FetchRefused(f"refused: {url} is not a usable image ({error.reason})") from error
