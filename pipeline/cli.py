@@ -11,6 +11,8 @@ USAGE = f"""usage: aiic COMMAND [ARGS...]
 commands:
   {" | ".join(STAGES)}
                  run one pipeline stage (as `dvc repro` does; per-backbone stages take the name)
+  predict PATH_OR_URL... [--model DIR] [--format table|json|csv] [--recursive]
+                 score images, folders and URLs with the exported model
   compose [OVERRIDE...]
                  compose configs/ into params.yaml with Hydra overrides, as `dvc exp run -S` does
 """
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
 
         compose(rest)
         return
-    if command not in STAGES:
+    if command not in (*STAGES, "predict"):
         sys.exit(f"aiic: unknown command {command!r}\n{USAGE}")
     sys.argv = [f"aiic {command}", *rest]
     importlib.import_module(f"pipeline.{command}").main()

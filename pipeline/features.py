@@ -8,6 +8,7 @@ exact extractor used, so that the export reproduces these features bit for bit).
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,26 +25,28 @@ from pipeline.params import backbone_spec, load_params
 from pipeline.prepare import SPLITS
 
 FEATURES_DIR = Path("data/features")
+logger = logging.getLogger(__name__)
 
 
 def image_batches(
     paths: list[str], size: int, batch_size: int, mode: str = "resize"
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of (uint8 images, ok flags): decoded and resized in parallel, prefetched.
+    """Batches of (uint8 images, skip reasons): decoded and shaped in parallel, prefetched.
 
-    An image that fails to decode yields a black frame with ok=False instead of stopping the run.
+    An image that cannot be used yields a black frame and its reason (b"" for a good image)
+    instead of stopping the run.
     """
 
-    def load(path: bytes) -> tuple[np.ndarray, bool]:
+    def load(path: bytes) -> tuple[np.ndarray, bytes]:
         try:
-            return load_for_model(path.decode(), size, mode), True
+            return load_for_model(path.decode(), size, mode), b""
         except UnreadableImage as error:
-            print(f"skipped: {error}")
-            return np.zeros((size, size, 3), np.uint8), False
+            logger.warning("skipped %s", error)
+            return np.zeros((size, size, 3), np.uint8), error.reason.encode()
 
     def load_tensor(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
-        return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(ok, ())
+        image, reason = tf.numpy_function(load, [path], (tf.uint8, tf.string), stateful=False)
+        return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(reason, ())
 
     dataset = (
         tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
@@ -75,10 +78,10 @@ def extract(
     ok = np.zeros(len(paths), dtype=bool)
     start = 0
     with tqdm(total=len(paths), desc=f"features {model.name}", unit="img") as progress:
-        for images, batch_ok in image_batches(paths, size, batch_size, mode):
+        for images, reasons in image_batches(paths, size, batch_size, mode):
             end = start + len(images)
             features[start:end] = forward(images).numpy()
-            ok[start:end] = batch_ok
+            ok[start:end] = reasons == b""
             start = end
             progress.update(len(images))
     features.flush()

@@ -55,12 +55,18 @@ def center_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def load_for_model(source: Path | str | bytes, size: int, mode: str = "resize") -> np.ndarray:
-    """Decode and shape one image for a backbone; `mode` is resize or center_crop."""
-    image = decode(source)
+def shape_for_model(
+    image: Image.Image, size: int, mode: str = "resize", name: str = ""
+) -> np.ndarray:
+    """A decoded image as a backbone's input; `mode` is resize or center_crop."""
     if mode == "resize":
         return resize(image, size)
     if min(image.size) < size:
-        name = "<bytes>" if isinstance(source, bytes) else str(source)
         raise UnreadableImage(name, "too_small", f"{image.size} is under the {size} px crop")
     return center_crop(image, size)
+
+
+def load_for_model(source: Path | str | bytes, size: int, mode: str = "resize") -> np.ndarray:
+    """Decode and shape one image for a backbone."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    return shape_for_model(decode(source), size, mode, name)

@@ -37,15 +37,38 @@ def score_files(
     input_size: int,
     input_mode: str = "resize",
     batch_size: int = 32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(P(real), ok flags) per file; a file that cannot be decoded has ok=False and score NaN."""
+) -> tuple[np.ndarray, list[str]]:
+    """P(real) per file and why a file was skipped ("" when it was scored; its score is NaN)."""
     forward = compiled(model)
-    scores, flags = [], []
-    for images, ok in image_batches(paths, input_size, batch_size, input_mode):
-        scores.append(forward(images).numpy()[:, 0])
-        flags.append(ok)
-    if not scores:
-        return np.empty(0), np.empty(0, dtype=bool)
-    p_real, ok = np.concatenate(scores).astype(np.float64), np.concatenate(flags)
-    p_real[~ok] = np.nan
-    return p_real, ok
+    scores, reasons = [], []
+    for images, batch_reasons in image_batches(paths, input_size, batch_size, input_mode):
+        batch_scores = forward(images).numpy()[:, 0].astype(np.float64)
+        batch_scores[batch_reasons != b""] = np.nan
+        scores.append(batch_scores)
+        reasons.extend(reason.decode() for reason in batch_reasons)
+    return (np.concatenate(scores) if scores else np.empty(0)), reasons
+
+
+def score_images(model: keras.Model, images: list[np.ndarray]) -> np.ndarray:
+    """P(real) of images already shaped for the model (pipeline.images.shape_for_model)."""
+    if not images:
+        return np.empty(0)
+    return compiled(model)(np.stack(images)).numpy()[:, 0].astype(np.float64)
+
+
+def verdict(p_real: float, threshold: float) -> str:
+    return "real" if p_real >= threshold else "ai"
+
+
+READINGS = (  # (lowest p-score, plain-language reading), highest band first
+    (0.8, "likely a real photograph"),
+    (0.6, "leans towards a real photograph"),
+    (0.4, "uncertain: the model cannot tell; possibly an edited or blended image"),
+    (0.2, "leans towards AI-generated"),
+    (0.0, "likely AI-generated"),
+)
+
+
+def describe(p_real: float) -> str:
+    """What a p-score means, in words."""
+    return next(reading for lowest, reading in READINGS if p_real >= lowest)

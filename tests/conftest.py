@@ -98,3 +98,27 @@ def make_project(
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
         destination)  # fmt: skip
     return destination
+
+
+def make_exported_model(folder: Path, seed: int = 0) -> Path:
+    """A small exported model (spectrum features and an untrained head) laid out as export does."""
+    import keras
+
+    from pipeline.backbones import build_extractor
+    from pipeline.head import build_head
+    from pipeline.io import write_json
+
+    keras.utils.set_random_seed(seed)
+    extractor = build_extractor("spectrum", 32, None, bins=8)
+    head = build_head(8, units=4, dropout=0.0)
+    inputs = keras.Input((32, 32, 3))
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.Model(inputs, head(extractor(inputs))).save(folder / "model.keras")
+    info = {"backbone": "spectrum", "input_size": 32, "input_mode": "center_crop"}
+    write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_exported_model(tmp_path_factory.mktemp("export"))

@@ -1,0 +1,108 @@
+"""`aiic predict`: score image files, folders and URLs with the exported model.
+
+One row per image: the path or URL, P(real), the label, or the reason it was skipped. Unreadable
+files and refused URLs are reported and skipped; the exit status is non-zero only for usage errors
+or a missing model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.fetch import FetchRefused, fetch_image
+from pipeline.images import UnreadableImage, shape_for_model
+from pipeline.inference import EXPORT_DIR, load_exported, score_files, score_images, verdict
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def is_url(source: str) -> bool:
+    return "://" in source
+
+
+def expand(sources: list[str], recursive: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """Files to score (folders expanded to their images) and rows for inputs that don't exist."""
+    files, missing = [], []
+    for source in sources:
+        path = Path(source)
+        if is_url(source) or path.is_file():
+            files.append(source)
+        elif path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            files.extend(
+                str(p) for p in sorted(found) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            missing.append({"source": source, "p_real": None, "label": None, "reason": "missing"})
+    return files, missing
+
+
+def predict(sources: list[str], model_dir: Path, batch_size: int = 32) -> list[dict[str, Any]]:
+    """Rows in input order: files go through the same batched pipeline as the features stage."""
+    model, info = load_exported(model_dir)
+    size, mode, threshold = info["input_size"], info["input_mode"], info["threshold"]
+    rows: dict[str, dict[str, Any]] = {}
+    urls = [source for source in sources if is_url(source)]
+    files = [source for source in sources if not is_url(source)]
+    p_files, reasons = score_files(model, files, size, mode, batch_size)
+    for source, p_real, reason in zip(files, p_files, reasons, strict=True):
+        rows[source] = {"p_real": None if reason else float(p_real), "reason": reason}
+    fetched: dict[str, Any] = {}
+    for url in urls:
+        try:
+            fetched[url] = shape_for_model(fetch_image(url), size, mode, url)
+        except (FetchRefused, UnreadableImage) as error:
+            rows[url] = {"p_real": None, "reason": str(error)}
+    for url, p_real in zip(fetched, score_images(model, list(fetched.values())), strict=True):
+        rows[url] = {"p_real": float(p_real), "reason": ""}
+    return [
+        {
+            "source": source,
+            "p_real": rows[source]["p_real"],
+            "label": None
+            if rows[source]["p_real"] is None
+            else verdict(rows[source]["p_real"], threshold),
+            "reason": rows[source]["reason"],
+        }
+        for source in sources
+    ]
+
+
+def write(rows: list[dict[str, Any]], output_format: str) -> None:
+    if output_format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    elif output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["source", "p_real", "label", "reason"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        width = max([len("source"), *(len(row["source"]) for row in rows)])
+        print(f"{'source':<{width}}  {'p_real':>6}  {'label':<5}  reason")
+        for row in rows:
+            p_real = "" if row["p_real"] is None else f"{row['p_real']:.4f}"
+            print(
+                f"{row['source']:<{width}}  {p_real:>6}  {row['label'] or '':<5}  {row['reason']}"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aiic predict", description=__doc__.splitlines()[0])
+    parser.add_argument("sources", nargs="+", metavar="PATH_OR_URL")
+    parser.add_argument("--model", type=Path, default=EXPORT_DIR, help="exported model folder")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    files, missing = expand(args.sources, args.recursive)
+    rows = predict(files, args.model, args.batch_size) if files else []
+    write(rows + missing, args.format)
+
+
+if __name__ == "__main__":
+    main()

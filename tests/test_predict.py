@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_image
+from pipeline import predict
+from pipeline.images import load_for_model
+from pipeline.inference import load_exported
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "inbox"
+    (folder / "sub").mkdir(parents=True)
+    synthetic_image("real", 48, rng).save(folder / "a_real.png")
+    synthetic_image("ai", 40, rng).convert("RGB").save(folder / "b_ai.jpg")
+    synthetic_image("ai", 40, rng).save(folder / "sub" / "c_nested.webp")
+    (folder / "d_page.jpg").write_bytes(b"<html>Access denied</html>")
+    (folder / "e_cut.jpg").write_bytes((folder / "b_ai.jpg").read_bytes()[:200])
+    Image.new("RGB", (16, 16)).save(folder / "f_tiny.png")  # under the 32 px crop
+    (folder / "notes.txt").write_text("not an image suffix: never listed")
+    return folder
+
+
+def run_cli(capsys, *args):
+    predict.main([*map(str, args), "--format", "json"])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_folder_rows_and_reasons(capsys, mixed_folder, exported_model):
+    rows = run_cli(capsys, mixed_folder, "--model", exported_model)
+    by_name = {row["source"].rsplit("/", 1)[-1]: row for row in rows}
+    assert list(by_name) == ["a_real.png", "b_ai.jpg", "d_page.jpg", "e_cut.jpg", "f_tiny.png"]
+    assert by_name["d_page.jpg"]["reason"] == "not_an_image"
+    assert by_name["e_cut.jpg"]["reason"] == "truncated"
+    assert by_name["f_tiny.png"]["reason"] == "too_small"
+    for name in ("a_real.png", "b_ai.jpg"):
+        row = by_name[name]
+        assert 0 <= row["p_real"] <= 1 and row["reason"] == ""
+        assert row["label"] == ("real" if row["p_real"] >= 0.5 else "ai")
+
+
+def test_recursive_and_missing_paths(capsys, mixed_folder, exported_model, tmp_path):
+    rows = run_cli(
+        capsys, mixed_folder, tmp_path / "nope.png", "--recursive", "--model", exported_model
+    )
+    names = [row["source"].rsplit("/", 1)[-1] for row in rows]
+    assert "c_nested.webp" in names and names[-1] == "nope.png"
+    assert rows[-1]["reason"] == "missing"
+
+
+def test_batch_scores_equal_single_image_scores(mixed_folder, exported_model):
+    rows = predict.predict([str(mixed_folder / "a_real.png")], exported_model)
+    model, info = load_exported(exported_model)
+    image = load_for_model(mixed_folder / "a_real.png", info["input_size"], info["input_mode"])
+    direct = float(model.predict(image[None], verbose=0)[0, 0])
+    assert rows[0]["p_real"] == pytest.approx(direct, abs=1e-6)
+
+
+def test_missing_model_is_a_clear_error(tmp_path, mixed_folder):
+    with pytest.raises(SystemExit, match="run `dvc repro`"):
+        predict.main([str(mixed_folder), "--model", str(tmp_path / "none")])
+
+
+def test_table_and_csv_formats(capsys, mixed_folder, exported_model):
+    predict.main([str(mixed_folder / "a_real.png"), "--model", str(exported_model)])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["source", "p_real", "label", "reason"] and len(table) == 2
+    predict.main(
+        [str(mixed_folder / "d_page.jpg"), "--model", str(exported_model), "--format", "csv"]
+    )
+    assert capsys.readouterr().out.splitlines()[1].endswith(",,,not_an_image")
