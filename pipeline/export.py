@@ -92,6 +92,7 @@ def main() -> None:
         "score": "probability that the image is a real photograph (not AI-generated)",
         "labels": {"real": f"score >= {THRESHOLD}", "ai": f"score < {THRESHOLD}"},
         "threshold": THRESHOLD,
+        "calibrated": False,
         "test_metrics": read_json(METRICS_DIR / f"{name}.json"),
         "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
         "data_sha256": digest(SPLITS.read_bytes()),

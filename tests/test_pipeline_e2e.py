@@ -3,12 +3,14 @@
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from conftest import SHARED_DATA, make_image_folder, make_project, run
+from conftest import ROOT, SHARED_DATA, make_image_folder, make_project, run
 from pipeline.evaluate import classification_metrics
 
 BACKBONES = ("inceptionv3", "vgg16", "spectrum")
@@ -58,7 +60,26 @@ def check_outputs(project):
     assert (project / "models/export/inceptionv3.weights.h5").is_file()
 
 
-def test_repro_then_experiments(tmp_path):
+def check_app_and_cli_agree_with_evaluation(project, monkeypatch):
+    """One preprocessing code path: evaluate, `aiic predict` and the app score a file alike."""
+    predictions = pd.read_csv(project / "eval/inceptionv3/predictions.csv").head(3)
+    splits = pd.read_csv(project / "data/prepared/splits.csv").set_index("id")
+    paths = [str(project / splits.loc[i, "path"]) for i in predictions["id"]]
+    output = run(
+        [sys.executable, "-m", "pipeline.cli", "predict", *paths, "--format", "json"], project
+    )
+    cli_scores = [row["p_real"] for row in json.loads(output.stdout)]
+    assert cli_scores == pytest.approx(predictions["p_real"].tolist(), abs=1e-5)
+
+    monkeypatch.setenv("AIIC_MODEL_DIR", str(project / "models/export"))
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    app.file_uploader[0].set_value(("test.png", Path(paths[0]).read_bytes(), "image/png")).run()
+    app.button[0].click().run()
+    p_score = next(float(m.value) for m in app.metric if m.label.startswith("p-score"))
+    assert p_score == pytest.approx(predictions["p_real"][0], abs=1e-3)  # the app shows 3 decimals
+
+
+def test_repro_then_experiments(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", make_image_folder(tmp_path / "images"))
     first = dvc(project, "repro")
     assert ran_stages(first) == {
@@ -67,6 +88,7 @@ def test_repro_then_experiments(tmp_path):
           for name in BACKBONES),
     }  # fmt: skip
     check_outputs(project)
+    check_app_and_cli_agree_with_evaluation(project, monkeypatch)
     assert ran_stages(dvc(project, "repro")) == set()  # nothing changed, nothing runs
     commit(project)
 
