@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
+import pandas as pd
+
+from pipeline.features import load_features
+
+MODELS_DIR = Path("models")
 
 
 def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Model:
@@ -15,3 +22,14 @@ def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Mo
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_real")(x)
     return keras.Model(inputs, outputs, name="head")
+
+
+def predict_head(
+    backbone_dir: Path, weights: Path, head: dict[str, Any], split: str
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """(labels, uncalibrated P(real), index rows) of one split through a trained head."""
+    features, labels, index = load_features(backbone_dir, split)
+    model = build_head(features.shape[1], **head)
+    model.load_weights(weights)
+    p_real = model.predict(features, batch_size=1024, verbose=0)[:, 0]
+    return labels, p_real.astype(np.float64), index

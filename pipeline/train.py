@@ -18,11 +18,10 @@ from dvclive.keras import DVCLiveCallback
 
 from pipeline.balance import BALANCED_DIR
 from pipeline.features import FEATURES_DIR, load_features
-from pipeline.head import build_head
+from pipeline.head import MODELS_DIR, build_head
 from pipeline.io import atomic_path
 from pipeline.params import load_params
 
-MODELS_DIR = Path("models")
 LIVE_DIR = Path("dvclive/train")
 
 

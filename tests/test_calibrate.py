@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+
+from pipeline import calibrate
+from pipeline.calibrate import apply_calibration, choose_threshold, fit_calibration
+from pipeline.evaluate import expected_calibration_error
+
+
+def overconfident(n: int, seed: int):
+    """Labels drawn from true probabilities, and scores pushed towards 0 and 1 (a raw sigmoid)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.05, 0.95, n)
+    labels = (rng.uniform(size=n) < truth).astype(int)
+    logits = np.log(truth / (1 - truth)) * 4
+    return labels, 1 / (1 + np.exp(-logits))
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_calibration_lowers_ece_on_held_out_scores(method):
+    labels, scores = overconfident(4000, seed=0)
+    test_labels, test_scores = overconfident(4000, seed=1)
+    calibration = fit_calibration(labels, scores, method)
+    before = expected_calibration_error(test_labels, test_scores)
+    after = expected_calibration_error(test_labels, apply_calibration(calibration, test_scores))
+    assert before > 0.1 and after < before / 3
+
+
+def test_temperature_undoes_a_known_sharpening():
+    labels, scores = overconfident(20000, seed=2)
+    assert fit_calibration(labels, scores, "temperature").parameters[
+        "temperature"
+    ] == pytest.approx(4, rel=0.15)
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic", "none"])
+def test_calibration_survives_saving_as_part_of_a_model(method, tmp_path):
+    labels, scores = overconfident(500, seed=3)
+    calibration = fit_calibration(labels, scores, method)
+    inputs = keras.Input((1,))
+    keras.Model(inputs, calibration(inputs)).save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    probe = np.linspace(0, 1, 11, dtype=np.float32)[:, None]
+    expected = apply_calibration(calibration, probe)
+    np.testing.assert_allclose(reloaded.predict(probe, verbose=0), expected, atol=1e-6)
+
+
+def test_isotonic_layer_matches_scikit_learn():
+    from sklearn.isotonic import IsotonicRegression
+
+    labels, scores = overconfident(1000, seed=4)
+    reference = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(scores, labels)
+    probe = np.random.default_rng(5).uniform(size=200)
+    ours = apply_calibration(fit_calibration(labels, scores, "isotonic"), probe)
+    np.testing.assert_allclose(ours, reference.predict(probe), atol=1e-5)
+
+
+def test_thresholds():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.35, 0.3, 0.8, 0.9])
+    # cuts at 0.3 and anywhere in (0.35, 0.8] reach balanced accuracy 5/6; the one nearest 0.5 wins
+    assert choose_threshold(labels, p, "balanced_accuracy") == 0.5
+    assert choose_threshold(labels, p * 0.5, "balanced_accuracy") == 0.4  # now (0.175, 0.4]
+    real = np.linspace(0, 1, 101)
+    threshold = choose_threshold(np.ones(101, int), real, "fpr_real", target_fpr_real=0.1)
+    assert (real < threshold).mean() <= 0.1
+    with pytest.raises(SystemExit, match="balanced_accuracy or fpr_real"):
+        choose_threshold(labels, p, "f1")
+
+
+def test_the_stage_reads_the_validation_split_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "head: {units: 4, dropout: 0}\n"
+        "calibration: {method: temperature, threshold: balanced_accuracy, target_fpr_real: 0.05}\n"
+    )
+    requested = []
+
+    def fake_predict_head(backbone_dir, weights, head, split):
+        requested.append(split)
+        labels, scores = overconfident(300, seed=6)
+        return labels, scores, None
+
+    monkeypatch.setattr(calibrate, "predict_head", fake_predict_head)
+    monkeypatch.setattr("sys.argv", ["calibrate", "bb"])
+    calibrate.main()
+    assert requested == ["val"]
+    fitted = (tmp_path / "models/bb/calibration.json").read_text()
+    assert '"fitted_on": "val"' in fitted and '"temperature"' in fitted
