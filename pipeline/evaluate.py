@@ -1,31 +1,34 @@
-"""Stage `evaluate`: test-split metrics of one backbone's head.
+"""Stage `evaluate`: test-split metrics of one backbone's calibrated head.
 
-`python -m pipeline.evaluate <backbone>` writes metrics/<backbone>.json, the per-image scores in
-eval/<backbone>/predictions.csv, and ROC, precision-recall and confusion-matrix plots through
-DVCLive in eval/<backbone>/plots/.
+`python -m pipeline.evaluate <backbone>` writes metrics/<backbone>.json (discrimination with
+bootstrap intervals, calibration before and after, breakdowns per source, format and size band),
+the per-image scores in eval/<backbone>/predictions.csv, ROC, precision-recall and confusion-matrix
+plots through DVCLive and a reliability diagram in eval/<backbone>/plots/.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pandas as pd
 from dvclive import Live
 from scipy.stats import rankdata
 from sklearn import metrics
 
-from pipeline.features import FEATURES_DIR, load_features
-from pipeline.head import build_head
+from pipeline.calibrate import apply_calibration, load_calibration
+from pipeline.features import FEATURES_DIR
+from pipeline.head import MODELS_DIR, predict_head
 from pipeline.images import LABELS
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, read_json, write_json
 from pipeline.params import load_params
-from pipeline.train import MODELS_DIR
+from pipeline.prepare import CONFOUNDS, SPLITS
 
 METRICS_DIR = Path("metrics")
 EVAL_DIR = Path("eval")
-THRESHOLD = 0.5  # score >= threshold means "real"
+CONFOUND_WARNING_AUC = 0.75
+SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -76,7 +79,8 @@ def bootstrap_ci(
 
 
 def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1, ROC-AUC, AP, confusion matrix."""
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, ROC-AUC, AP, confusion matrix,
+    calibration (ECE, Brier, log-loss) and bootstrap 95 % intervals."""
     predicted = (p_real >= threshold).astype(int)
     report = metrics.classification_report(
         labels, predicted, labels=range(len(LABELS)), target_names=LABELS, output_dict=True,
@@ -90,9 +94,7 @@ def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: fl
         "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
         "roc_auc": metrics.roc_auc_score(labels, p_real) if both_classes else None,
         "average_precision": metrics.average_precision_score(labels, p_real),
-        "ece": expected_calibration_error(labels, p_real),
-        "brier": metrics.brier_score_loss(labels, p_real),
-        "log_loss": metrics.log_loss(labels, np.clip(p_real, 1e-7, 1 - 1e-7), labels=[0, 1]),
+        **calibration_quality(labels, p_real),
         "ci95": bootstrap_ci(labels, p_real, threshold),
         "per_class": {
             name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}
@@ -107,13 +109,67 @@ def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: fl
     }
 
 
-def predict_head(backbone_dir: Path, weights: Path, head: dict[str, Any], split: str):  # noqa: ANN201
-    """(labels, P(real), index rows) of one split through the trained head."""
-    features, labels, index = load_features(backbone_dir, split)
-    model = build_head(features.shape[1], **head)
-    model.load_weights(weights)
-    p_real = model.predict(features, batch_size=1024, verbose=0)[:, 0]
-    return labels, p_real.astype(np.float64), index
+def calibration_quality(labels: np.ndarray, p_real: np.ndarray) -> dict[str, float]:
+    return {
+        "ece": expected_calibration_error(labels, p_real),
+        "brier": metrics.brier_score_loss(labels, p_real),
+        "log_loss": metrics.log_loss(labels, np.clip(p_real, 1e-7, 1 - 1e-7), labels=[0, 1]),
+    }
+
+
+def reliability_rows(labels: np.ndarray, p_real: np.ndarray, scores: str, bins: int = 15) -> list:
+    """Reliability diagram points: mean score against observed share of real images, per bin."""
+    bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
+    return [
+        {
+            "mean_score": float(p_real[bin_of == b].mean()),
+            "observed_real_rate": float(labels[bin_of == b].mean()),
+            "images": int((bin_of == b).sum()),
+            "scores": scores,
+        }
+        for b in np.unique(bin_of)
+    ]
+
+
+def size_band(width: int, height: int) -> str:
+    return [name for lowest, name in SIZE_BANDS if min(width, height) >= lowest][-1]
+
+
+def breakdowns(
+    images: pd.DataFrame, labels: np.ndarray, p_real: np.ndarray, threshold: float
+) -> dict[str, dict[str, dict]]:
+    """Metrics per source, image format and size band, so that a one-source result shows."""
+    frame = images.assign(
+        size_band=[size_band(w, h) for w, h in zip(images["width"], images["height"], strict=True)],
+        correct=(p_real >= threshold).astype(int) == labels,
+        label_id=labels,
+        p_real=p_real,
+    )
+    result: dict[str, dict[str, dict]] = {}
+    for column in ("source_name", "format", "size_band"):
+        result[column] = {}
+        for group, rows in frame.groupby(column):
+            both = rows["label_id"].nunique() == len(LABELS)
+            result[column][str(group)] = {
+                "images": len(rows),
+                "real": int(rows["label_id"].sum()),
+                "accuracy": float(rows["correct"].mean()),
+                "roc_auc": float(metrics.roc_auc_score(rows["label_id"], rows["p_real"]))
+                if both
+                else None,
+            }
+    return result
+
+
+def warn_about_confounds(path: Path) -> None:
+    if not path.is_file():
+        return
+    auc = read_json(path)["all_cues"]["roc_auc"]
+    if auc is not None and auc >= CONFOUND_WARNING_AUC:
+        print(
+            f"WARNING: trivial cues alone (format, JPEG quality, EXIF, size) separate the classes "
+            f"with ROC-AUC {auc:.2f} (see {path}): the model may be learning them, not the images."
+        )
 
 
 def main() -> None:
@@ -121,29 +177,45 @@ def main() -> None:
     parser.add_argument("backbone")
     args = parser.parse_args()
     params = load_params()
-    labels, p_real, index = predict_head(
-        FEATURES_DIR / args.backbone,
-        MODELS_DIR / args.backbone / "head.weights.h5",
-        params["head"],
-        "test",
+    models = MODELS_DIR / args.backbone
+    labels, raw, index = predict_head(
+        FEATURES_DIR / args.backbone, models / "head.weights.h5", params["head"], "test"
     )
-    results = classification_metrics(labels, p_real, THRESHOLD)
+    calibration, threshold = load_calibration(models / "calibration.json")
+    p_real = apply_calibration(calibration, raw)
+    results = classification_metrics(labels, p_real, threshold)
+    results["calibration"] = {
+        "method": calibration.method,
+        "fitted_on": "val",
+        "before": calibration_quality(labels, raw),
+        "after": calibration_quality(labels, p_real),
+    }
+    images = index.merge(pd.read_csv(SPLITS, dtype={"id": str}).drop(columns="label"), on="id")
+    results["breakdown"] = breakdowns(images, labels, p_real, threshold)
     write_json(METRICS_DIR / f"{args.backbone}.json", results)
     with atomic_path(EVAL_DIR / args.backbone) as out:
         out.mkdir()
-        index[["id", "label"]].assign(p_real=p_real).to_csv(out / "predictions.csv", index=False)
+        index[["id", "label"]].assign(p_raw=raw, p_real=p_real).to_csv(
+            out / "predictions.csv", index=False
+        )
         with Live(str(out), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             names = np.array(LABELS)
             live.log_sklearn_plot("roc", labels, p_real, name="roc.json")
             live.log_sklearn_plot("precision_recall", labels, p_real, name="precision_recall.json")
             live.log_sklearn_plot(
-                "confusion_matrix", names[labels], names[(p_real >= THRESHOLD).astype(int)],
+                "confusion_matrix", names[labels], names[(p_real >= threshold).astype(int)],
                 name="confusion_matrix.json",
             )  # fmt: skip
+        reliability = reliability_rows(labels, raw, "uncalibrated") + reliability_rows(
+            labels, p_real, calibration.method
+        )
+        write_json(out / "plots" / "reliability.json", reliability)
     print(
-        f"evaluate {args.backbone}: accuracy {results['accuracy']:.4f}, "
-        f"ROC-AUC {results['roc_auc']}, on {results['images']} test image(s)"
+        f"evaluate {args.backbone}: accuracy {results['accuracy']:.4f}, ROC-AUC "
+        f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "
+        f"{results['ece']:.4f}, on {results['images']} test image(s)"
     )
+    warn_about_confounds(CONFOUNDS)
 
 
 if __name__ == "__main__":

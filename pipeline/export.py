@@ -20,29 +20,48 @@ import pandas as pd
 
 from pipeline import __version__
 from pipeline.backbones import CENTER_CROP, RESIZE, backbone, extractor_from_spec
-from pipeline.evaluate import EVAL_DIR, METRICS_DIR, THRESHOLD
+from pipeline.calibrate import Calibration, load_calibration
+from pipeline.evaluate import EVAL_DIR, METRICS_DIR
 from pipeline.features import FEATURES_DIR
-from pipeline.head import build_head
+from pipeline.head import MODELS_DIR, build_head
 from pipeline.inference import EXPORT_DIR, INFO_FILE, MODEL_FILE, score_files
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.params import backbone_spec, load_params
 from pipeline.prepare import SPLITS
-from pipeline.train import MODELS_DIR
 
 CHECK_IMAGES = 16
 TOLERANCE = 1e-4
 
 
 def build_inference_model(
-    spec: dict[str, Any], backbone_weights: Path, head_weights: Path, head: dict[str, Any]
+    spec: dict[str, Any],
+    backbone_weights: Path,
+    head_weights: Path,
+    head: dict[str, Any],
+    calibration: Calibration,
 ) -> keras.Model:
-    """RGB pixels (0..255) in, P(real) out: the extractor the features stage used, then the head."""
+    """RGB pixels (0..255) in, calibrated P(real) out: the extractor the features stage used, the
+    trained head and the calibration fitted on validation, in one model."""
     extractor = extractor_from_spec({**spec, "weights": None})
     extractor.load_weights(backbone_weights)
     classifier = build_head(extractor.output_shape[-1], **head)
     classifier.load_weights(head_weights)
     inputs = keras.Input(extractor.input_shape[1:], name="rgb")
-    return keras.Model(inputs, classifier(extractor(inputs)), name=f"aiic_{spec['name']}")
+    outputs = calibration(classifier(extractor(inputs)))
+    return keras.Model(inputs, outputs, name=f"aiic_{spec['name']}")
+
+
+def trained_model(params: dict[str, Any], name: str) -> tuple[keras.Model, float]:
+    """The inference model of one backbone as the pipeline trained it, and its threshold."""
+    calibration, threshold = load_calibration(MODELS_DIR / name / "calibration.json")
+    model = build_inference_model(
+        backbone_spec(params, name),
+        FEATURES_DIR / name / "backbone.weights.h5",
+        MODELS_DIR / name / "head.weights.h5",
+        params["head"],
+        calibration,
+    )
+    return model, threshold
 
 
 def check_against_evaluation(
@@ -76,12 +95,10 @@ def main() -> None:
     params = load_params()
     name = params["backbone"]["name"]
     spec = backbone_spec(params, name)
-    head_weights = MODELS_DIR / name / "head.weights.h5"
-    model = build_inference_model(
-        spec, FEATURES_DIR / name / "backbone.weights.h5", head_weights, params["head"]
-    )
+    model, threshold = trained_model(params, name)
+    calibration = read_json(MODELS_DIR / name / "calibration.json")
     input_mode = backbone(name).input_mode
-    used_params = {key: params[key] for key in ("data", "balance", "head", "seed")}
+    used_params = {key: params[key] for key in ("data", "balance", "head", "calibration", "seed")}
     info = {
         "backbone": name,
         "weights": spec["weights"],
@@ -90,9 +107,11 @@ def main() -> None:
         "preprocessing": PREPROCESSING[input_mode],
         "input": "float32 or uint8 RGB pixels in 0..255, shape (batch, input_size, input_size, 3)",
         "score": "probability that the image is a real photograph (not AI-generated)",
-        "labels": {"real": f"score >= {THRESHOLD}", "ai": f"score < {THRESHOLD}"},
-        "threshold": THRESHOLD,
-        "calibrated": False,
+        "labels": {"real": f"score >= {threshold}", "ai": f"score < {threshold}"},
+        "threshold": threshold,
+        "threshold_rule": f"{calibration['threshold_rule']}, on the validation split",
+        "calibrated": calibration["method"] != "none",
+        "calibration": f"{calibration['method']}, fitted on the validation split",
         "test_metrics": read_json(METRICS_DIR / f"{name}.json"),
         "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
         "data_sha256": digest(SPLITS.read_bytes()),
@@ -100,7 +119,7 @@ def main() -> None:
     }
     with atomic_path(EXPORT_DIR) as out:
         out.mkdir()
-        shutil.copyfile(head_weights, out / f"{name}.weights.h5")
+        shutil.copyfile(MODELS_DIR / name / "head.weights.h5", out / f"{name}.weights.h5")
         model.save(out / MODEL_FILE)
         write_json(out / INFO_FILE, info)
         reloaded = keras.saving.load_model(out / MODEL_FILE, safe_mode=True)

@@ -8,7 +8,9 @@ from typing import Any
 import keras
 import numpy as np
 
-import pipeline.backbones  # noqa: F401  (registers the Preprocess layer for deserialisation)
+# Registers the custom layers (Preprocess, SpectrumFeatures, Calibration) for deserialisation.
+import pipeline.backbones  # noqa: F401
+import pipeline.calibrate  # noqa: F401
 from pipeline.features import compiled, image_batches
 from pipeline.io import read_json
 

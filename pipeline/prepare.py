@@ -13,8 +13,11 @@ from typing import Any
 import imagehash
 import numpy as np
 import pandas as pd
+from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from pipeline.images import UnreadableImage, decode
@@ -23,34 +26,64 @@ from pipeline.params import load_params
 
 MANIFEST = Path("data/raw/manifest.csv")
 SPLITS = Path("data/prepared/splits.csv")
+NORMALIZED_DIR = Path("data/prepared/images")
 REPORT = Path("reports/prepare.json")
+CONFOUNDS = Path("reports/confounds.json")
+NORMALIZED_QUALITY = 90
+CUES = ("format", "jpeg_quality", "exif", "width", "height", "bytes")
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def inspect(path: Path, min_size: int) -> tuple[str, int]:
-    """('ok', 64-bit perceptual hash) or (reason, 0) for an image that cannot be used."""
+# The IJG (libjpeg) luminance table at quality 50, against which JPEG quality is estimated.
+STANDARD_LUMINANCE_SUM = 3710
+
+
+def jpeg_quality(image: Image.Image) -> int:
+    """The IJG quality (1..100) a JPEG's luminance table corresponds to; -1 for other formats."""
+    tables = getattr(image, "quantization", None)
+    if not tables:
+        return -1
+    scale = 100 * sum(tables[0]) / STANDARD_LUMINANCE_SUM
+    quality = (200 - scale) / 2 if scale <= 100 else 5000 / scale
+    return int(np.clip(round(quality), 1, 100))
+
+
+def inspect(path: Path, min_size: int, normalized: Path | None = None) -> dict[str, Any]:
+    """Reason ('ok' or why the image cannot be used), perceptual hash and cheap file-level cues.
+
+    With `normalized`, the decoded image is also re-encoded there the same way for every image.
+    """
     try:
         image = decode(path)
     except UnreadableImage as error:
-        return error.reason, 0
+        return {"reason": error.reason, "phash": 0}
+    with Image.open(path) as header:  # decodable, so its header reads
+        cues = {"exif": int(bool(header.getexif())), "jpeg_quality": jpeg_quality(header)}
     if min(image.size) < min_size:
-        return "too_small", 0
-    return "ok", int(str(imagehash.phash(image)), 16)
+        return {"reason": "too_small", "phash": 0}
+    if normalized is not None:
+        image.save(normalized, format="JPEG", quality=NORMALIZED_QUALITY)
+    return {"reason": "ok", "phash": int(str(imagehash.phash(image)), 16), **cues}
 
 
-def inspect_all(paths: list[Path], min_size: int, workers: int = 4) -> tuple[list[str], np.ndarray]:
+def inspect_all(
+    paths: list[Path], min_size: int, normalized: list[Path] | None = None, workers: int = 4
+) -> pd.DataFrame:
     # Pillow releases the GIL while decoding, so threads overlap the work.
+    targets = normalized or [None] * len(paths)
     with ThreadPoolExecutor(workers) as pool:
         results = list(
             tqdm(
-                pool.map(lambda path: inspect(path, min_size), paths),
+                pool.map(
+                    lambda job: inspect(job[0], min_size, job[1]), zip(paths, targets, strict=True)
+                ),
                 total=len(paths),
                 desc="prepare",
                 unit="img",
             )
         )
-    reasons = [reason for reason, _ in results]
-    return reasons, np.array([phash for _, phash in results], dtype=np.uint64)
+    found = pd.DataFrame(results, columns=["reason", "phash", "exif", "jpeg_quality"])
+    return found.astype({"phash": np.uint64})
 
 
 def near_duplicate_groups(hashes: np.ndarray, max_distance: int, block: int = 1024) -> np.ndarray:
@@ -113,18 +146,30 @@ def keep_one_per_group_and_label(frame: pd.DataFrame) -> pd.Series:
 
 
 def prepare(
-    manifest: pd.DataFrame, raw_dir: Path, params: dict[str, Any], seed: int
+    manifest: pd.DataFrame,
+    raw_dir: Path,
+    params: dict[str, Any],
+    seed: int,
+    normalized_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The kept images with their split and near-duplicate group, and the report."""
+    """The kept images with their split and near-duplicate group, and the report.
+
+    With `normalized_dir`, every usable image is re-encoded there as JPEG without metadata, and
+    the kept rows point to those files.
+    """
     dropped: list[pd.DataFrame] = []
     unique, duplicate_reasons = drop_duplicate_ids(manifest)
     dropped.append(manifest.loc[duplicate_reasons.index].assign(reason=duplicate_reasons))
 
-    reasons, hashes = inspect_all([raw_dir / p for p in unique["path"]], params["min_size"])
-    unique = unique.assign(reason=reasons, phash=hashes)
+    normalized = [normalized_dir / f"{i}.jpg" for i in unique["id"]] if normalized_dir else None
+    found = inspect_all([raw_dir / p for p in unique["path"]], params["min_size"], normalized)
+    unique = pd.concat([unique.reset_index(drop=True), found], axis=1)
+    if normalized_dir:
+        unique["path"] = [str(path) for path in normalized]
     usable = unique["reason"] == "ok"
     dropped.append(unique[~usable])
     images = unique[usable].drop(columns="reason").reset_index(drop=True)
+    images = images.astype({"exif": int, "jpeg_quality": int})
 
     images["group"] = near_duplicate_groups(images["phash"].to_numpy(), params["max_hamming"])
     kept = keep_one_per_group_and_label(images)
@@ -159,16 +204,57 @@ def _report(manifest: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame) -
     }
 
 
+def confound_report(images: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """ROC-AUC on the test split of a small classifier fitted on the training split's trivial cues
+    (file format, JPEG quality, EXIF present, width, height, file size), each alone and together."""
+    cues = pd.get_dummies(images[list(CUES)], columns=["format"], dtype=int)
+    labels = (images["label"] == "real").astype(int)
+    train, test = images["split"] == "train", images["split"] == "test"
+
+    def auc(columns: list[str]) -> float | None:
+        if labels[train].nunique() < 2 or labels[test].nunique() < 2:
+            return None
+        classifier = HistGradientBoostingClassifier(max_depth=3, max_iter=100, random_state=seed)
+        classifier.fit(cues.loc[train, columns], labels[train])
+        return float(
+            roc_auc_score(labels[test], classifier.predict_proba(cues.loc[test, columns])[:, 1])
+        )
+
+    per_cue = {
+        cue: auc([c for c in cues.columns if c == cue or c.startswith(f"{cue}_")]) for cue in CUES
+    }
+    return {
+        "what": "test ROC-AUC of a gradient-boosted classifier on the cues alone; 0.5 = no signal",
+        "all_cues": {"roc_auc": auc(list(cues.columns))},
+        "per_cue": per_cue,
+    }
+
+
 def main() -> None:
     params = load_params()
     manifest = pd.read_csv(MANIFEST, dtype={"id": str})
-    images, report = prepare(manifest, MANIFEST.parent, params["data"], params["seed"])
-    columns = ["id", "path", "label", "split", "group", "phash", "source_name", "format"]
-    with atomic_path(SPLITS) as tmp:
-        images.assign(path=[str(MANIFEST.parent / p) for p in images["path"]])[
-            columns + ["width", "height", "bytes"]
-        ].to_csv(tmp, index=False)
+    with atomic_path(SPLITS.parent) as out:
+        out.mkdir()
+        normalized = out / NORMALIZED_DIR.name if params["data"]["normalize"] else None
+        if normalized:
+            normalized.mkdir()
+        images, report = prepare(
+            manifest, MANIFEST.parent, params["data"], params["seed"], normalized
+        )
+        images["path"] = [
+            str(NORMALIZED_DIR / Path(p).name) if normalized else str(MANIFEST.parent / p)
+            for p in images["path"]
+        ]
+        for leftover in set(normalized.iterdir() if normalized else ()) - {
+            out / NORMALIZED_DIR.name / Path(p).name for p in images["path"]
+        }:
+            leftover.unlink()  # re-encoded copies of images dropped later (duplicates)
+        columns = ["id", "path", "label", "split", "group", "phash", "source_name"]
+        images[columns + list(CUES)].to_csv(out / SPLITS.name, index=False)
     write_json(REPORT, report)
+    confounds = confound_report(images, params["seed"])
+    write_json(CONFOUNDS, confounds)
+    print(f"prepare: trivial cues alone reach ROC-AUC {confounds['all_cues']['roc_auc']}")
     for reason, counts in report["dropped"].items():
         print(f"prepare: dropped {sum(counts.values())} image(s): {reason} {counts}")
     print(f"prepare: kept {report['kept']} image(s): {report['kept_per_split']}")

@@ -49,10 +49,23 @@ def check_outputs(project):
         predictions = pd.read_csv(project / f"eval/{name}/predictions.csv")
         assert len(predictions) == (splits["split"] == "test").sum() == metrics["images"]
         labels = (predictions["label"] == "real").astype(int).to_numpy()
-        recomputed = classification_metrics(labels, predictions["p_real"].to_numpy(), 0.5)
+        assert (project / f"models/{name}/calibration.json").is_file()
+        threshold = json.loads((project / f"models/{name}/calibration.json").read_text())[
+            "threshold"
+        ]
+        assert metrics["threshold"] == threshold
+        recomputed = classification_metrics(labels, predictions["p_real"].to_numpy(), threshold)
         assert recomputed["confusion_matrix"] == metrics["confusion_matrix"]
-        for key in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision"):
+        for key in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "ece"):
             assert recomputed[key] == pytest.approx(metrics[key], abs=1e-6)
+        assert set(metrics["calibration"]) == {"method", "fitted_on", "before", "after"}
+        assert set(metrics["breakdown"]) == {"source_name", "format", "size_band"}
+        assert (project / f"eval/{name}/plots/reliability.json").is_file()
+        robustness = json.loads((project / f"metrics/{name}_robustness.json").read_text())
+        assert robustness["none"]["images"] == metrics["images"]
+        assert (project / f"robustness/{name}.json").is_file()
+    assert "**Exported: `inceptionv3`**" in (project / "reports/comparison.md").read_text()
+    assert json.loads((project / "reports/confounds.json").read_text())["all_cues"]
     info = json.loads((project / "models/export/model.json").read_text())
     assert info["backbone"] == "inceptionv3" and info["input_size"] == 75
     assert info["test_metrics"] == json.loads((project / "metrics/inceptionv3.json").read_text())
@@ -83,9 +96,9 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", make_image_folder(tmp_path / "images"))
     first = dvc(project, "repro")
     assert ran_stages(first) == {
-        "scrape", "prepare", "export",
-        *(f"{stage}@{name}" for stage in ("features", "balance", "train", "evaluate")
-          for name in BACKBONES),
+        "scrape", "prepare", "compare", "export",
+        *(f"{stage}@{name}" for name in BACKBONES for stage in
+          ("features", "balance", "train", "calibrate", "evaluate", "robustness")),
     }  # fmt: skip
     check_outputs(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -93,15 +106,16 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     commit(project)
 
     switched = dvc(project, "exp", "run", "-S", "backbone=vgg16")
-    assert ran_stages(switched) == {"export"}
+    assert ran_stages(switched) == {"export", "compare"}
     info = json.loads((project / "models/export/model.json").read_text())
     assert info["backbone"] == "vgg16" and (project / "models/export/vgg16.weights.h5").is_file()
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
     assert ran_stages(wider) == {
-        "export",
-        *(f"{stage}@{name}" for stage in ("train", "evaluate") for name in BACKBONES),
-    }
+        "export", "compare",
+        *(f"{stage}@{name}" for name in BACKBONES
+          for stage in ("train", "calibrate", "evaluate", "robustness")),
+    }  # fmt: skip
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
     shown = dvc(project, "metrics", "show")

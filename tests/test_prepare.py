@@ -3,9 +3,15 @@ import pandas as pd
 from PIL import Image
 
 from conftest import synthetic_image
-from pipeline.prepare import near_duplicate_groups, prepare, stratified_group_split
+from pipeline.prepare import (
+    confound_report,
+    jpeg_quality,
+    near_duplicate_groups,
+    prepare,
+    stratified_group_split,
+)
 
-PARAMS = {"min_size": 16, "max_hamming": 4, "split": {"val": 0.2, "test": 0.2}}
+PARAMS = {"min_size": 16, "max_hamming": 4, "normalize": False, "split": {"val": 0.2, "test": 0.2}}
 
 
 def test_near_duplicate_groups_are_connected_components():
@@ -76,3 +82,53 @@ def test_prepare_drops_with_reasons_and_never_splits_a_near_duplicate_group(tmp_
     assert kept.groupby("group")["split"].nunique().max() == 1
     assert report["kept"] == len(kept) == 40 - 1 + 1  # real2 lost to the label conflict
     assert report["near_duplicate_groups_in_several_labels"] == 1
+
+
+def test_confound_report_flags_a_format_shortcut():
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = np.array(["real", "ai"] * (n // 2))
+    frame = pd.DataFrame(
+        {
+            "label": labels,
+            "split": rng.choice(["train", "test"], n),
+            "format": np.where(labels == "real", "JPEG", "PNG"),  # the shortcut
+            "jpeg_quality": np.where(labels == "real", 90, -1),
+            "exif": 0,
+            "width": rng.integers(200, 400, n),
+            "height": rng.integers(200, 400, n),
+            "bytes": rng.integers(10_000, 50_000, n),
+        }
+    )
+    report = confound_report(frame, seed=0)
+    assert report["all_cues"]["roc_auc"] > 0.95 and report["per_cue"]["format"] > 0.95
+    assert report["per_cue"]["width"] < 0.7  # random sizes carry no signal
+
+
+def test_jpeg_quality_estimate():
+    import io
+
+    from PIL import Image
+
+    for quality in (50, 75, 95):
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(buffer, format="JPEG", quality=quality)
+        assert abs(jpeg_quality(Image.open(buffer)) - quality) <= 2
+    assert jpeg_quality(Image.new("RGB", (4, 4))) == -1
+
+
+def test_normalize_reencodes_every_kept_image(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for label in ("real", "ai"):
+        for i in range(10):
+            name = write(synthetic_image(label, 48, rng), tmp_path, f"{label}{i}.png")
+            rows.append(
+                {"id": f"{label}{i}", "path": name, "label": label, "width": 48, "height": 48}
+            )
+    out = tmp_path / "normalized"
+    out.mkdir()
+    kept, _ = prepare(pd.DataFrame(rows).assign(source_name="t"), tmp_path, PARAMS, 0, out)
+    for path in kept["path"]:
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and not image.getexif()
