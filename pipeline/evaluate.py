@@ -2,8 +2,10 @@
 
 `python -m pipeline.evaluate <backbone>` writes metrics/<backbone>.json (discrimination with
 bootstrap intervals, calibration before and after, breakdowns per source, format and size band),
-the per-image scores in eval/<backbone>/predictions.csv, ROC, precision-recall and confusion-matrix
-plots through DVCLive and a reliability diagram in eval/<backbone>/plots/.
+metrics/<backbone>_robustness.json (the same head on the robustness stage's perturbed-image
+features), the per-image scores in eval/<backbone>/predictions.csv, ROC, precision-recall and
+confusion-matrix plots through DVCLive, and reliability and robustness plots in
+eval/<backbone>/plots/.
 """
 
 from __future__ import annotations
@@ -11,19 +13,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 from dvclive import Live
 from scipy.stats import rankdata
 from sklearn import metrics
 
-from pipeline.calibrate import apply_calibration, load_calibration
-from pipeline.features import FEATURES_DIR
-from pipeline.head import MODELS_DIR, predict_head
+from pipeline.calibrate import Calibration, apply_calibration, load_calibration
+from pipeline.features import FEATURES_DIR, load_features
+from pipeline.head import MODELS_DIR, head_scores, load_head
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.params import load_params
 from pipeline.prepare import CONFOUNDS, SPLITS
+from pipeline.robustness import PERTURBATIONS, ROBUSTNESS_DIR, summarize
 
 METRICS_DIR = Path("metrics")
 EVAL_DIR = Path("eval")
@@ -161,6 +165,22 @@ def breakdowns(
     return result
 
 
+def perturbed_scores(
+    path: Path, ids: pd.Series, head: keras.Model, calibration: Calibration
+) -> dict[str, np.ndarray]:
+    """Calibrated P(real) of the robustness stage's perturbed-image features, aligned to `ids`."""
+    stored = np.load(path)
+    position = {image_id: row for row, image_id in enumerate(stored["ids"])}
+    rows = [position[image_id] for image_id in ids]
+    scores = {}
+    for name in PERTURBATIONS:
+        features = stored[name][rows]
+        usable = ~np.isnan(features).any(axis=1)
+        scores[name] = np.full(len(rows), np.nan)
+        scores[name][usable] = apply_calibration(calibration, head_scores(head, features[usable]))
+    return scores
+
+
 def warn_about_confounds(path: Path) -> None:
     if not path.is_file():
         return
@@ -178,9 +198,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     models = MODELS_DIR / args.backbone
-    labels, raw, index = predict_head(
-        FEATURES_DIR / args.backbone, models / "head.weights.h5", params["head"], "test"
-    )
+    features, labels, index = load_features(FEATURES_DIR / args.backbone, "test")
+    head = load_head(models / "head.weights.h5", features.shape[1], params["head"])
+    raw = head_scores(head, features)
     calibration, threshold = load_calibration(models / "calibration.json")
     p_real = apply_calibration(calibration, raw)
     results = classification_metrics(labels, p_real, threshold)
@@ -193,6 +213,11 @@ def main() -> None:
     images = index.merge(pd.read_csv(SPLITS, dtype={"id": str}).drop(columns="label"), on="id")
     results["breakdown"] = breakdowns(images, labels, p_real, threshold)
     write_json(METRICS_DIR / f"{args.backbone}.json", results)
+    robustness = {"none": p_real} | perturbed_scores(
+        ROBUSTNESS_DIR / args.backbone / "features.npz", index["id"], head, calibration
+    )
+    robust_results = summarize(labels, robustness, threshold)
+    write_json(METRICS_DIR / f"{args.backbone}_robustness.json", robust_results)
     with atomic_path(EVAL_DIR / args.backbone) as out:
         out.mkdir()
         index[["id", "label"]].assign(p_raw=raw, p_real=p_real).to_csv(
@@ -210,6 +235,10 @@ def main() -> None:
             labels, p_real, calibration.method
         )
         write_json(out / "plots" / "reliability.json", reliability)
+        write_json(
+            out / "plots" / "robustness.json",
+            [{"perturbation": name, **values} for name, values in robust_results.items()],
+        )
     print(
         f"evaluate {args.backbone}: accuracy {results['accuracy']:.4f}, ROC-AUC "
         f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "

@@ -24,12 +24,22 @@ def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Mo
     return keras.Model(inputs, outputs, name="head")
 
 
+def load_head(weights: Path, input_dim: int, head: dict[str, Any]) -> keras.Model:
+    model = build_head(input_dim, **head)
+    model.load_weights(weights)
+    return model
+
+
+def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:
+    """Uncalibrated P(real) of feature rows."""
+    if not len(features):
+        return np.empty(0)
+    return model.predict(features, batch_size=1024, verbose=0)[:, 0].astype(np.float64)
+
+
 def predict_head(
     backbone_dir: Path, weights: Path, head: dict[str, Any], split: str
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(labels, uncalibrated P(real), index rows) of one split through a trained head."""
     features, labels, index = load_features(backbone_dir, split)
-    model = build_head(features.shape[1], **head)
-    model.load_weights(weights)
-    p_real = model.predict(features, batch_size=1024, verbose=0)[:, 0]
-    return labels, p_real.astype(np.float64), index
+    return labels, head_scores(load_head(weights, features.shape[1], head), features), index

@@ -1,9 +1,10 @@
-"""Stage `robustness`: how each backbone's calibrated model holds up on perturbed test images.
+"""Stage `robustness`: backbone features of perturbed test images, computed once per backbone.
 
-`python -m pipeline.robustness <backbone>` scores the test images after JPEG re-compression (quality
-90, 75, 50), downscaling to half size, a central crop and a Gaussian blur, all in memory (nothing
-is written but the results): metrics/<backbone>_robustness.json and robustness/<backbone>.json
-(plot rows). Each image is decoded once and perturbed in turn.
+`python -m pipeline.robustness <backbone>` extracts features of the test images after JPEG
+re-compression (quality 90, 75, 50), downscaling to half size, a central crop and a Gaussian
+blur, all in memory: no perturbed image is written. Each image is decoded once and perturbed in
+turn. The features go to data/robustness/<backbone>/features.npz; the evaluate stage scores them
+with the trained head, so that a head experiment re-runs no backbone.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from PIL import Image, ImageFilter
 from sklearn import metrics
 from tqdm import tqdm
 
-from pipeline.backbones import backbone
-from pipeline.evaluate import METRICS_DIR
-from pipeline.export import trained_model
-from pipeline.features import compiled
-from pipeline.images import LABELS, UnreadableImage, decode, shape_for_model
-from pipeline.io import write_json
+from pipeline.backbones import backbone, extractor_from_spec
+from pipeline.features import FEATURES_DIR, compiled
+from pipeline.images import UnreadableImage, decode, shape_for_model
+from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
 from pipeline.prepare import SPLITS
 
-PLOTS_DIR = Path("robustness")
+ROBUSTNESS_DIR = Path("data/robustness")
 CHUNK = 64
 
 
@@ -51,7 +50,6 @@ def center_crop(share: float) -> Callable[[Image.Image], Image.Image]:
 
 
 PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
-    "none": lambda image: image,
     "jpeg_90": jpeg(90),
     "jpeg_75": jpeg(75),
     "jpeg_50": jpeg(50),
@@ -63,11 +61,12 @@ PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
-def perturbed_scores(
-    forward: Callable, paths: list[str], size: int, mode: str
+def perturbed_outputs(
+    forward: Callable, paths: list[str], size: int, mode: str, width: int
 ) -> dict[str, np.ndarray]:
-    """P(real) per perturbation and image (NaN where the perturbed image cannot be used)."""
-    scores = {name: np.full(len(paths), np.nan) for name in PERTURBATIONS}
+    """Model outputs (len(paths) x width) per perturbation; NaN rows where an image is unusable,
+    such as a crop under the spectrum's input size (it is never resampled up)."""
+    outputs = {name: np.full((len(paths), width), np.nan, np.float32) for name in PERTURBATIONS}
     for start in tqdm(range(0, len(paths), CHUNK), desc="robustness", unit="chunk"):
         chunk = []
         for path in paths[start : start + CHUNK]:
@@ -78,19 +77,19 @@ def perturbed_scores(
         for name, perturb in PERTURBATIONS.items():
             rows, inputs = [], []
             for offset, image in enumerate(chunk):
-                if image is None:
-                    continue
                 try:
-                    inputs.append(shape_for_model(perturb(image), size, mode))
-                    rows.append(start + offset)
+                    if image is not None:
+                        inputs.append(shape_for_model(perturb(image), size, mode))
+                        rows.append(start + offset)
                 except UnreadableImage:
-                    pass  # e.g. a crop under the spectrum's input size
+                    continue
             if inputs:
-                scores[name][rows] = forward(np.stack(inputs)).numpy()[:, 0]
-    return scores
+                outputs[name][rows] = forward(np.stack(inputs)).numpy()
+    return outputs
 
 
 def summarize(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float) -> dict:
+    """Accuracy and ROC-AUC per perturbation over the images that could be scored."""
     results = {}
     for name, p_real in scores.items():
         usable = ~np.isnan(p_real)
@@ -108,25 +107,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbone")
     args = parser.parse_args()
-    params = load_params()
-    spec = backbone_spec(params, args.backbone)
-    model, threshold = trained_model(params, args.backbone)
+    spec = backbone_spec(load_params(), args.backbone)
+    extractor = extractor_from_spec({**spec, "weights": None})
+    extractor.load_weights(FEATURES_DIR / args.backbone / "backbone.weights.h5")
     test = pd.read_csv(SPLITS, dtype={"id": str}).query("split == 'test'")
-    labels = test["label"].map(LABELS.index).to_numpy()
-    scores = perturbed_scores(
-        compiled(model),
+    outputs = perturbed_outputs(
+        compiled(extractor),
         test["path"].tolist(),
         spec["input_size"],
         backbone(args.backbone).input_mode,
+        extractor.output_shape[-1],
     )
-    results = summarize(labels, scores, threshold)
-    write_json(METRICS_DIR / f"{args.backbone}_robustness.json", results)
-    write_json(
-        PLOTS_DIR / f"{args.backbone}.json",
-        [{"perturbation": name, **values} for name, values in results.items()],
-    )
-    for name, values in results.items():
-        print(f"robustness {args.backbone} {name}: {values}")
+    with atomic_path(ROBUSTNESS_DIR / args.backbone) as out:
+        out.mkdir()
+        np.savez(out / "features.npz", ids=test["id"].to_numpy(dtype=str), **outputs)
+    print(f"robustness {args.backbone}: features of {len(test)} test images x {len(outputs)}")
 
 
 if __name__ == "__main__":

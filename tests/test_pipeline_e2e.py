@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SHARED_DATA, make_image_folder, make_project, run
 from pipeline.evaluate import classification_metrics
+from pipeline.robustness import PERTURBATIONS
 
 BACKBONES = ("inceptionv3", "vgg16", "spectrum")
 
@@ -63,7 +64,8 @@ def check_outputs(project):
         assert (project / f"eval/{name}/plots/reliability.json").is_file()
         robustness = json.loads((project / f"metrics/{name}_robustness.json").read_text())
         assert robustness["none"]["images"] == metrics["images"]
-        assert (project / f"robustness/{name}.json").is_file()
+        assert (project / f"eval/{name}/plots/robustness.json").is_file()
+        assert set(robustness) == {"none", *PERTURBATIONS}
     assert "**Exported: `inceptionv3`**" in (project / "reports/comparison.md").read_text()
     assert json.loads((project / "reports/confounds.json").read_text())["all_cues"]
     info = json.loads((project / "models/export/model.json").read_text())
@@ -112,10 +114,10 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
     assert ran_stages(wider) == {
-        "export", "compare",
-        *(f"{stage}@{name}" for name in BACKBONES
-          for stage in ("train", "calibrate", "evaluate", "robustness")),
-    }  # fmt: skip
+        "export",
+        "compare",
+        *(f"{stage}@{name}" for name in BACKBONES for stage in ("train", "calibrate", "evaluate")),
+    }  # no backbone runs again: neither features nor robustness features
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
     shown = dvc(project, "metrics", "show")

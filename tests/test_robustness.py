@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import make_image_folder
 from pipeline.backbones import build_extractor
 from pipeline.features import compiled
-from pipeline.robustness import PERTURBATIONS, perturbed_scores, summarize
+from pipeline.robustness import PERTURBATIONS, perturbed_outputs, summarize
 
 
 def test_perturbations_change_pixels_but_not_files(tmp_path):
@@ -14,8 +14,7 @@ def test_perturbations_change_pixels_but_not_files(tmp_path):
     for name, perturb in PERTURBATIONS.items():
         out = perturb(image)
         assert out.mode == "RGB"
-        if name != "none":
-            assert out.size != image.size or np.any(np.asarray(out) != np.asarray(image)), name
+        assert out.size != image.size or np.any(np.asarray(out) != np.asarray(image)), name
     assert PERTURBATIONS["downscale_0.5"](image).size == (40, 32)
     assert PERTURBATIONS["center_crop_0.75"](image).size == (60, 48)
 
@@ -31,11 +30,12 @@ def test_scores_per_perturbation_on_a_small_fixture(tmp_path, name, size, mode):
     keras.utils.set_random_seed(0)
     extractor = build_extractor(name, size, None)
     forward = compiled(keras.Sequential([extractor, keras.layers.Dense(1, activation="sigmoid")]))
-    scores = perturbed_scores(forward, paths, size, mode)
-    assert set(scores) == set(PERTURBATIONS)
+    outputs = perturbed_outputs(forward, paths, size, mode, width=1)
+    assert set(outputs) == set(PERTURBATIONS)
+    scores = {name: values[:, 0] for name, values in outputs.items()}
     labels = np.array([0] * 4 + [1] * 4)  # sorted: ai_*, then real_*
     results = summarize(labels, scores, 0.5)
-    assert results["none"]["images"] == 8 and results["jpeg_50"]["images"] == 8
+    assert results["jpeg_90"]["images"] == 8 and results["jpeg_50"]["images"] == 8
     if mode == "center_crop":  # half of 48 px is under the 32 px crop: skipped, not resampled
         assert results["downscale_0.5"] == {
             "images": 0,
@@ -45,6 +45,6 @@ def test_scores_per_perturbation_on_a_small_fixture(tmp_path, name, size, mode):
         }
     else:
         assert 0 <= results["downscale_0.5"]["accuracy"] <= 1
-    assert not np.allclose(scores["none"], scores["gaussian_blur_1"])
+    assert not np.allclose(scores["jpeg_90"], scores["gaussian_blur_1"])
     assert {p: (tmp_path / p).stat().st_mtime for p in paths} == before
     assert sorted(folder.rglob("*")) == files_before  # nothing written
