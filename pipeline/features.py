@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,9 +58,19 @@ def image_batches(
     yield from dataset.as_numpy_iterator()
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def compiled(model: keras.Model) -> tf.types.experimental.GenericFunction:
-    """The model's forward pass as one traced graph: no per-batch Python overhead of predict()."""
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    """The model's forward pass as one traced graph: no per-batch Python overhead of predict().
+
+    One function per model, so that repeated calls (the app, a warm CLI) reuse its traces.
+    """
+    if model not in _COMPILED:
+        _COMPILED[model] = tf.function(
+            lambda images: model(images, training=False), reduce_retracing=True
+        )
+    return _COMPILED[model]
 
 
 def extract(

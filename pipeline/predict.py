@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import keras
+
 from pipeline.fetch import FetchRefused, fetch_image
 from pipeline.images import UnreadableImage, shape_for_model
 from pipeline.inference import EXPORT_DIR, load_exported, score_files, score_images, verdict
@@ -43,8 +45,15 @@ def expand(sources: list[str], recursive: bool) -> tuple[list[str], list[dict[st
 
 
 def predict(sources: list[str], model_dir: Path, batch_size: int = 32) -> list[dict[str, Any]]:
-    """Rows in input order: files go through the same batched pipeline as the features stage."""
+    """Rows in input order, from the exported model in `model_dir`."""
     model, info = load_exported(model_dir)
+    return score_sources(model, info, sources, batch_size)
+
+
+def score_sources(
+    model: keras.Model, info: dict[str, Any], sources: list[str], batch_size: int = 32
+) -> list[dict[str, Any]]:
+    """Rows in input order: files go through the same batched pipeline as the features stage."""
     size, mode, threshold = info["input_size"], info["input_mode"], info["threshold"]
     rows: dict[str, dict[str, Any]] = {}
     urls = [source for source in sources if is_url(source)]
