@@ -1,0 +1,443 @@
+"""Benchmark suite: every figure a ratio of two things measured side by side in this run.
+
+`python -m benchmarks` writes benchmarks/results.json and BENCHMARKS.md. It uses
+../shared/data/sample/ where present, else generated images, and random-init backbones
+(weights: null), so it runs offline. `--quick` shrinks everything for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "sample"
+SIZES = {"inceptionv3": 299, "vgg16": 224, "spectrum": 32}
+QUICK_SIZES = {"inceptionv3": 75, "vgg16": 32, "spectrum": 32}
+
+
+def timed(function, *args, **kwargs) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def image_paths(count: int, folder: Path) -> list[str]:
+    """`count` image files: the shared sample's, or generated ones."""
+    if SAMPLE.is_dir():
+        files = sorted(p for p in SAMPLE.rglob("*.jpg"))
+        # interleave sources (32 px and 512 px) so that every subset has both
+        files = files[::2] + files[1::2]
+    else:
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for i in range(count):
+            path = folder / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(path)
+            files.append(path)
+    return [str(p) for p in (files * (count // len(files) + 1))[:count]]
+
+
+def machine() -> dict[str, Any]:
+    import tensorflow as tf
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", info)
+    flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split()) if info else set()
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    return {
+        "cpu": model.group(1) if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "flags": [flag for flag in wanted if flag in flags],
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def matmul_peak_gflops() -> float:
+    """Measured float32 matrix-product throughput: the practical peak of this CPU for TF."""
+    import tensorflow as tf
+
+    a = tf.random.normal((2048, 2048))
+    product = tf.function(lambda x: tf.linalg.matmul(x, x))
+    product(a).numpy()
+    seconds, _ = timed(lambda: [product(a).numpy() for _ in range(10)])
+    return 10 * 2 * 2048**3 / seconds / 1e9
+
+
+def model_gflops(model, size: int) -> float:
+    """Forward FLOPs per image from TensorFlow's graph profiler."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    function = tf.function(lambda x: model(x, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec((1, size, size, 3), tf.float32))
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops / 1e9
+
+
+def feature_stage_efficiency(paths: list[str], sizes: dict[str, int], work: Path) -> dict:
+    """Images/s of the real features path (files -> features on disk) against the bare compiled
+    backbone call on the same images, already decoded and resized in memory."""
+    import keras
+
+    from pipeline.backbones import backbone, build_extractor
+    from pipeline.features import compiled, extract
+    from pipeline.images import load_for_model
+
+    peak = matmul_peak_gflops()
+    results = {"matmul_peak_gflops": round(peak, 1)}
+    for name, size in sizes.items():
+        keras.utils.set_random_seed(0)
+        model = build_extractor(name, size, None)
+        mode = backbone(name).input_mode
+        usable = [p for p in paths if mode == "resize" or min(_size(p)) >= size]
+        batch = 32 if name != "spectrum" else 256
+        arrays = np.stack([load_for_model(p, size, mode) for p in usable])
+        forward = compiled(model)
+        forward(arrays[:batch]).numpy()  # trace once, as the stage does before it streams
+        bare_seconds, _ = timed(run_batches, forward, arrays, batch)
+        extract(model, usable[:batch], size, batch, work / f"{name}_warm.npy", mode)
+        stage_seconds, _ = timed(extract, model, usable, size, batch, work / f"{name}.npy", mode)
+        flops = model_gflops(model, size)
+        bare_rate, stage_rate = len(usable) / bare_seconds, len(usable) / stage_seconds
+        results[name] = {
+            "images": len(usable),
+            "input_size": size,
+            "stage_images_per_s": round(stage_rate, 2),
+            "bare_images_per_s": round(bare_rate, 2),
+            "stage_over_bare": round(stage_rate / bare_rate, 3),
+            "gflops_per_image": round(flops, 3),
+            "bare_gflops_per_s": round(flops * bare_rate, 1),
+            "bare_over_matmul_peak": round(flops * bare_rate / peak, 3),
+        }
+    return results
+
+
+def run_batches(forward, arrays: np.ndarray, batch: int) -> None:  # noqa: ANN001
+    for start in range(0, len(arrays), batch):
+        forward(arrays[start : start + batch]).numpy()
+
+
+def _size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+def cached_features_speedup(
+    paths: list[str], name: str, size: int, epochs: int, work: Path
+) -> dict:
+    """The original's way (frozen backbone inside one Keras model, `fit` on images every epoch)
+    against ours (extract once, then fit the head on cached features), same images and head."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.backbones import backbone, build_extractor
+    from pipeline.features import extract, image_batches
+    from pipeline.head import build_head
+    from pipeline.train import train_head
+
+    head = {"units": 256, "dropout": 0.3, "learning_rate": 1e-3, "epochs": epochs,
+            "batch_size": 32, "patience": epochs}  # fmt: skip
+    labels = np.array([i % 2 for i in range(len(paths))])
+    mode = backbone(name).input_mode
+
+    def original() -> None:
+        keras.utils.set_random_seed(0)
+        extractor = build_extractor(name, size, None)
+        model = keras.Sequential([extractor, build_head(extractor.output_shape[-1], 256, 0.3)])
+        model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+
+        # decoded again every epoch, as a generator over the image folder does
+        def batches():  # noqa: ANN202
+            for start, (x, _) in zip(
+                range(0, len(paths), 32), image_batches(paths, size, 32, mode), strict=True
+            ):
+                yield x, labels[start : start + len(x)].astype("float32")
+
+        images = tf.data.Dataset.from_generator(
+            batches,
+            output_signature=(
+                tf.TensorSpec((None, size, size, 3), tf.uint8),
+                tf.TensorSpec((None,), tf.float32),
+            ),
+        )
+        model.fit(images, epochs=epochs, verbose=0)
+
+    def ours() -> float:
+        keras.utils.set_random_seed(0)
+        extractor = build_extractor(name, size, None)
+        extract(extractor, paths, size, 32, work / "cached.npy", mode)
+        features = np.load(work / "cached.npy")
+        head_seconds, _ = timed(train_head, (features, labels), (features, labels), head, seed=0)
+        return head_seconds
+
+    original_seconds, _ = timed(original)
+    ours_seconds, head_seconds = timed(ours)
+    return {
+        "backbone": name, "input_size": size, "images": len(paths), "epochs": epochs,
+        "original_s": round(original_seconds, 2), "ours_first_run_s": round(ours_seconds, 2),
+        "ours_head_only_s": round(head_seconds, 2),
+        "first_run_speedup": round(original_seconds / ours_seconds, 1),
+        "per_experiment_speedup": round(original_seconds / head_seconds, 1),
+    }  # fmt: skip
+
+
+def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> dict:
+    """Wall time of `dvc exp run -S head.units=...` after a full `dvc repro`, over the repro."""
+    import yaml
+
+    project = work / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "scrapy.cfg"):
+        shutil.copy(ROOT / name, project / name)
+    for name in ("configs", "pipeline", "scrapers"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # settings go into configs/, since `dvc exp run` composes params.yaml from them afresh
+    settings = {
+        f"backbones/{name}": {"weights": None, "input_size": size} for name, size in sizes.items()
+    }
+    settings["scrape/local"] = {"source": str(source)}
+    settings["balance/smote"] = {"k_neighbors": 2}  # tiny smoke-run classes
+    for name, values in settings.items():
+        path = project / "configs" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | values))
+    env = {**os.environ, "AIIC_OFFLINE": "1", "PYTHONPATH": str(project),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+
+    def run(*command: str) -> float:
+        seconds, result = timed(
+            subprocess.run, command, cwd=project, env=env, capture_output=True, text=True
+        )
+        if result.returncode:
+            raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+        return seconds
+
+    run(sys.executable, "-m", "pipeline.cli", "compose")
+    for command in (("git", "init", "-q"), (sys.executable, "-m", "dvc", "init", "-q")):
+        run(*command)
+    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench")
+    repro = run(sys.executable, "-m", "dvc", "repro")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "repro")
+    experiment = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "head.units=128")
+    return {"repro_s": round(repro, 1), "head_experiment_s": round(experiment, 1),
+            "experiment_over_repro": round(experiment / repro, 3)}  # fmt: skip
+
+
+PEAK_RSS_SCRIPT = """
+import resource, sys
+import numpy as np
+from pipeline.backbones import build_extractor
+from pipeline.features import extract
+paths = sys.argv[3].split("\\n")
+extract(build_extractor(sys.argv[1], int(sys.argv[2]), None), paths, int(sys.argv[2]), 32,
+        sys.argv[4], "resize")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory_is_flat(paths: list[str], name: str, size: int, work: Path) -> dict:
+    """Peak RSS of the features path at 1x and 4x the images (separate processes)."""
+
+    def peak_mib(subset: list[str]) -> float:
+        output = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_SCRIPT, name, str(size), "\n".join(subset),
+             str(work / "rss.npy")], capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+        return int(output.strip().splitlines()[-1]) / 1024
+
+    one, four = peak_mib(paths), peak_mib(paths * 4)
+    return {"backbone": name, "images_1x": len(paths), "peak_rss_mib_1x": round(one, 1),
+            "peak_rss_mib_4x": round(four, 1), "growth": round(four / one - 1, 3)}  # fmt: skip
+
+
+def inference_latency(paths: list[str], name: str, size: int, work: Path) -> dict:
+    """`aiic predict` on one file, warm, against the bare forward pass for one image; load time."""
+    import keras
+
+    from pipeline import features
+    from pipeline.backbones import build_extractor
+    from pipeline.calibrate import Calibration
+    from pipeline.head import build_head
+    from pipeline.images import load_for_model
+    from pipeline.inference import load_exported
+    from pipeline.io import write_json
+    from pipeline.predict import score_sources
+
+    folder = work / "export"
+    folder.mkdir()
+    extractor = build_extractor(name, size, None)
+    inputs = keras.Input((size, size, 3))
+    head = build_head(extractor.output_shape[-1], 256, 0.3)
+    keras.Model(
+        inputs, Calibration("temperature", {"temperature": 1.5})(head(extractor(inputs)))
+    ).save(folder / "model.keras")
+    write_json(folder / "model.json", {"backbone": name, "input_size": size,
+               "input_mode": "resize", "threshold": 0.5})  # fmt: skip
+    load_seconds, (model, info) = timed(load_exported, folder)
+    image = load_for_model(paths[0], size)[None]
+    forward = features.compiled(model)
+    forward(image).numpy()
+    bare = min(timed(lambda: forward(image).numpy())[0] for _ in range(20))
+    score_sources(model, info, [paths[0]])  # warm: traced once
+    warm = min(timed(score_sources, model, info, [paths[0]])[0] for _ in range(10))
+
+    def untraced() -> None:  # as before the compiled call was kept per model: traced every call
+        features._COMPILED.clear()
+        score_sources(model, info, [paths[0]])
+
+    retraced = min(timed(untraced)[0] for _ in range(3))
+    model_call = min(timed(lambda: model.predict(image, verbose=0))[0] for _ in range(5))
+    return {"backbone": name, "input_size": size, "load_s": round(load_seconds, 3),
+            "bare_forward_ms": round(bare * 1000, 2), "predict_warm_ms": round(warm * 1000, 1),
+            "predict_over_bare": round(warm / bare, 2),
+            "predict_retraced_ms": round(retraced * 1000, 1),
+            "keras_predict_ms": round(model_call * 1000, 2)}  # fmt: skip
+
+
+def scrape_rate(paths: list[str], work: Path) -> dict:
+    """Items/s of the scrape stage reading a local folder (the web spiders' fake API: not yet)."""
+    import yaml
+
+    source = work / "source"
+    for i, path in enumerate(paths):
+        label = ("real", "ai")[i % 2]
+        (source / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, source / label / f"{i}.jpg")
+    (work / "params.yaml").write_text(
+        yaml.safe_dump({"scrape": {"spider": "local", "source": str(source)}})
+    )
+    seconds, _ = timed(
+        subprocess.run, [sys.executable, "-m", "pipeline.scrape"], cwd=work, check=True,
+        capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    report = json.loads((work / "reports" / "scrape.json").read_text())
+    return {"items": report["stored"], "stage_s": round(seconds, 2),
+            "crawl_items_per_s": round(report["stored"] / report["elapsed_s"], 1)}  # fmt: skip
+
+
+def markdown(results: dict) -> str:
+    m, f = results["machine"], results["feature_stage"]
+    lines = [
+        "# Benchmarks",
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}), "
+        f"TensorFlow {m['tensorflow']}, Python {m['python']}, by `python -m benchmarks"
+        f"{' --quick' if results['quick'] else ''}`. Every figure is a ratio of two things "
+        "measured side by side in that run, on the same images (random-init backbones).",
+        "## 1. Feature stage against the bare backbone",
+        f"Float32 matrix-product peak measured in the same run: {f['matmul_peak_gflops']} GFLOP/s.",
+    ]
+    rows = [
+        "| backbone | input | images | stage img/s | bare img/s | stage ÷ bare | GFLOP/img "
+        "| bare GFLOP/s | ÷ peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in f.items():
+        if isinstance(r, dict):
+            rows.append(
+                f"| {name} | {r['input_size']} | {r['images']} | {r['stage_images_per_s']} | "
+                f"{r['bare_images_per_s']} | **{r['stage_over_bare']}** | "
+                f"{r['gflops_per_image']} | "
+                f"{r['bare_gflops_per_s']} | {r['bare_over_matmul_peak']} |"
+            )
+    lines.append("\n".join(rows))
+    c = results["cached_features"]
+    lines += [
+        "## 2. Why cached features",
+        f"{c['backbone']} at {c['input_size']} px, {c['images']} images, {c['epochs']} epochs: "
+        f"the original's way (frozen backbone inside the model, `fit` on images) took "
+        f"{c['original_s']} s; ours took {c['ours_first_run_s']} s including the one extraction "
+        f"(**{c['first_run_speedup']}x**), and {c['ours_head_only_s']} s for each further head "
+        f"experiment on the cached features (**{c['per_experiment_speedup']}x**).",
+    ]
+    if "head_experiment" in results:
+        h = results["head_experiment"]
+        lines += [
+            "## 3. Head experiments are cheap",
+            f"`dvc exp run -S head.units=128` after a full `dvc repro`: {h['head_experiment_s']} s "
+            f"against {h['repro_s']} s, a ratio of **{h['experiment_over_repro']}**.",
+        ]
+    mem, inf, scr = results["memory"], results["inference"], results["scrape"]
+    lines += [
+        "## 4. Memory is flat",
+        f"Peak RSS of the features path ({mem['backbone']}): {mem['peak_rss_mib_1x']} MiB for "
+        f"{mem['images_1x']} images, {mem['peak_rss_mib_4x']} MiB for 4x as many: "
+        f"**{mem['growth']:+.1%}**.",
+        "## 5. Inference",
+        f"{inf['backbone']} at {inf['input_size']} px: model load {inf['load_s']} s; the warm "
+        f"`aiic predict` path (decode, resize, model; loaded model) on one file "
+        f"{inf['predict_warm_ms']} ms against a bare forward pass of {inf['bare_forward_ms']} ms: "
+        f"**{inf['predict_over_bare']}x**. Tuning: before the compiled call was kept per model, "
+        f"every call traced it again: {inf['predict_retraced_ms']} ms in this run. Keras "
+        f"`predict()` on the same array: {inf['keras_predict_ms']} ms.",
+        "## 6. Scrape",
+        f"The local-folder spider stored {scr['items']} images at **{scr['crawl_items_per_s']} "
+        f"items/s** (whole stage, with start-up: {scr['stage_s']} s). The web spiders' fake-API "
+        "figure comes with the scraping issue.",
+    ]
+    return "\n\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--skip-dvc", action="store_true", help="leave out benchmark 3")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("AIIC_OFFLINE", "1")
+    count = args.images or (16 if args.quick else 256)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        paths = image_paths(count, work / "generated")
+        results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
+        results["feature_stage"] = feature_stage_efficiency(paths, sizes, work)
+        small = paths[: max(8, count // 4)]
+        results["cached_features"] = cached_features_speedup(
+            small, "inceptionv3", sizes["inceptionv3"], 3 if args.quick else 20, work
+        )
+        if not args.skip_dvc:
+            source = work / "dvc_source"
+            for i, path in enumerate(paths):
+                (source / ("real", "ai")[i % 2]).mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, source / ("real", "ai")[i % 2] / f"{i}.jpg")
+            results["head_experiment"] = head_experiment_ratio(source, sizes, work)
+        results["memory"] = memory_is_flat(small, "vgg16", sizes["vgg16"], work)
+        results["inference"] = inference_latency(paths, "inceptionv3", sizes["inceptionv3"], work)
+        results["scrape"] = scrape_rate(paths, work / "scrape")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.markdown.write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
