@@ -222,6 +222,10 @@ def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> di
     }
     settings["scrape/local"] = {"source": str(source)}
     settings["balance/smote"] = {"k_neighbors": 2}  # tiny smoke-run classes
+    config = (
+        project / "configs" / "config.yaml"
+    )  # the local spider: a benchmark never crawls the web
+    config.write_text(config.read_text().replace("- scrape: commons", "- scrape: local"))
     for name, values in settings.items():
         path = project / "configs" / f"{name}.yaml"
         path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | values))
@@ -423,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         args.markdown.write_text(markdown(json.loads(args.out.read_text())))
         return
     os.environ.setdefault("AIIC_OFFLINE", "1")
+    os.environ.setdefault("AIIC_LOOPBACK_ONLY", "1")
     count = args.images or (16 if args.quick else 256)
     sizes = QUICK_SIZES if args.quick else SIZES
     with tempfile.TemporaryDirectory() as tmp:

@@ -170,6 +170,9 @@ def prepare(
     dropped.append(unique[~usable])
     images = unique[usable].drop(columns="reason").reset_index(drop=True)
     images = images.astype({"exif": int, "jpeg_quality": int})
+    if images.empty:
+        reasons = pd.concat(dropped)["reason"].value_counts().to_dict()
+        raise SystemExit(f"prepare: no usable image among {len(manifest)} ({reasons})")
 
     images["group"] = near_duplicate_groups(images["phash"].to_numpy(), params["max_hamming"])
     kept = keep_one_per_group_and_label(images)

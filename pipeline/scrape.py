@@ -1,7 +1,14 @@
-"""Stage `scrape`: run the configured Scrapy spider; writes data/raw/ and data/raw/manifest.csv."""
+"""Stage `scrape`: run the configured Scrapy spider; writes data/raw/ and data/raw/manifest.csv.
+
+The crawl keeps its queue in data/raw/.jobdir (Scrapy's JOBDIR), so a crawl stopped with Ctrl-C
+resumes where it stopped; after a crash (kill -9), the manifest alone tells what is stored, and
+nothing stored is downloaded again. A change of the scrape settings starts afresh.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +16,34 @@ from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings
 
+from pipeline import __version__
+from pipeline.io import write_json
 from pipeline.params import load_params
 
 RAW_DIR = Path("data/raw")
 REPORT = Path("reports/scrape.json")
+STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
 
 
-def crawl(spider: str, spider_args: dict[str, Any], store: Path, report: Path) -> dict[str, Any]:
+def user_agent(contact: str | None) -> str:
+    """A descriptive User-Agent with a contact, as Wikimedia's policy asks of every client."""
+    contact_part = f"; {contact}" if contact else ""
+    return f"ai-image-classifier/{__version__} (labelled image dataset for research{contact_part})"
+
+
+def crawl(
+    spider: str, spider_args: dict[str, Any], store: Path, report: Path, **settings: Any
+) -> dict[str, Any]:
     """Run one spider of the scrapers project to completion, storing images under `store`.
 
     Returns the crawl's Scrapy stats.
     """
-    settings: Settings = get_project_settings()
-    settings.setmodule("scrapers.settings", priority="project")
-    settings.set("FILES_STORE", str(store))
-    settings.set("SCRAPE_REPORT", str(report))
-    process = CrawlerProcess(settings)
+    project: Settings = get_project_settings()
+    project.setmodule("scrapers.settings", priority="project")
+    project.update(
+        {"FILES_STORE": str(store), "SCRAPE_REPORT": str(report), **settings}, priority="cmdline"
+    )
+    process = CrawlerProcess(project)
     crawler = process.create_crawler(spider)
     process.crawl(crawler, **spider_args)
     process.start()
@@ -33,10 +52,30 @@ def crawl(spider: str, spider_args: dict[str, Any], store: Path, report: Path) -
 
 def main() -> None:
     config = dict(load_params()["scrape"])
-    spider = config.pop("spider")
-    stats = crawl(spider, config, RAW_DIR, REPORT)
+    state = RAW_DIR / STATE
+    if state.is_file() and json.loads(state.read_text()) != config:
+        shutil.rmtree(RAW_DIR)  # other sources or limits: start afresh
+    write_json(state, config)
+    spider, contact = config.pop("spider"), config.pop("contact", None)
+    settings = config.pop("settings", None) or {}  # Scrapy settings to override, if any
+    jobdir = RAW_DIR / ".jobdir" / spider
+    running = jobdir.with_suffix(".running")
+    if running.exists():
+        # Killed mid-write, Scrapy's on-disk queue may be corrupt: drop it. The images already
+        # stored stay, and the manifest keeps them from being downloaded again.
+        print(f"scrape: the last crawl did not stop cleanly; discarding its queue in {jobdir}")
+        shutil.rmtree(jobdir, ignore_errors=True)
+    running.parent.mkdir(parents=True, exist_ok=True)
+    running.touch()
+    stats = crawl(
+        spider, config, RAW_DIR, REPORT,
+        USER_AGENT=user_agent(contact), JOBDIR=str(jobdir), **settings,
+    )  # fmt: skip
+    running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
     if stats.get("finish_reason") != "finished":
         raise SystemExit(f"scrape: the crawl stopped early: {stats.get('finish_reason')}")
+    if not json.loads(REPORT.read_text())["stored"]:
+        raise SystemExit(f"scrape: no image was stored; {REPORT} and the log above say why")
 
 
 if __name__ == "__main__":

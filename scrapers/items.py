@@ -1,6 +1,7 @@
 """The one item every spider yields: an image URL with its label and provenance."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -14,3 +15,12 @@ class ImageItem:
     artist: str = ""
     files: list[dict] = field(default_factory=list)  # filled by FilesPipeline
     errors: list[str] = field(default_factory=list)  # why a file_url was not stored
+    extra: dict = field(default_factory=dict)  # source-specific provenance (MIME, API sha1...)
+
+
+SKIPPED = "aiic/skipped"
+
+
+def skip(spider: Any, reason: str, label: str, source: str) -> None:
+    """Count an image a spider passed over; the manifest pipeline reports these with its own."""
+    spider.crawler.stats.inc_value(f"{SKIPPED}|{reason}|{label}|{source}")

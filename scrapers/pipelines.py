@@ -1,51 +1,91 @@
-"""Storage by content sha256 (original bytes, never re-encoded) and the dataset manifest."""
+"""Storage by content sha256 (original bytes, never re-encoded) and the dataset manifest.
+
+The manifest grows one flushed row per stored image, written only after its file, so that a crawl
+killed at any moment leaves at worst a file without a row; the next run removes such files and
+half-written rows before it starts, and skips URLs already stored (resume without re-download).
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from itemadapter import ItemAdapter
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from scrapy.exceptions import IgnoreRequest
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException
 
+from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_path, write_json
+from scrapers.items import SKIPPED
 
 MANIFEST_COLUMNS = [
     "id", "path", "label", "source_url", "source_name", "bytes", "format", "width", "height",
-    "license", "license_url", "artist",
+    "license", "license_url", "artist", "file_url", "extra",
 ]  # fmt: skip
 FILES_DIR = "images"
 # Reading local files needs no politeness: their own download slot, not throttled (settings.py).
 LOCAL_FILES_META = {"download_slot": "local-files", "autothrottle_dont_adjust_delay": True}
 
 
-def sniff(body: bytes) -> tuple[str, int, int]:
-    """Format, width and height from the image header; FileException when it is no image."""
+def check_image(body: bytes) -> None:
+    """Decode fully; FileException naming the reason (not_an_image, truncated, corrupt, bomb)."""
     try:
-        with Image.open(io.BytesIO(body)) as image:
-            return image.format or "", image.width, image.height
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise FileException(f"not_an_image: {error}") from error
+        decode(body)
+    except UnreadableImage as error:
+        raise FileException(f"{error.reason}: {error}") from error
 
 
-class ContentAddressedFilesPipeline(FilesPipeline):
-    """FilesPipeline (not ImagesPipeline, which re-encodes to JPEG): images/<sha256>.<ext>."""
+def header(body: bytes) -> tuple[str, int, int]:
+    """Format, width and height of an image already checked."""
+    with Image.open(io.BytesIO(body)) as image:
+        return image.format or "", image.width, image.height
+
+
+def reconcile(store: Path) -> list[dict[str, str]]:
+    """The manifest's complete rows whose files exist; files without a row are deleted."""
+    manifest = store / "manifest.csv"
+    rows: list[dict[str, str]] = []
+    if manifest.is_file():
+        text = manifest.read_text(encoding="utf-8")
+        if not text.endswith("\n"):  # a row cut short by a kill
+            text = text[: text.rfind("\n") + 1]
+        rows = [row for row in csv.DictReader(io.StringIO(text)) if (store / row["path"]).is_file()]
+    kept = {row["path"] for row in rows}
+    for path in (store / FILES_DIR).glob("*") if (store / FILES_DIR).is_dir() else ():
+        if f"{FILES_DIR}/{path.name}" not in kept:
+            path.unlink()
+    with atomic_path(manifest) as tmp, open(tmp, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+class DatasetPipeline(FilesPipeline):
+    """FilesPipeline (not ImagesPipeline, which re-encodes to JPEG) storing images/<sha256>.<ext>,
+    with the manifest and the report."""
 
     LOG_FAILED_RESULTS = False  # each failure is already logged once and counted in the report
 
-    def file_path(self, request, response=None, info=None, *, item=None) -> str:  # noqa: ANN001
-        if response is None:  # before download the content is unknown: always fetch
-            return f"pending/{hashlib.sha1(request.url.encode()).hexdigest()}"
-        image_format, _, _ = sniff(response.body)
-        digest = hashlib.sha256(response.body).hexdigest()
-        return f"{FILES_DIR}/{digest}.{(image_format or 'bin').lower()}"
+    def open_spider(self, spider=None) -> None:  # noqa: ANN001
+        super().open_spider()
+        self.root = Path(self.store.basedir)
+        self.report = self.crawler.settings.get("SCRAPE_REPORT")
+        self.started = time.monotonic()
+        self.rows = reconcile(self.root)
+        self.seen = {(row["id"], row["source_url"]) for row in self.rows}
+        self.stored_by_url = {row["file_url"]: row["path"] for row in self.rows}
+        self.failures: Counter[tuple[str, str, str]] = Counter()
+        self.manifest = open(self.root / "manifest.csv", "a", newline="", encoding="utf-8")
+        self.writer = csv.DictWriter(self.manifest, fieldnames=MANIFEST_COLUMNS)
 
     def get_media_requests(self, item, info):  # noqa: ANN001, ANN201
         requests = super().get_media_requests(item, info)
@@ -54,6 +94,19 @@ class ContentAddressedFilesPipeline(FilesPipeline):
                 request.meta.update(LOCAL_FILES_META)
         return requests
 
+    async def media_to_download(self, request, info, *, item=None):  # noqa: ANN001, ANN201
+        """Already stored (an earlier, interrupted run): no second download."""
+        path = self.stored_by_url.get(request.url)
+        if path:
+            return {"url": request.url, "path": path, "checksum": None, "status": "uptodate"}
+        return None
+
+    def file_path(self, request, response=None, info=None, *, item=None) -> str:  # noqa: ANN001
+        check_image(response.body)
+        image_format, _, _ = header(response.body)
+        digest = hashlib.sha256(response.body).hexdigest()
+        return f"{FILES_DIR}/{digest}.{(image_format or 'bin').lower()}"
+
     def media_failed(self, failure, request, info):  # noqa: ANN001, ANN201
         """FilesPipeline replaces every failure by a bare FileException: keep the reason."""
         try:
@@ -61,82 +114,76 @@ class ContentAddressedFilesPipeline(FilesPipeline):
         except FileException as error:
             raise FileException(_reason(failure.value)) from error
 
-    def item_completed(self, results, item, info):  # noqa: ANN001
+    def item_completed(self, results, item, info):  # noqa: ANN001, ANN201
         adapter = ItemAdapter(item)
-        adapter["files"] = [value for ok, value in results if ok]
-        adapter["errors"] = [str(value.value) for ok, value in results if not ok]
+        label, source = adapter["label"], adapter["source_name"]
+        for ok, value in results:
+            if not ok:
+                self.failures[(str(value.value), label, source)] += 1
+                continue
+            body = (self.root / value["path"]).read_bytes()
+            image_format, width, height = header(body)
+            row = {
+                "id": Path(value["path"]).stem, "path": value["path"], "label": label,
+                "source_url": adapter.get("source_url") or value["url"], "source_name": source,
+                "bytes": len(body), "format": image_format, "width": width, "height": height,
+                "license": adapter.get("license", ""),
+                "license_url": adapter.get("license_url", ""),
+                "artist": adapter.get("artist", ""), "file_url": value["url"],
+                "extra": json.dumps(adapter.get("extra") or {}, sort_keys=True),
+            }  # fmt: skip
+            if (row["id"], row["source_url"]) in self.seen:
+                continue
+            self.seen.add((row["id"], row["source_url"]))
+            self.stored_by_url[row["file_url"]] = row["path"]
+            self.writer.writerow(row)
+            self.manifest.flush()
+            self.rows.append(row)
         return item
 
-
-def _reason(error: BaseException) -> str:
-    """A short reason: the word before the colon of our own FileExceptions, else the error type."""
-    if isinstance(error, FileException) and str(error):
-        return str(error).split(":", 1)[0].strip().replace("-", "_")
-    return type(error).__name__
-
-
-class ManifestPipeline:
-    """One manifest row per stored image; writes manifest.csv and the report at close."""
-
-    def __init__(self, store: Path, report: Path | None) -> None:
-        self.store = store
-        self.report = report
-        self.rows: list[dict[str, Any]] = []
-        self.skipped: Counter[tuple[str, str, str]] = Counter()
-        self.started = time.monotonic()
-
-    @classmethod
-    def from_crawler(cls, crawler):  # noqa: ANN001, ANN206
-        report = crawler.settings.get("SCRAPE_REPORT")
-        return cls(Path(crawler.settings["FILES_STORE"]), Path(report) if report else None)
-
-    def process_item(self, item: Any) -> Any:
-        adapter = ItemAdapter(item)
-        for reason in adapter.get("errors", []):
-            self.skipped[(reason, adapter["label"], adapter["source_name"])] += 1
-        for stored in adapter.get("files", []):
-            path = self.store / stored["path"]
-            body = path.read_bytes()
-            image_format, width, height = sniff(body)
-            self.rows.append(
-                {
-                    "id": path.stem,
-                    "path": stored["path"],
-                    "label": adapter["label"],
-                    "source_url": stored["url"] or adapter["source_url"],
-                    "source_name": adapter["source_name"],
-                    "bytes": len(body),
-                    "format": image_format,
-                    "width": width,
-                    "height": height,
-                    "license": adapter.get("license", ""),
-                    "license_url": adapter.get("license_url", ""),
-                    "artist": adapter.get("artist", ""),
-                }
-            )
-        return item
-
-    def close_spider(self) -> None:
-        self.rows.sort(key=lambda row: (row["id"], row["source_url"]))
-        with atomic_path(self.store / "manifest.csv") as tmp, open(tmp, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=MANIFEST_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
+    def close_spider(self, spider=None) -> None:  # noqa: ANN001
+        self.manifest.close()
         if self.report:
             write_json(self.report, self.summary())
 
     def summary(self) -> dict[str, Any]:
-        stored = Counter((row["label"], row["source_name"]) for row in self.rows)
+        stats = self.crawler.stats.get_stats()
         skipped: dict[str, dict[str, int]] = {}
-        for (reason, label, _), count in self.skipped.items():
+        per_source_skips: Counter[str] = Counter()
+        spider_skips = {
+            tuple(key.split("|")[1:]): count
+            for key, count in stats.items()
+            if key.startswith(f"{SKIPPED}|")
+        }
+        for (reason, label, source), count in {**self.failures, **spider_skips}.items():
             skipped.setdefault(reason, Counter())[label] += count
+            per_source_skips[f"{source}/{label}"] += count
+        stored = Counter(f"{row['source_name']}/{row['label']}" for row in self.rows)
+        per_label = Counter(row["label"] for row in self.rows)
         return {
-            "items": len(self.rows) + sum(self.skipped.values()),
+            "requests": stats.get("downloader/request_count", 0),
+            "items": stats.get("item_scraped_count", 0),
             "stored": len(self.rows),
             "unique_images": len({row["id"] for row in self.rows}),
-            "bytes": sum(row["bytes"] for row in self.rows),
-            "per_label": dict(Counter(row["label"] for row in self.rows)),
-            "per_source": {f"{source}/{label}": n for (label, source), n in sorted(stored.items())},
+            "bytes": sum(int(row["bytes"]) for row in self.rows),
+            "per_label": dict(sorted(per_label.items())),
+            "class_ratio_real_to_ai": (
+                round(per_label["real"] / per_label["ai"], 3) if per_label["ai"] else None
+            ),
+            "per_source": dict(sorted(stored.items())),
+            "skipped_per_source": dict(sorted(per_source_skips.items())),
             "skipped": {reason: dict(counts) for reason, counts in sorted(skipped.items())},
             "elapsed_s": round(time.monotonic() - self.started, 2),
         }
+
+
+def _reason(error: BaseException) -> str:
+    """A short reason: the word before the colon of our own FileExceptions, else the error type."""
+    message = str(error)
+    if isinstance(error, FileException) and message:
+        return message.split(":", 1)[0].strip().replace("-", "_")
+    if isinstance(error, IgnoreRequest):
+        if "robots" in message.lower():
+            return "robots_txt"
+        return "too_many_redirects" if "redirect" in message.lower() else "filtered"
+    return "timeout" if "Timeout" in type(error).__name__ else type(error).__name__

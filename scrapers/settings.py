@@ -9,10 +9,15 @@ NEWSPIDER_MODULE = "scrapers.spiders"
 USER_AGENT = f"ai-image-classifier/{__version__} (labelled image dataset builder for research)"
 ROBOTSTXT_OBEY = True
 
-ITEM_PIPELINES = {
-    "scrapers.pipelines.ContentAddressedFilesPipeline": 100,
-    "scrapers.pipelines.ManifestPipeline": 800,
+ITEM_PIPELINES = {"scrapers.pipelines.DatasetPipeline": 100}
+DOWNLOADER_MIDDLEWARES = {
+    "scrapers.middlewares.LoopbackOnlyMiddleware": 50,  # before robots.txt is fetched
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "scrapers.middlewares.PoliteRetryMiddleware": 550,
 }
+RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+RETRY_BACKOFF_BASE = 1.0
+RETRY_BACKOFF_MAX = 60.0
 FILES_STORE = "data/raw"
 FILES_URLS_FIELD = "file_urls"
 FILES_RESULT_FIELD = "files"

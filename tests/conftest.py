@@ -19,6 +19,7 @@ PROJECT_FILES = ("dvc.yaml", "configs", "pipeline", "scrapers", "scrapy.cfg", ".
 SMALL_BACKBONES = {"inceptionv3": 75, "vgg16": 32}
 
 os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
+os.environ["AIIC_LOOPBACK_ONLY"] = "1"  # no test crawl may leave the machine
 
 
 def synthetic_image(label: str, size: int, rng: np.random.Generator) -> Image.Image:
@@ -80,6 +81,8 @@ def make_project(
         else:
             shutil.copy(ROOT / name, target)
     configs = destination / "configs"
+    config = configs / "config.yaml"  # the local spider: tests never reach the web
+    config.write_text(config.read_text().replace("- scrape: commons", "- scrape: local"))
     for name, size in backbones.items():
         set_yaml(configs / "backbones" / f"{name}.yaml", weights=None, input_size=size)
     set_yaml(configs / "scrape" / "local.yaml", source=str(source))

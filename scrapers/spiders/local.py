@@ -41,17 +41,32 @@ def csv_entries(table: Path) -> list[tuple[str, str]]:
 
 
 class LocalSpider(scrapy.Spider):
+    """A folder with real/ and ai/, a CSV of url,label, or a list of {url, label} (`urls`)."""
+
     name = "local"
 
     def __init__(
-        self, source: str, source_name: str = "local", max_items: Any = None, **kwargs: Any
+        self,
+        source: str | None = None,
+        source_name: str = "local",
+        max_items: Any = None,
+        urls: list[dict[str, str]] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.source = Path(source)
+        self.source = Path(source) if source else None
+        self.urls = urls or []
         self.source_name = source_name
         self.max_items = int(max_items) if max_items not in (None, "", "None") else None
 
     def entries(self) -> list[tuple[str, str]]:
+        if self.urls:
+            for entry in self.urls:
+                if entry.get("label") not in LABELS:
+                    raise ValueError(f"urls entry {entry}: label must be one of {LABELS}")
+            return [(entry["url"], entry["label"]) for entry in self.urls]
+        if self.source is None:
+            raise ValueError("give the local spider a source (folder or CSV) or a list of urls")
         if self.source.is_dir():
             return folder_entries(self.source)
         if self.source.is_file():
@@ -74,3 +89,9 @@ class LocalSpider(scrapy.Spider):
             yield ImageItem(
                 file_urls=[url], label=label, source_name=self.source_name, source_url=url
             )
+
+
+class UrlsSpider(LocalSpider):
+    """Image URLs with labels, from a CSV (`source`) or a list (`urls`); robots.txt is obeyed."""
+
+    name = "urls"
