@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("scrape", "prepare", "features", "balance", "train", "evaluate", "export")
+STAGES = (
+    "scrape", "prepare", "features", "balance", "train", "calibrate", "evaluate", "robustness",
+    "compare", "export",
+)  # fmt: skip
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 
 commands:

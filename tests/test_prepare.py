@@ -41,15 +41,21 @@ def write(image: Image.Image, folder, name: str) -> str:
     return name
 
 
-def test_prepare_drops_with_reasons_and_never_splits_a_near_duplicate_group(tmp_path):
-    rng = np.random.default_rng(0)
+def manifest_rows(folder, per_label: int, seed: int) -> list[dict]:
+    """Manifest rows of `per_label` generated 48 px PNGs per label, written into `folder`."""
+    rng = np.random.default_rng(seed)
     rows = []
     for label in ("real", "ai"):
-        for i in range(20):
-            name = write(synthetic_image(label, 48, rng), tmp_path, f"{label}{i}.png")
+        for i in range(per_label):
+            name = write(synthetic_image(label, 48, rng), folder, f"{label}{i}.png")
             rows.append(
                 {"id": f"{label}{i}", "path": name, "label": label, "width": 48, "height": 48}
             )
+    return rows
+
+
+def test_prepare_drops_with_reasons_and_never_splits_a_near_duplicate_group(tmp_path):
+    rows = manifest_rows(tmp_path, 20, seed=0)
     original = Image.open(tmp_path / "real0.png")
     # the same picture, re-encoded as JPEG and labelled ai: a cross-label near-duplicate
     near = write(original.convert("RGB"), tmp_path, "near.jpg")
@@ -118,14 +124,7 @@ def test_jpeg_quality_estimate():
 
 
 def test_normalize_reencodes_every_kept_image(tmp_path):
-    rng = np.random.default_rng(1)
-    rows = []
-    for label in ("real", "ai"):
-        for i in range(10):
-            name = write(synthetic_image(label, 48, rng), tmp_path, f"{label}{i}.png")
-            rows.append(
-                {"id": f"{label}{i}", "path": name, "label": label, "width": 48, "height": 48}
-            )
+    rows = manifest_rows(tmp_path, 10, seed=1)
     out = tmp_path / "normalized"
     out.mkdir()
     kept, _ = prepare(pd.DataFrame(rows).assign(source_name="t"), tmp_path, PARAMS, 0, out)
