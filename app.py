@@ -16,10 +16,10 @@ from pipeline.fetch import FetchRefused, fetch_image
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.inference import (
     EXPORT_DIR,
-    READINGS,
     ModelNotFound,
     describe,
     load_exported,
+    reading_bands,
     score_images,
     verdict,
 )
@@ -84,7 +84,7 @@ if st.button("Produce Result", type="primary"):
         left, right = st.columns(2)
         left.metric("Verdict", label)
         right.metric("p-score (probability the image is real)", f"{p_real:.3f}")
-        st.write(f"Reading: **{describe(p_real)}**.")
+        st.write(f"Reading: **{describe(p_real, info['threshold'])}**.")
     elif len(scores) > 1:
         st.dataframe(
             pd.DataFrame(
@@ -92,7 +92,7 @@ if st.button("Produce Result", type="primary"):
                     "image": names,
                     "p-score": scores.round(3),
                     "verdict": [VERDICTS[verdict(p, info["threshold"])] for p in scores],
-                    "reading": [describe(p) for p in scores],
+                    "reading": [describe(p, info["threshold"]) for p in scores],
                 }
             ),
             hide_index=True,
@@ -103,7 +103,7 @@ with st.expander("How to read the p-score, and this model's test results"):
         f"The p-score is the model's probability that the image is a real photograph. The verdict "
         f"is *Real* at or above the threshold **{info['threshold']}**, *AI-generated* below it."
     )
-    st.table(pd.DataFrame(READINGS, columns=["from p-score", "reading"]))
+    st.table(pd.DataFrame(reading_bands(info["threshold"]), columns=["p-score", "reading"]))
     if not info.get("calibrated", False):
         st.caption("These scores are not calibrated: treat them as a ranking, not a frequency.")
     metrics = info.get("test_metrics", {})

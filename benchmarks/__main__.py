@@ -326,7 +326,7 @@ def inference_latency(paths: list[str], name: str, size: int, work: Path) -> dic
 
 
 def scrape_rate(paths: list[str], work: Path) -> dict:
-    """Items/s of the scrape stage reading a local folder (the web spiders' fake API: not yet)."""
+    """Items/s of the scrape stage reading a local folder."""
     import yaml
 
     source = work / "source"
@@ -408,8 +408,8 @@ def markdown(results: dict) -> str:
         f"`predict()` on the same array: {inf['keras_predict_ms']} ms.",
         "## 6. Scrape",
         f"The local-folder spider stored {scr['items']} images at **{scr['crawl_items_per_s']} "
-        f"items/s** (whole stage, with start-up: {scr['stage_s']} s). The web spiders' fake-API "
-        "figure comes with the scraping issue.",
+        f"items/s** (whole stage, with start-up: {scr['stage_s']} s). The web spiders' rate "
+        "against the fake MediaWiki API is printed by `pytest -m slow -k scale -s`.",
     ]
     return "\n\n".join(lines) + "\n"
 

@@ -37,13 +37,15 @@ BOOTSTRAP_SAMPLES = 1000
 
 
 def expected_calibration_error(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> float:
-    """ECE over `bins` equal-width bins of P(real): mean |observed real rate - mean score|."""
-    bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
-    error = 0.0
-    for b in np.unique(bin_of):
-        members = bin_of == b
-        error += members.mean() * abs(labels[members].mean() - p_real[members].mean())
-    return float(error)
+    """ECE over `bins` equal-width bins of P(real): mean |observed real rate - mean score|,
+    weighted by the share of images in each bin."""
+    return float(
+        sum(
+            row["images"] * abs(row["observed_real_rate"] - row["mean_score"])
+            for row in reliability_rows(labels, p_real, bins)
+        )
+        / len(labels)
+    )
 
 
 def bootstrap_ci(
@@ -121,7 +123,7 @@ def calibration_quality(labels: np.ndarray, p_real: np.ndarray) -> dict[str, flo
     }
 
 
-def reliability_rows(labels: np.ndarray, p_real: np.ndarray, scores: str, bins: int = 15) -> list:
+def reliability_rows(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> list:
     """Reliability diagram points: mean score against observed share of real images, per bin."""
     bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
     return [
@@ -129,7 +131,6 @@ def reliability_rows(labels: np.ndarray, p_real: np.ndarray, scores: str, bins: 
             "mean_score": float(p_real[bin_of == b].mean()),
             "observed_real_rate": float(labels[bin_of == b].mean()),
             "images": int((bin_of == b).sum()),
-            "scores": scores,
         }
         for b in np.unique(bin_of)
     ]
@@ -169,12 +170,12 @@ def perturbed_scores(
     path: Path, ids: pd.Series, head: keras.Model, calibration: Calibration
 ) -> dict[str, np.ndarray]:
     """Calibrated P(real) of the robustness stage's perturbed-image features, aligned to `ids`."""
-    stored = np.load(path)
-    position = {image_id: row for row, image_id in enumerate(stored["ids"])}
-    rows = [position[image_id] for image_id in ids]
+    with np.load(path) as stored:
+        position = {image_id: row for row, image_id in enumerate(stored["ids"])}
+        rows = [position[image_id] for image_id in ids]
+        perturbed = {name: stored[name][rows] for name in PERTURBATIONS}
     scores = {}
-    for name in PERTURBATIONS:
-        features = stored[name][rows]
+    for name, features in perturbed.items():
         usable = ~np.isnan(features).any(axis=1)
         scores[name] = np.full(len(rows), np.nan)
         scores[name][usable] = apply_calibration(calibration, head_scores(head, features[usable]))
@@ -231,10 +232,8 @@ def main() -> None:
                 "confusion_matrix", names[labels], names[(p_real >= threshold).astype(int)],
                 name="confusion_matrix.json",
             )  # fmt: skip
-        reliability = reliability_rows(labels, raw, "uncalibrated") + reliability_rows(
-            labels, p_real, calibration.method
-        )
-        write_json(out / "plots" / "reliability.json", reliability)
+        for name, scores in (("uncalibrated", raw), ("calibrated", p_real)):
+            write_json(out / "plots" / f"reliability_{name}.json", reliability_rows(labels, scores))
         write_json(
             out / "plots" / "robustness.json",
             [{"perturbation": name, **values} for name, values in robust_results.items()],

@@ -92,7 +92,8 @@ def _read_capped(response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: f
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchRefused(f"refused: the body is {int(declared)} bytes, over {max_bytes}")
     chunks, size = [], 0
-    for chunk in response.stream(64 * 1024):
+    # read1 returns whatever one socket read brings, so a trickling server meets the deadline
+    while chunk := response.read1(64 * 1024):
         size += len(chunk)
         if size > max_bytes:
             raise FetchRefused(f"refused: the body is over {max_bytes} bytes")
@@ -116,8 +117,11 @@ def fetch(
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchRefused(f"refused: only http and https URLs are fetched, not {url!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve(parts.hostname, port, allowed)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            address = resolve(parts.hostname, port, allowed)
+        except (ValueError, UnicodeError) as error:
+            raise FetchRefused(f"refused: {url!r} is not a valid URL ({error})") from error
         pool = _connection_pool(parts.scheme, parts.hostname, address, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": USER_AGENT}

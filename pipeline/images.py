@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 LABELS = ("ai", "real")  # index = class id: the model's score is P(real)
-REAL = LABELS.index("real")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 class UnreadableImage(Exception):

@@ -62,15 +62,28 @@ def verdict(p_real: float, threshold: float) -> str:
     return "real" if p_real >= threshold else "ai"
 
 
-READINGS = (  # (lowest p-score, plain-language reading), highest band first
-    (0.8, "likely a real photograph"),
-    (0.6, "leans towards a real photograph"),
-    (0.4, "uncertain: the model cannot tell; possibly an edited or blended image"),
-    (0.2, "leans towards AI-generated"),
-    (0.0, "likely AI-generated"),
-)
+UNCERTAIN_MARGIN = 0.1  # p-scores this close to the threshold are read as uncertain
+CONFIDENT = (0.2, 0.8)  # beyond these, calibrated scores say "likely"
 
 
-def describe(p_real: float) -> str:
-    """What a p-score means, in words."""
-    return next(reading for lowest, reading in READINGS if p_real >= lowest)
+def reading_bands(threshold: float) -> list[tuple[str, str]]:
+    """(p-score range, reading) from AI-generated to real, around the model's threshold."""
+    low, high = max(threshold - UNCERTAIN_MARGIN, 0.0), min(threshold + UNCERTAIN_MARGIN, 1.0)
+    return [
+        (f"under {min(CONFIDENT[0], low):.2f}", "likely AI-generated"),
+        (f"{min(CONFIDENT[0], low):.2f} to {low:.2f}", "leans towards AI-generated"),
+        (f"{low:.2f} to {high:.2f}", "uncertain: the model cannot tell; possibly an edited or "
+         "blended image"),
+        (f"{high:.2f} to {max(CONFIDENT[1], high):.2f}", "leans towards a real photograph"),
+        (f"{max(CONFIDENT[1], high):.2f} and up", "likely a real photograph"),
+    ]  # fmt: skip
+
+
+def describe(p_real: float, threshold: float) -> str:
+    """What a p-score means, in words, consistent with the verdict at `threshold`."""
+    bands = reading_bands(threshold)
+    if abs(p_real - threshold) < UNCERTAIN_MARGIN:
+        return bands[2][1]
+    if p_real >= threshold:
+        return bands[4][1] if p_real >= CONFIDENT[1] else bands[3][1]
+    return bands[0][1] if p_real < CONFIDENT[0] else bands[1][1]

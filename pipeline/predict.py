@@ -17,10 +17,8 @@ from typing import Any
 import keras
 
 from pipeline.fetch import FetchRefused, fetch_image
-from pipeline.images import UnreadableImage, shape_for_model
+from pipeline.images import IMAGE_SUFFIXES, UnreadableImage, shape_for_model
 from pipeline.inference import EXPORT_DIR, load_exported, score_files, score_images, verdict
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 def is_url(source: str) -> bool:

@@ -183,9 +183,23 @@ def prepare(
     images["split"] = stratified_group_split(
         images["label"].to_numpy(), images["group"].to_numpy(), fractions, seed
     )
+    missing = [
+        f"{split} has no {label}"
+        for split in SPLIT_NAMES
+        for label in ("real", "ai")
+        if not ((images["split"] == split) & (images["label"] == label)).any()
+    ]
+    if missing:
+        raise SystemExit(
+            f"prepare: too few images to split: {', '.join(missing)} ({report_counts(images)})"
+        )
     images["phash"] = images["phash"].map(lambda h: f"{h:016x}")
     images = images.sort_values(["split", "id"]).reset_index(drop=True)
     return images, _report(manifest, images, pd.concat(dropped))
+
+
+def report_counts(images: pd.DataFrame) -> dict:
+    return images.groupby(["split", "label"]).size().to_dict()
 
 
 def _report(manifest: pd.DataFrame, kept: pd.DataFrame, dropped: pd.DataFrame) -> dict[str, Any]:

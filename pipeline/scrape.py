@@ -8,6 +8,7 @@ nothing stored is downloaded again. A change of the scrape settings starts afres
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from scrapy.utils.project import get_project_settings
 from pipeline import __version__
 from pipeline.io import write_json
 from pipeline.params import load_params
+from scrapers.middlewares import LOOPBACK_ONLY_ENV
 
 RAW_DIR = Path("data/raw")
 REPORT = Path("reports/scrape.json")
@@ -52,12 +54,18 @@ def crawl(
 
 def main() -> None:
     config = dict(load_params()["scrape"])
+    contact = config.pop("contact", None)
+    settings = config.pop("settings", None) or {}  # Scrapy settings to override, if any
     state = RAW_DIR / STATE
     if state.is_file() and json.loads(state.read_text()) != config:
         shutil.rmtree(RAW_DIR)  # other sources or limits: start afresh
     write_json(state, config)
-    spider, contact = config.pop("spider"), config.pop("contact", None)
-    settings = config.pop("settings", None) or {}  # Scrapy settings to override, if any
+    spider = config.pop("spider")
+    if not contact and spider != "local":
+        print("scrape: WARNING: scrape.contact is not set; sites such as Wikimedia ask every "
+              "client for a contact in its User-Agent and may block those without one")  # fmt: skip
+    if os.environ.get(LOOPBACK_ONLY_ENV) == "1":
+        settings["HTTPPROXY_ENABLED"] = False
     jobdir = RAW_DIR / ".jobdir" / spider
     running = jobdir.with_suffix(".running")
     if running.exists():
@@ -74,6 +82,7 @@ def main() -> None:
     running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
     if stats.get("finish_reason") != "finished":
         raise SystemExit(f"scrape: the crawl stopped early: {stats.get('finish_reason')}")
+    shutil.rmtree(jobdir)  # done: a later run starts its requests afresh (and retries failures)
     if not json.loads(REPORT.read_text())["stored"]:
         raise SystemExit(f"scrape: no image was stored; {REPORT} and the log above say why")
 

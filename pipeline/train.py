@@ -67,11 +67,12 @@ def main() -> None:
     parser.add_argument("backbone")
     args = parser.parse_args()
     params = load_params()
-    balanced = np.load(BALANCED_DIR / args.backbone / "train.npz")
+    with np.load(BALANCED_DIR / args.backbone / "train.npz") as balanced:
+        train = (balanced["features"], balanced["labels"])
     val_features, val_labels, _ = load_features(FEATURES_DIR / args.backbone, "val")
     with Live(str(LIVE_DIR / args.backbone), dvcyaml=False, save_dvc_exp=False) as live:
         model = train_head(
-            (balanced["features"], balanced["labels"]),
+            train,
             (val_features, val_labels),
             params["head"],
             params["seed"],

@@ -66,6 +66,9 @@ class LoopbackOnlyMiddleware:
     def process_request(self, request: Request, spider=None) -> None:  # noqa: ANN001
         if os.environ.get(LOOPBACK_ONLY_ENV) != "1":
             return None
+        if request.meta.get("proxy"):
+            raise IgnoreRequest(f"{LOOPBACK_ONLY_ENV} is set: no proxy may be used")
+        request.meta["proxy"] = None  # HttpProxyMiddleware must not add one from the environment
         parts = urlsplit(request.url)
         if parts.scheme == "file" or parts.hostname == "localhost":
             return None

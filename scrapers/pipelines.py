@@ -8,6 +8,7 @@ half-written rows before it starts, and skips URLs already stored (resume withou
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -47,6 +48,14 @@ def header(body: bytes) -> tuple[str, int, int]:
     """Format, width and height of an image already checked."""
     with Image.open(io.BytesIO(body)) as image:
         return image.format or "", image.width, image.height
+
+
+@functools.lru_cache(maxsize=64)  # FilesPipeline asks twice per download: decode once
+def stored_name(body: bytes) -> str:
+    """images/<sha256>.<format> of a body that decodes as an image; FileException otherwise."""
+    check_image(body)
+    image_format, _, _ = header(body)
+    return f"{FILES_DIR}/{hashlib.sha256(body).hexdigest()}.{(image_format or 'bin').lower()}"
 
 
 def reconcile(store: Path) -> list[dict[str, str]]:
@@ -102,10 +111,7 @@ class DatasetPipeline(FilesPipeline):
         return None
 
     def file_path(self, request, response=None, info=None, *, item=None) -> str:  # noqa: ANN001
-        check_image(response.body)
-        image_format, _, _ = header(response.body)
-        digest = hashlib.sha256(response.body).hexdigest()
-        return f"{FILES_DIR}/{digest}.{(image_format or 'bin').lower()}"
+        return stored_name(response.body)
 
     def media_failed(self, failure, request, info):  # noqa: ANN001, ANN201
         """FilesPipeline replaces every failure by a bare FileException: keep the reason."""

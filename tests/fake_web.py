@@ -36,6 +36,7 @@ def commons_file(title: str, mime: str, base: str, artist: str = "Jane Doe") -> 
                 "mime": mime,
                 "sha1": f"sha1-of-{name}",
                 "size": 1234,
+                "width": 2000,
                 "extmetadata": {
                     "LicenseShortName": {"value": "CC BY-SA 4.0"},
                     "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0"},

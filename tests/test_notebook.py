@@ -30,10 +30,9 @@ def test_notebook_executes(tmp_path, monkeypatch):
         plots = tmp_path / "eval" / name / "plots"
         plots.mkdir(parents=True)
         labels, p = rng.integers(0, 2, 100), rng.uniform(size=100)
-        rows = reliability_rows(labels, p, "uncalibrated") + reliability_rows(
-            labels, p, "temperature"
-        )
-        (plots / "reliability.json").write_text(json.dumps(rows))
+        for kind in ("uncalibrated", "calibrated"):
+            rows = reliability_rows(labels, p)
+            (plots / f"reliability_{kind}.json").write_text(json.dumps(rows))
     monkeypatch.setenv("AIIC_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -61,7 +61,8 @@ def check_outputs(project):
             assert recomputed[key] == pytest.approx(metrics[key], abs=1e-6)
         assert set(metrics["calibration"]) == {"method", "fitted_on", "before", "after"}
         assert set(metrics["breakdown"]) == {"source_name", "format", "size_band"}
-        assert (project / f"eval/{name}/plots/reliability.json").is_file()
+        for kind in ("uncalibrated", "calibrated"):
+            assert (project / f"eval/{name}/plots/reliability_{kind}.json").is_file()
         robustness = json.loads((project / f"metrics/{name}_robustness.json").read_text())
         assert robustness["none"]["images"] == metrics["images"]
         assert (project / f"eval/{name}/plots/robustness.json").is_file()

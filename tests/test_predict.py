@@ -73,3 +73,16 @@ def test_table_and_csv_formats(capsys, mixed_folder, exported_model):
         [str(mixed_folder / "d_page.jpg"), "--model", str(exported_model), "--format", "csv"]
     )
     assert capsys.readouterr().out.splitlines()[1].endswith(",,,not_an_image")
+
+
+def test_readings_agree_with_the_verdict():
+    from pipeline.inference import describe
+
+    for threshold in (0.3, 0.5, 0.7):
+        for p in np.linspace(0, 1, 101):
+            reading = describe(p, threshold)
+            if "uncertain" not in reading:
+                assert ("real" in reading) == (p >= threshold), (p, threshold, reading)
+    assert describe(0.35, 0.3) == describe(0.25, 0.3) == describe(0.3, 0.3)  # all uncertain
+    assert describe(0.95, 0.5) == "likely a real photograph"
+    assert describe(0.05, 0.5) == "likely AI-generated"

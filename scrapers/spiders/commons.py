@@ -72,7 +72,7 @@ class CommonsSpider(scrapy.Spider):
             dont_filter=True,
         )
 
-    def files_request(self, category: str, source: dict, depth: int, cont: dict | None = None):  # noqa: ANN201
+    def files_request(self, category: str, source: dict, cont: dict | None = None):  # noqa: ANN201
         params = {
             "generator": "categorymembers", "gcmtitle": category, "gcmtype": "file",
             "gcmlimit": self.page_size, "prop": "imageinfo",
@@ -83,7 +83,7 @@ class CommonsSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for source in self.sources:
-            yield self.files_request(source["category"], source, 0)
+            yield self.files_request(source["category"], source)
             if self.depth > 0:
                 yield self.subcategories_request(source["category"], source, 1)
 
@@ -97,7 +97,7 @@ class CommonsSpider(scrapy.Spider):
     def parse_subcategories(self, response: scrapy.http.TextResponse) -> Iterator[scrapy.Request]:
         data, meta = response.json(), response.meta
         for member in data.get("query", {}).get("categorymembers", []):
-            yield self.files_request(member["title"], meta["source"], meta["depth"])
+            yield self.files_request(member["title"], meta["source"])
             if meta["depth"] < self.depth:
                 yield self.subcategories_request(member["title"], meta["source"], meta["depth"] + 1)
         if "continue" in data:
@@ -124,11 +124,16 @@ class CommonsSpider(scrapy.Spider):
             if info.get("mime") not in self.mime_types:
                 skip(self, f"mime_{info.get('mime')}", source["label"], name)
                 continue
+            if info.get("width", 0) <= self.thumb_width:
+                # Commons would serve it untouched while wider ones are resampled by its
+                # thumbnailer: a processing difference a model could learn instead of the image
+                skip(self, "narrower_than_thumb_width", source["label"], name)
+                continue
             metadata = info.get("extmetadata", {})
             self.taken[source["label"]] += 1
             self.taken[name] += 1
             yield ImageItem(
-                file_urls=[info.get("thumburl") or info["url"]],
+                file_urls=[info["thumburl"]],
                 label=source["label"],
                 source_name=name,
                 source_url=info.get("descriptionurl", ""),
@@ -143,4 +148,4 @@ class CommonsSpider(scrapy.Spider):
                 },
             )
         if "continue" in data and not self.full(source):
-            yield self.files_request(response.meta["category"], source, 0, data["continue"])
+            yield self.files_request(response.meta["category"], source, data["continue"])

@@ -10,10 +10,8 @@ from typing import Any
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from pipeline.images import LABELS
+from pipeline.images import IMAGE_SUFFIXES, LABELS
 from scrapers.items import ImageItem
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 def folder_entries(folder: Path) -> list[tuple[str, str]]:
