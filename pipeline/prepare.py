@@ -63,6 +63,9 @@ def inspect(path: Path, min_size: int, normalized: Path | None = None) -> dict[s
         return {"reason": "too_small", "phash": 0}
     if normalized is not None:
         image.save(normalized, format="JPEG", quality=NORMALIZED_QUALITY)
+        with Image.open(normalized) as header:  # the cues of what the model will see
+            cues = {"exif": int(bool(header.getexif())), "jpeg_quality": jpeg_quality(header),
+                    "format": "JPEG", "bytes": normalized.stat().st_size}  # fmt: skip
     return {"reason": "ok", "phash": int(str(imagehash.phash(image)), 16), **cues}
 
 
@@ -82,7 +85,8 @@ def inspect_all(
                 unit="img",
             )
         )
-    found = pd.DataFrame(results, columns=["reason", "phash", "exif", "jpeg_quality"])
+    found = pd.DataFrame(results).reindex(columns=["reason", "phash", "exif", "jpeg_quality",
+                                                    "format", "bytes"])  # fmt: skip
     return found.astype({"phash": np.uint64})
 
 
@@ -163,9 +167,11 @@ def prepare(
 
     normalized = [normalized_dir / f"{i}.jpg" for i in unique["id"]] if normalized_dir else None
     found = inspect_all([raw_dir / p for p in unique["path"]], params["min_size"], normalized)
-    unique = pd.concat([unique.reset_index(drop=True), found], axis=1)
-    if normalized_dir:
+    unique = unique.reset_index(drop=True)
+    if normalized_dir:  # format and size as re-encoded; otherwise as scraped
         unique["path"] = [str(path) for path in normalized]
+        unique[["format", "bytes"]] = found[["format", "bytes"]]
+    unique = pd.concat([unique, found.drop(columns=["format", "bytes"])], axis=1)
     usable = unique["reason"] == "ok"
     dropped.append(unique[~usable])
     images = unique[usable].drop(columns="reason").reset_index(drop=True)

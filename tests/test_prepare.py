@@ -131,3 +131,13 @@ def test_normalize_reencodes_every_kept_image(tmp_path):
     for path in kept["path"]:
         with Image.open(path) as image:
             assert image.format == "JPEG" and not image.getexif()
+
+
+def test_normalized_cues_describe_the_re_encoded_files(tmp_path):
+    rows = manifest_rows(tmp_path, 10, seed=2)
+    manifest = pd.DataFrame(rows).assign(source_name="t", format="PNG", bytes=1)
+    out = tmp_path / "normalized"
+    out.mkdir()
+    kept, _ = prepare(manifest, tmp_path, PARAMS, 0, out)
+    assert set(kept["format"]) == {"JPEG"} and set(kept["jpeg_quality"]) == {90}
+    assert (kept["bytes"] > 1).all() and (kept["exif"] == 0).all()
