@@ -93,7 +93,8 @@ class DatasetPipeline(FilesPipeline):
         self.seen = {(row["id"], row["source_url"]) for row in self.rows}
         self.stored_by_url = {row["file_url"]: row["path"] for row in self.rows}
         self.failures: Counter[tuple[str, str, str]] = Counter()
-        self.manifest = open(self.root / "manifest.csv", "a", newline="", encoding="utf-8")
+        # open for the whole crawl, one flushed row per stored image; closed in close_spider
+        self.manifest = open(self.root / "manifest.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.DictWriter(self.manifest, fieldnames=MANIFEST_COLUMNS)
 
     def get_media_requests(self, item, info):  # noqa: ANN001, ANN201
