@@ -161,6 +161,8 @@ def prepare(
     With `normalized_dir`, every usable image is re-encoded there as JPEG without metadata, and
     the kept rows point to those files.
     """
+    # the scrape appends rows as downloads finish: sort, so that the split never depends on timing
+    manifest = manifest.sort_values(["id", "source_url"] if "source_url" in manifest else ["id"])
     dropped: list[pd.DataFrame] = []
     unique, duplicate_reasons = drop_duplicate_ids(manifest)
     dropped.append(manifest.loc[duplicate_reasons.index].assign(reason=duplicate_reasons))

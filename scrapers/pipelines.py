@@ -58,7 +58,7 @@ def stored_name(body: bytes) -> str:
     return f"{FILES_DIR}/{hashlib.sha256(body).hexdigest()}.{(image_format or 'bin').lower()}"
 
 
-def reconcile(store: Path) -> list[dict[str, str]]:
+def reconcile(store: Path, sort: bool = False) -> list[dict[str, str]]:
     """The manifest's complete rows whose files exist; files without a row are deleted."""
     manifest = store / "manifest.csv"
     rows: list[dict[str, str]] = []
@@ -67,6 +67,8 @@ def reconcile(store: Path) -> list[dict[str, str]]:
         if not text.endswith("\n"):  # a row cut short by a kill
             text = text[: text.rfind("\n") + 1]
         rows = [row for row in csv.DictReader(io.StringIO(text)) if (store / row["path"]).is_file()]
+    if sort:
+        rows.sort(key=lambda row: (row["id"], row["source_url"]))
     kept = {row["path"] for row in rows}
     for path in (store / FILES_DIR).glob("*") if (store / FILES_DIR).is_dir() else ():
         if f"{FILES_DIR}/{path.name}" not in kept:
@@ -150,6 +152,7 @@ class DatasetPipeline(FilesPipeline):
 
     def close_spider(self, spider=None) -> None:  # noqa: ANN001
         self.manifest.close()
+        reconcile(self.root, sort=True)  # a finished manifest reads in a stable order
         if self.report:
             write_json(self.report, self.summary())
 
