@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import weakref
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -26,36 +28,41 @@ from pipeline.params import backbone_spec, load_params
 from pipeline.prepare import SPLITS
 
 FEATURES_DIR = Path("data/features")
+DECODE_THREADS = 2
 logger = logging.getLogger(__name__)
 
 
 def image_batches(
     paths: list[str], size: int, batch_size: int, mode: str = "resize"
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of (uint8 images, skip reasons): decoded and shaped in parallel, prefetched.
+    """Batches of (uint8 images, skip reasons), in order, decoded ahead on worker threads.
 
-    An image that cannot be used yields a black frame and its reason (b"" for a good image)
+    Pillow releases the GIL while it decodes and resizes, so two batches in flight overlap the
+    model's forward pass. A fixed two threads, not tf.data's AUTOTUNE: its threads competed with
+    oneDNN for the cores and cost InceptionV3 a quarter of its throughput (BENCHMARKS.md).
+    An image that cannot be used yields a black frame and its reason ("" for a good image)
     instead of stopping the run.
     """
 
-    def load(path: bytes) -> tuple[np.ndarray, bytes]:
+    def load(path: str) -> tuple[np.ndarray, str]:
         try:
-            return load_for_model(path.decode(), size, mode), b""
+            return load_for_model(path, size, mode), ""
         except UnreadableImage as error:
             logger.warning("skipped %s", error)
-            return np.zeros((size, size, 3), np.uint8), error.reason.encode()
+            return np.zeros((size, size, 3), np.uint8), error.reason
 
-    def load_tensor(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, reason = tf.numpy_function(load, [path], (tf.uint8, tf.string), stateful=False)
-        return tf.ensure_shape(image, (size, size, 3)), tf.ensure_shape(reason, ())
+    def load_batch(start: int) -> tuple[np.ndarray, np.ndarray]:
+        images, reasons = zip(*map(load, paths[start : start + batch_size]), strict=True)
+        return np.stack(images), np.array(reasons)
 
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
-        .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    yield from dataset.as_numpy_iterator()
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        ahead: deque[Future] = deque()
+        for start in range(0, len(paths), batch_size):
+            ahead.append(pool.submit(load_batch, start))
+            if len(ahead) > DECODE_THREADS:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -92,7 +99,7 @@ def extract(
         for images, reasons in image_batches(paths, size, batch_size, mode):
             end = start + len(images)
             features[start:end] = forward(images).numpy()
-            ok[start:end] = reasons == b""
+            ok[start:end] = reasons == ""
             start = end
             progress.update(len(images))
     features.flush()

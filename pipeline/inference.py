@@ -45,9 +45,9 @@ def score_files(
     scores, reasons = [], []
     for images, batch_reasons in image_batches(paths, input_size, batch_size, input_mode):
         batch_scores = forward(images).numpy()[:, 0].astype(np.float64)
-        batch_scores[batch_reasons != b""] = np.nan
+        batch_scores[batch_reasons != ""] = np.nan
         scores.append(batch_scores)
-        reasons.extend(reason.decode() for reason in batch_reasons)
+        reasons.extend(batch_reasons.tolist())
     return (np.concatenate(scores) if scores else np.empty(0)), reasons
 
 

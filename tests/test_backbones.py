@@ -39,7 +39,7 @@ def test_preprocess_layer_is_each_backbones_own(name, expected):
 
 
 def test_streamed_features_equal_a_direct_model_call(tmp_path):
-    """The features stage's tf.data path gives what the model gives on the same decoded images."""
+    """The features stage's decode path gives what the model gives on the same decoded images."""
     folder = make_image_folder(tmp_path / "images", per_class=3)
     paths = sorted(str(p) for p in folder.rglob("*.png")) + [str(tmp_path / "missing.png")]
     model = build_extractor("vgg16", 32, None)
