@@ -1,14 +1,13 @@
-"""Stage `calibrate`: make P(real) honest on the validation split, and choose the threshold there.
+"""Calibration: make P(real) honest on the validation split, and choose the threshold there.
 
-`python -m pipeline.calibrate <backbone>` fits a calibrator (temperature scaling by default, Platt
-scaling or isotonic regression by config) to the head's validation scores, picks the decision
-threshold on the calibrated validation scores, and writes models/<backbone>/calibration.json.
-The test split is never looked at.
+The train stage fits a calibrator (temperature scaling by default, Platt scaling or isotonic
+regression by config) to the trained head's validation scores, picks the decision threshold on
+the calibrated validation scores, and writes both to models/<backbone>/calibration.json. The
+test split is never looked at. Evaluate and export apply the same Calibration layer.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from pipeline.features import FEATURES_DIR
-from pipeline.head import MODELS_DIR, predict_head
-from pipeline.io import read_json, write_json
-from pipeline.params import load_params
+from pipeline.io import read_json
 
 EPSILON = 1e-7
 
@@ -119,40 +115,22 @@ def choose_threshold(
     return float(min(best, key=lambda t: abs(t - 0.5)))
 
 
+def calibrate(labels: np.ndarray, p_real: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
+    """Fit the `calibration` params' method to (validation) labels and head scores, and choose
+    the threshold on the calibrated scores: the record calibration.json holds."""
+    calibration = fit_calibration(labels, p_real, config["method"])
+    calibrated = apply_calibration(calibration, p_real)
+    return {
+        "method": calibration.method,
+        "parameters": calibration.parameters,
+        "threshold": choose_threshold(
+            labels, calibrated, config["threshold"], config["target_fpr_real"]
+        ),
+        "threshold_rule": config["threshold"],
+    }
+
+
 def load_calibration(path: Path) -> tuple[Calibration, float]:
     """The fitted Calibration and the decision threshold from a calibration.json."""
     fitted = read_json(path)
     return Calibration(fitted["method"], fitted["parameters"]), fitted["threshold"]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone")
-    args = parser.parse_args()
-    params = load_params()
-    config = params["calibration"]
-    labels, p_real, _ = predict_head(
-        FEATURES_DIR / args.backbone,
-        MODELS_DIR / args.backbone / "head.weights.h5",
-        params["head"],
-        "val",
-    )
-    calibration = fit_calibration(labels, p_real, config["method"])
-    calibrated = apply_calibration(calibration, p_real)
-    threshold = choose_threshold(labels, calibrated, config["threshold"], config["target_fpr_real"])
-    write_json(
-        MODELS_DIR / args.backbone / "calibration.json",
-        {
-            "method": calibration.method,
-            "parameters": calibration.parameters,
-            "threshold": threshold,
-            "threshold_rule": config["threshold"],
-            "fitted_on": "val",
-            "val_images": len(labels),
-        },
-    )
-    print(f"calibrate {args.backbone}: {calibration.method}, threshold {threshold:.4f}")
-
-
-if __name__ == "__main__":
-    main()

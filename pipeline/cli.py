@@ -6,7 +6,7 @@ import importlib
 import sys
 
 STAGES = (
-    "scrape", "prepare", "features", "balance", "train", "calibrate", "evaluate", "robustness",
+    "scrape", "prepare", "features", "balance", "train", "evaluate", "robustness",
     "compare", "export",
 )  # fmt: skip
 USAGE = f"""usage: aiic COMMAND [ARGS...]

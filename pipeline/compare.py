@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluate import METRICS_DIR
 from pipeline.io import atomic_path, read_json
+from pipeline.metrics import METRICS_DIR
 from pipeline.params import load_params
 from pipeline.prepare import CONFOUNDS
 

@@ -21,11 +21,12 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.backbones import CENTER_CROP, RESIZE, backbone, extractor_from_spec
 from pipeline.calibrate import Calibration, load_calibration
-from pipeline.evaluate import EVAL_DIR, METRICS_DIR
+from pipeline.evaluate import EVAL_DIR
 from pipeline.features import FEATURES_DIR
 from pipeline.head import MODELS_DIR, build_head
 from pipeline.inference import EXPORT_DIR, INFO_FILE, MODEL_FILE, score_files
 from pipeline.io import atomic_path, read_json, write_json
+from pipeline.metrics import METRICS_DIR
 from pipeline.params import backbone_spec, load_params
 from pipeline.prepare import SPLITS
 

@@ -1,7 +1,9 @@
-"""Stage `train`: the dense head on (balanced) training features, early-stopped on validation.
+"""Stage `train`: the dense head on (balanced) training features, early-stopped on validation,
+then calibrated on validation.
 
-`python -m pipeline.train <backbone>` writes models/<backbone>/head.weights.h5 and the training
-curves through DVCLive's Keras callback in dvclive/train/<backbone>/.
+`python -m pipeline.train <backbone>` writes models/<backbone>/head.weights.h5, the calibrator and
+decision threshold in models/<backbone>/calibration.json (see pipeline.calibrate), and the
+training curves through DVCLive's Keras callback in dvclive/train/<backbone>/.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from pipeline.balance import BALANCED_DIR
+from pipeline.calibrate import calibrate
 from pipeline.features import FEATURES_DIR, load_features
-from pipeline.head import MODELS_DIR, build_head
-from pipeline.io import atomic_path
+from pipeline.head import MODELS_DIR, build_head, head_scores
+from pipeline.io import atomic_path, write_json
 from pipeline.params import load_params
 
 LIVE_DIR = Path("dvclive/train")
@@ -29,6 +32,10 @@ def seed_everything(seed: int) -> None:
     """Same data and params give the same weights on CPU."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def dataset(features: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((features, labels.astype("float32")))
 
 
 def train_head(
@@ -49,14 +56,13 @@ def train_head(
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=head["patience"], restore_best_weights=True
     )
+    # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
+    # took half the fit time of a small head (BENCHMARKS.md).
     model.fit(
-        train[0],
-        train[1].astype("float32"),
-        validation_data=(val[0], val[1].astype("float32")),
+        dataset(*train).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
+        validation_data=dataset(*val).batch(head["batch_size"]),
         epochs=head["epochs"],
-        batch_size=head["batch_size"],
         callbacks=[early_stopping, *callbacks],
-        shuffle=True,
         verbose=2,
     )
     return model
@@ -78,8 +84,17 @@ def main() -> None:
             params["seed"],
             callbacks=[DVCLiveCallback(live=live)],
         )
+    calibration = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
     with atomic_path(MODELS_DIR / args.backbone / "head.weights.h5") as tmp:
         model.save_weights(tmp)
+    write_json(
+        MODELS_DIR / args.backbone / "calibration.json",
+        {**calibration, "fitted_on": "val", "val_images": len(val_labels)},
+    )
+    print(
+        f"train {args.backbone}: calibration {calibration['method']}, "
+        f"threshold {calibration['threshold']:.4f}"
+    )
 
 
 if __name__ == "__main__":

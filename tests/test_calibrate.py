@@ -1,10 +1,14 @@
+import json
+
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
-from pipeline import calibrate
+from pipeline import train
 from pipeline.calibrate import apply_calibration, choose_threshold, fit_calibration
-from pipeline.evaluate import expected_calibration_error
+from pipeline.features import load_features
+from pipeline.metrics import expected_calibration_error
 
 
 def overconfident(n: int, seed: int):
@@ -68,22 +72,39 @@ def test_thresholds():
         choose_threshold(labels, p, "f1")
 
 
-def test_the_stage_reads_the_validation_split_only(tmp_path, monkeypatch):
+def test_the_train_stage_calibrates_on_the_validation_split_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
-        "head: {units: 4, dropout: 0}\n"
+        "head: {units: 4, dropout: 0, learning_rate: 0.01, epochs: 2, batch_size: 8, patience: 2}\n"
         "calibration: {method: temperature, threshold: balanced_accuracy, target_fpr_real: 0.05}\n"
+        "seed: 0\n"
+    )
+    rng = np.random.default_rng(0)
+    splits = np.repeat(["train", "val", "test"], [20, 12, 10])
+    labels = np.tile(["ai", "real"], 21)
+    features = rng.normal(size=(42, 6)).astype(np.float32)
+    (tmp_path / "data/features/bb").mkdir(parents=True)
+    np.save(tmp_path / "data/features/bb/features.npy", features)
+    pd.DataFrame({"id": range(42), "label": labels, "split": splits, "ok": True}).to_csv(
+        tmp_path / "data/features/bb/index.csv", index=False
+    )
+    (tmp_path / "data/balanced/bb").mkdir(parents=True)
+    np.savez(
+        tmp_path / "data/balanced/bb/train.npz",
+        features=features[:20],
+        labels=(labels[:20] == "real").astype(int),
     )
     requested = []
 
-    def fake_predict_head(backbone_dir, weights, head, split):
+    def recording_load_features(backbone_dir, split):
         requested.append(split)
-        labels, scores = overconfident(300, seed=6)
-        return labels, scores, None
+        return load_features(backbone_dir, split)
 
-    monkeypatch.setattr(calibrate, "predict_head", fake_predict_head)
-    monkeypatch.setattr("sys.argv", ["calibrate", "bb"])
-    calibrate.main()
-    assert requested == ["val"]
-    fitted = (tmp_path / "models/bb/calibration.json").read_text()
-    assert '"fitted_on": "val"' in fitted and '"temperature"' in fitted
+    monkeypatch.setattr(train, "load_features", recording_load_features)
+    monkeypatch.setattr("sys.argv", ["train", "bb"])
+    train.main()
+    assert requested == ["val"]  # the balanced train set comes from its own file
+    fitted = json.loads((tmp_path / "models/bb/calibration.json").read_text())
+    assert fitted["fitted_on"] == "val" and fitted["val_images"] == 12
+    assert fitted["method"] == "temperature" and fitted["parameters"]["temperature"] > 0
+    assert (tmp_path / "models/bb/head.weights.h5").is_file()

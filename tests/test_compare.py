@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.compare import report
-from pipeline.evaluate import breakdowns, calibration_quality, classification_metrics
+from pipeline.metrics import breakdowns, calibration_quality, classification_metrics
 
 
 def fake_results(seed: int) -> dict:

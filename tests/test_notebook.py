@@ -8,7 +8,7 @@ from nbclient import NotebookClient
 from test_compare import fake_results
 
 from conftest import ROOT
-from pipeline.evaluate import reliability_rows
+from pipeline.metrics import reliability_rows
 
 NOTEBOOK = ROOT / "notebooks" / "compare_backbones.ipynb"
 

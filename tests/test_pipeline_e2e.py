@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SHARED_DATA, make_image_folder, make_project, run
-from pipeline.evaluate import classification_metrics
+from pipeline.metrics import classification_metrics
 from pipeline.robustness import PERTURBATIONS
 
 BACKBONES = ("inceptionv3", "vgg16", "spectrum")
@@ -101,7 +101,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert ran_stages(first) == {
         "scrape", "prepare", "compare", "export",
         *(f"{stage}@{name}" for name in BACKBONES for stage in
-          ("features", "balance", "train", "calibrate", "evaluate", "robustness")),
+          ("features", "balance", "train", "evaluate", "robustness")),
     }  # fmt: skip
     check_outputs(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -117,7 +117,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert ran_stages(wider) == {
         "export",
         "compare",
-        *(f"{stage}@{name}" for name in BACKBONES for stage in ("train", "calibrate", "evaluate")),
+        *(f"{stage}@{name}" for name in BACKBONES for stage in ("train", "evaluate")),
     }  # no backbone runs again: neither features nor robustness features
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown

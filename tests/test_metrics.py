@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from pipeline.evaluate import bootstrap_ci, classification_metrics, expected_calibration_error
+from pipeline.metrics import bootstrap_ci, classification_metrics, expected_calibration_error
 
 
 def test_ece_is_zero_when_scores_are_frequencies_and_large_when_overconfident():

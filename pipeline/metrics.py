@@ -1,0 +1,147 @@
+"""Test-split metrics shared by evaluate, compare, the notebook and the tests: numpy and
+scikit-learn only, so that reading or recomputing them never loads TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from sklearn import metrics
+
+from pipeline.images import LABELS
+
+METRICS_DIR = Path("metrics")
+SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
+BOOTSTRAP_SAMPLES = 1000
+
+
+def expected_calibration_error(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> float:
+    """ECE over `bins` equal-width bins of P(real): mean |observed real rate - mean score|,
+    weighted by the share of images in each bin."""
+    return float(
+        sum(
+            row["images"] * abs(row["observed_real_rate"] - row["mean_score"])
+            for row in reliability_rows(labels, p_real, bins)
+        )
+        / len(labels)
+    )
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    p_real: np.ndarray,
+    threshold: float,
+    seed: int = 0,
+    samples: int = BOOTSTRAP_SAMPLES,
+) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals for accuracy, balanced accuracy and ROC-AUC.
+
+    Resamples that hold a single class (possible on tiny test sets) are left out.
+    """
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(labels), (samples, len(labels)))
+    y, p = labels[rows], p_real[rows]
+    positives = y.sum(axis=1)
+    both = (positives > 0) & (positives < len(labels))
+    y, p, positives = y[both], p[both], positives[both]
+    negatives = len(labels) - positives
+    correct = (p >= threshold).astype(int) == y
+    recall_real = (correct & (y == 1)).sum(axis=1) / positives
+    recall_ai = (correct & (y == 0)).sum(axis=1) / negatives
+    # ROC-AUC as the Mann-Whitney U statistic, from average ranks (ties count one half)
+    ranks = rankdata(p, axis=1)
+    auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    scores = {
+        "accuracy": correct.mean(axis=1),
+        "balanced_accuracy": (recall_real + recall_ai) / 2,
+        "roc_auc": auc,
+    }
+    return {
+        name: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+        for name, values in scores.items()
+        if len(values)
+    }
+
+
+def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, ROC-AUC, AP, confusion matrix,
+    calibration (ECE, Brier, log-loss) and bootstrap 95 % intervals."""
+    predicted = (p_real >= threshold).astype(int)
+    report = metrics.classification_report(
+        labels, predicted, labels=range(len(LABELS)), target_names=LABELS, output_dict=True,
+        zero_division=0,
+    )  # fmt: skip
+    both_classes = len(np.unique(labels)) == len(LABELS)
+    return {
+        "images": len(labels),
+        "threshold": threshold,
+        "accuracy": metrics.accuracy_score(labels, predicted),
+        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
+        "roc_auc": metrics.roc_auc_score(labels, p_real) if both_classes else None,
+        "average_precision": metrics.average_precision_score(labels, p_real),
+        **calibration_quality(labels, p_real),
+        "ci95": bootstrap_ci(labels, p_real, threshold),
+        "per_class": {
+            name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}
+            for name in LABELS
+        },
+        "confusion_matrix": {
+            "labels": list(LABELS),  # rows: true label, columns: predicted label
+            "matrix": metrics.confusion_matrix(labels, predicted, labels=range(len(LABELS)))
+            .astype(int)
+            .tolist(),
+        },
+    }
+
+
+def calibration_quality(labels: np.ndarray, p_real: np.ndarray) -> dict[str, float]:
+    return {
+        "ece": expected_calibration_error(labels, p_real),
+        "brier": metrics.brier_score_loss(labels, p_real),
+        "log_loss": metrics.log_loss(labels, np.clip(p_real, 1e-7, 1 - 1e-7), labels=[0, 1]),
+    }
+
+
+def reliability_rows(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> list:
+    """Reliability diagram points: mean score against observed share of real images, per bin."""
+    bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
+    return [
+        {
+            "mean_score": float(p_real[bin_of == b].mean()),
+            "observed_real_rate": float(labels[bin_of == b].mean()),
+            "images": int((bin_of == b).sum()),
+        }
+        for b in np.unique(bin_of)
+    ]
+
+
+def size_band(width: int, height: int) -> str:
+    return [name for lowest, name in SIZE_BANDS if min(width, height) >= lowest][-1]
+
+
+def breakdowns(
+    images: pd.DataFrame, labels: np.ndarray, p_real: np.ndarray, threshold: float
+) -> dict[str, dict[str, dict]]:
+    """Metrics per source, image format and size band, so that a one-source result shows."""
+    frame = images.assign(
+        size_band=[size_band(w, h) for w, h in zip(images["width"], images["height"], strict=True)],
+        correct=(p_real >= threshold).astype(int) == labels,
+        label_id=labels,
+        p_real=p_real,
+    )
+    result: dict[str, dict[str, dict]] = {}
+    for column in ("source_name", "format", "size_band"):
+        result[column] = {}
+        for group, rows in frame.groupby(column):
+            both = rows["label_id"].nunique() == len(LABELS)
+            result[column][str(group)] = {
+                "images": len(rows),
+                "real": int(rows["label_id"].sum()),
+                "accuracy": float(rows["correct"].mean()),
+                "roc_auc": float(metrics.roc_auc_score(rows["label_id"], rows["p_real"]))
+                if both
+                else None,
+            }
+    return result
