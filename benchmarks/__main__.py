@@ -120,6 +120,7 @@ def feature_stage_efficiency(paths: list[str], sizes: dict[str, int], work: Path
         bare_seconds, _ = timed(run_batches, forward, arrays, batch)
         extract(model, usable[:batch], size, batch, work / f"{name}_warm.npy", mode)
         stage_seconds, _ = timed(extract, model, usable, size, batch, work / f"{name}.npy", mode)
+        autotune_seconds, _ = timed(consume, forward, autotune_batches(usable, size, batch, mode))
         flops = model_gflops(model, size)
         bare_rate, stage_rate = len(usable) / bare_seconds, len(usable) / stage_seconds
         results[name] = {
@@ -128,6 +129,7 @@ def feature_stage_efficiency(paths: list[str], sizes: dict[str, int], work: Path
             "stage_images_per_s": round(stage_rate, 2),
             "bare_images_per_s": round(bare_rate, 2),
             "stage_over_bare": round(stage_rate / bare_rate, 3),
+            "before_autotune_over_bare": round(len(usable) / autotune_seconds / bare_rate, 3),
             "gflops_per_image": round(flops, 3),
             "bare_gflops_per_s": round(flops * bare_rate, 1),
             "bare_over_matmul_peak": round(flops * bare_rate / peak, 3),
@@ -135,9 +137,37 @@ def feature_stage_efficiency(paths: list[str], sizes: dict[str, int], work: Path
     return results
 
 
-def run_batches(forward, arrays: np.ndarray, batch: int) -> None:  # noqa: ANN001
-    for start in range(0, len(arrays), batch):
-        forward(arrays[start : start + batch]).numpy()
+def run_batches(forward, arrays: np.ndarray, batch: int) -> np.ndarray:  # noqa: ANN001
+    return np.concatenate(
+        [forward(arrays[start : start + batch]).numpy() for start in range(0, len(arrays), batch)]
+    )
+
+
+def consume(forward, batches) -> None:  # noqa: ANN001
+    for images in batches:
+        forward(images).numpy()
+
+
+def autotune_batches(paths: list[str], size: int, batch: int, mode: str):  # noqa: ANN201
+    """The features stage's decode path before tuning, kept as the baseline: a tf.data pipeline
+    with AUTOTUNE parallelism and prefetch around the same Pillow decode."""
+    import tensorflow as tf
+
+    from pipeline.images import load_for_model
+
+    def load(path: tf.Tensor) -> tf.Tensor:
+        image = tf.numpy_function(
+            lambda p: load_for_model(p.decode(), size, mode), [path], tf.uint8, stateful=False
+        )
+        return tf.ensure_shape(image, (size, size, 3))
+
+    return (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch)
+        .prefetch(tf.data.AUTOTUNE)
+        .as_numpy_iterator()
+    )
 
 
 def _size(path: str) -> tuple[int, int]:
@@ -158,7 +188,7 @@ def cached_features_speedup(
     from pipeline.backbones import backbone, build_extractor
     from pipeline.features import extract, image_batches
     from pipeline.head import build_head
-    from pipeline.train import train_head
+    from pipeline.train import dataset, train_head
 
     head = {"units": 256, "dropout": 0.3, "learning_rate": 1e-3, "epochs": epochs,
             "batch_size": 32, "patience": epochs}  # fmt: skip
@@ -195,15 +225,83 @@ def cached_features_speedup(
         head_seconds, _ = timed(train_head, (features, labels), (features, labels), head, seed=0)
         return head_seconds
 
+    def head_fit(features: np.ndarray, from_arrays: bool) -> float:
+        """The head's `fit` from numpy arrays (before) or from tf.data datasets (train_head)."""
+        keras.utils.set_random_seed(0)
+        model = build_head(features.shape[1], 256, 0.3)
+        model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy",
+                      metrics=["accuracy", keras.metrics.AUC(name="auc")])  # fmt: skip
+        y = labels.astype("float32")
+        if from_arrays:
+            inputs = {"x": features, "y": y, "validation_data": (features, y), "batch_size": 32}
+        else:
+            inputs = {"x": dataset(features, labels).shuffle(len(y), seed=0).batch(32),
+                      "validation_data": dataset(features, labels).batch(32)}  # fmt: skip
+        return timed(model.fit, epochs=epochs, verbose=0, **inputs)[0]
+
     original_seconds, _ = timed(original)
     ours_seconds, head_seconds = timed(ours)
+    features = np.load(work / "cached.npy")
+    arrays_seconds, datasets_seconds = head_fit(features, True), head_fit(features, False)
     return {
         "backbone": name, "input_size": size, "images": len(paths), "epochs": epochs,
         "original_s": round(original_seconds, 2), "ours_first_run_s": round(ours_seconds, 2),
         "ours_head_only_s": round(head_seconds, 2),
         "first_run_speedup": round(original_seconds / ours_seconds, 1),
         "per_experiment_speedup": round(original_seconds / head_seconds, 1),
+        "first_run_bound": round(original_seconds / (ours_seconds - head_seconds), 1),
+        "head_fit_arrays_s": round(arrays_seconds, 2),
+        "head_fit_datasets_s": round(datasets_seconds, 2),
     }  # fmt: skip
+
+
+def bfloat16_inference(paths: list[str], sizes: dict[str, int]) -> dict:
+    """bfloat16 against float32 backbones on the same images: forward throughput, how far the
+    features move, and what a head trained on float32 features says on the bfloat16 ones."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.backbones import build_extractor
+    from pipeline.features import compiled
+    from pipeline.head import head_scores
+    from pipeline.images import load_for_model
+    from pipeline.train import train_head
+
+    order = np.random.default_rng(0).permutation(len(paths))  # both classes in each half
+    chosen = [paths[i] for i in order]
+    labels = np.array([int("real" in Path(p).parts) if SAMPLE.is_dir() else i % 2
+                       for i, p in enumerate(chosen)])  # fmt: skip
+    half = len(chosen) // 2
+    head = {"units": 256, "dropout": 0.3, "learning_rate": 1e-3, "epochs": 20,
+            "batch_size": 32, "patience": 5}  # fmt: skip
+    results = {}
+    for name in ("inceptionv3", "vgg16"):
+        size = sizes[name]
+        arrays = np.stack([load_for_model(p, size) for p in chosen])
+        features, seconds = {}, {}
+        for precision in ("float32", "bfloat16"):
+            keras.utils.set_random_seed(0)
+            forward = compiled(build_extractor(name, size, None, precision=precision))
+            forward(arrays[:32]).numpy()
+            seconds[precision], features[precision] = timed(run_batches, forward, arrays, 32)
+        full, mixed = features["float32"], features["bfloat16"]
+        cosine = (
+            (full * mixed).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(mixed, axis=1)
+        )
+        classifier = train_head((full[:half], labels[:half]), (full[:half], labels[:half]), head, 0)
+        p_full, p_mixed = (head_scores(classifier, f[half:]) for f in (full, mixed))
+        both = len(np.unique(labels[half:])) == 2
+        results[name] = {
+            "images": len(chosen), "input_size": size,
+            "speedup": round(seconds["float32"] / seconds["bfloat16"], 2),
+            "min_cosine": round(float(cosine.min()), 6),
+            "max_score_change": round(float(np.abs(p_full - p_mixed).max()), 4),
+            "verdicts_changed": int(((p_full >= 0.5) != (p_mixed >= 0.5)).sum()),
+            "test_images": len(chosen) - half,
+            "roc_auc_float32": round(roc_auc_score(labels[half:], p_full), 4) if both else None,
+            "roc_auc_bfloat16": round(roc_auc_score(labels[half:], p_mixed), 4) if both else None,
+        }  # fmt: skip
+    return results
 
 
 def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> dict:
@@ -250,7 +348,8 @@ def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> di
     run("git", "add", "-A")
     run("git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "repro")
     experiment = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "head.units=128")
-    return {"repro_s": round(repro, 1), "head_experiment_s": round(experiment, 1),
+    return {"images": sum(1 for p in source.rglob("*") if p.is_file()),
+            "repro_s": round(repro, 1), "head_experiment_s": round(experiment, 1),
             "experiment_over_repro": round(experiment / repro, 3)}  # fmt: skip
 
 
@@ -346,6 +445,40 @@ def scrape_rate(paths: list[str], work: Path) -> dict:
             "crawl_items_per_s": round(report["stored"] / report["elapsed_s"], 1)}  # fmt: skip
 
 
+def targets(results: dict) -> str:
+    """The issue's targets against this run's figures."""
+    f, c = results["feature_stage"], results["cached_features"]
+    mem, inf = results["memory"], results["inference"]
+    rows = [
+        (f"1. feature stage ÷ bare backbone, {name}", "≥ 0.90", f[name]["stage_over_bare"],
+         f[name]["stage_over_bare"] >= 0.90)
+        for name in ("inceptionv3", "vgg16")
+        if name in f
+    ]  # fmt: skip
+    per_experiment, first_run = c["per_experiment_speedup"], c["first_run_speedup"]
+    rows += [
+        (f"2. original's way ÷ ours, N = {c['epochs']}, each head experiment", "≥ 100x",
+         f"{per_experiment}x", per_experiment >= 100),
+        (f"2. the same, first run (at most {c['first_run_bound']}x possible)", "≥ 100x",
+         f"{first_run}x", first_run >= 100),
+    ]  # fmt: skip
+    if "head_experiment" in results:
+        ratio = results["head_experiment"]["experiment_over_repro"]
+        rows.append(("3. head experiment ÷ full repro", "≤ 0.05", ratio, ratio <= 0.05))
+    rows += [
+        ("4. peak RSS growth, 1x to 4x images", "< 10 %", f"{mem['growth']:+.1%}",
+         mem["growth"] < 0.10),
+        ("5. warm `aiic predict` ÷ bare forward", "≤ 1.3", inf["predict_over_bare"],
+         inf["predict_over_bare"] <= 1.3),
+    ]  # fmt: skip
+    lines = ["| target | wanted | this run | |", "|---|---|---|---|"]
+    lines += [
+        f"| {what} | {wanted} | {value} | {'met' if met else '**missed**'} |"
+        for what, wanted, value, met in rows
+    ]
+    return "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     m, f = results["machine"], results["feature_stage"]
     lines = [
@@ -354,25 +487,32 @@ def markdown(results: dict) -> str:
         f"TensorFlow {m['tensorflow']}, Python {m['python']}, by `python -m benchmarks"
         f"{' --quick' if results['quick'] else ''}`. Every figure is a ratio of two things "
         "measured side by side in that run, on the same images (random-init backbones).",
+        targets(results),
         "## 1. Feature stage against the bare backbone",
         f"TensorFlow's float32 2048x2048 matrix product ran at {f['matmul_peak_gflops']} GFLOP/s "
         "in the same run; oneDNN's convolutions do better than that on this CPU, so the last "
         "column is a ratio to that product, not to the hardware's peak.",
     ]
     rows = [
-        "| backbone | input | images | stage img/s | bare img/s | stage ÷ bare | GFLOP/img "
-        "| bare GFLOP/s | ÷ matmul |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| backbone | input | images | stage img/s | bare img/s | stage ÷ bare | before ÷ bare "
+        "| GFLOP/img | bare GFLOP/s | ÷ matmul |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in f.items():
         if isinstance(r, dict):
             rows.append(
                 f"| {name} | {r['input_size']} | {r['images']} | {r['stage_images_per_s']} | "
                 f"{r['bare_images_per_s']} | **{r['stage_over_bare']}** | "
-                f"{r['gflops_per_image']} | "
+                f"{r['before_autotune_over_bare']} | {r['gflops_per_image']} | "
                 f"{r['bare_gflops_per_s']} | {r['bare_over_matmul_peak']} |"
             )
     lines.append("\n".join(rows))
+    lines.append(
+        "*Before ÷ bare*: the decode path the stage had before tuning (a `tf.data` pipeline with "
+        "AUTOTUNE parallelism and prefetch around the same Pillow decode), measured in the same "
+        "run. Its threads competed with oneDNN's for the two cores; the stage now decodes on two "
+        "plain worker threads, two batches ahead of the model."
+    )
     if "spectrum" in f and "inceptionv3" in f:
         ratio = f["spectrum"]["stage_images_per_s"] / f["inceptionv3"]["stage_images_per_s"]
         lines.append(
@@ -387,14 +527,43 @@ def markdown(results: dict) -> str:
         f"{c['original_s']} s; ours took {c['ours_first_run_s']} s including the one extraction "
         f"(**{c['first_run_speedup']}x**), and {c['ours_head_only_s']} s for each further head "
         f"experiment on the cached features (**{c['per_experiment_speedup']}x**).",
+        f"A first run cannot reach 100x at N = {c['epochs']}: the original's way runs the "
+        f"backbone {c['epochs']} times and ours once, so even a head that trained in no time "
+        f"would give {c['first_run_bound']}x. The target can only describe each further "
+        "experiment, which is what cached features are for.",
+        f"Tuning: `fit` on numpy arrays rebuilds Keras' input pipeline every epoch. The same "
+        f"head on the same features took {c['head_fit_arrays_s']} s that way and "
+        f"{c['head_fit_datasets_s']} s from `tf.data` datasets, which the train stage now uses.",
     ]
     if "head_experiment" in results:
         h = results["head_experiment"]
         lines += [
             "## 3. Head experiments are cheap",
-            f"`dvc exp run -S head.units=128` after a full `dvc repro`: {h['head_experiment_s']} s "
-            f"against {h['repro_s']} s, a ratio of **{h['experiment_over_repro']}**.",
+            f"`dvc exp run -S head.units=128` after a full `dvc repro` of {h['images']} images "
+            f"(every backbone at its full input size): {h['head_experiment_s']} s against "
+            f"{h['repro_s']} s, a ratio of **{h['experiment_over_repro']}**. The experiment "
+            "re-runs train and evaluate per backbone, compare and export, and no backbone: "
+            "its cost hardly grows with the images, while the repro's grows in proportion.",
         ]
+    lines.append("## bfloat16 inference (an option, `backbones.<name>.precision`)")
+    rows = [
+        "| backbone | images | bfloat16 speed-up | min cosine to float32 features | largest "
+        "P(real) change | verdicts changed | ROC-AUC float32 → bfloat16 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["bfloat16"].items():
+        rows.append(
+            f"| {name} | {r['images']} | **{r['speedup']}x** | {r['min_cosine']} | "
+            f"{r['max_score_change']} | {r['verdicts_changed']} of {r['test_images']} | "
+            f"{r['roc_auc_float32']} → {r['roc_auc_bfloat16']} |"
+        )
+    lines.append("\n".join(rows))
+    lines.append(
+        "Forward passes on the same decoded images; the head was trained on float32 features of "
+        "the first half and scores the second half from each. These are random-init backbones: "
+        "with ImageNet weights the activations differ, so float32 stays the default until the "
+        "same comparison is run with the real weights."
+    )
     mem, inf, scr = results["memory"], results["inference"], results["scrape"]
     lines += [
         "## 4. Memory is flat",
@@ -423,6 +592,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--skip-dvc", action="store_true", help="leave out benchmark 3")
+    parser.add_argument(
+        "--dvc-images", type=int, default=None, help="images for benchmark 3 (default: 600)"
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown")
     args = parser.parse_args(argv)
     if args.render:
@@ -443,10 +615,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         if not args.skip_dvc:
             source = work / "dvc_source"
-            for i, path in enumerate(paths):
+            dvc_count = args.dvc_images or (count if args.quick else 600)
+            for i, path in enumerate(image_paths(dvc_count, work / "generated")):
                 (source / ("real", "ai")[i % 2]).mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, source / ("real", "ai")[i % 2] / f"{i}.jpg")
             results["head_experiment"] = head_experiment_ratio(source, sizes, work)
+        results["bfloat16"] = bfloat16_inference(paths[: max(16, count // 2)], sizes)
         results["memory"] = memory_is_flat(small, "vgg16", sizes["vgg16"], work)
         results["inference"] = inference_latency(paths, "inceptionv3", sizes["inceptionv3"], work)
         results["scrape"] = scrape_rate(paths, work / "scrape")

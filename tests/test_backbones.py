@@ -48,3 +48,30 @@ def test_streamed_features_equal_a_direct_model_call(tmp_path):
     assert ok.tolist() == [True] * 6 + [False]
     direct = model.predict(np.stack([load_for_model(p, 32) for p in paths[:6]]), verbose=0)
     np.testing.assert_allclose(features[:6], direct, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_extractor_keeps_float32_weights_and_output_close_to_float32(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    full = build_extractor("vgg16", 32, None)
+    keras.utils.set_random_seed(0)
+    mixed = build_extractor("vgg16", 32, None, precision="bfloat16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert {w.dtype for w in mixed.weights} == {"float32"}
+    out = keras.ops.convert_to_numpy(mixed(images))
+    assert out.dtype == np.float32
+    reference = keras.ops.convert_to_numpy(full(images))
+    cosine = (
+        (out * reference).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)
+    )
+    assert cosine.min() > 0.999 and not np.array_equal(out, reference)  # bfloat16 did compute
+    mixed.save(tmp_path / "mixed.keras")
+    reloaded = keras.saving.load_model(tmp_path / "mixed.keras", safe_mode=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(images)), out)
+
+
+def test_precision_is_checked():
+    with pytest.raises(SystemExit, match="float32 or bfloat16, got 'float16'"):
+        build_extractor("vgg16", 32, None, precision="float16")
+    with pytest.raises(SystemExit, match="spectrum.precision must be float32, got 'bfloat16'"):
+        build_extractor("spectrum", 32, None, precision="bfloat16")
