@@ -194,7 +194,7 @@ def build_extractor(
     """RGB pixels (input_size x input_size, 0..255) in, one float32 feature vector per image out.
 
     precision bfloat16 computes in bfloat16 with float32 weights (Keras' mixed_bfloat16 policy):
-    about twice as fast on CPUs with AVX512-BF16 or AMX (BENCHMARKS.md).
+    1.6x to 2x as fast on this project's AVX512-BF16 CPU (BENCHMARKS.md).
     """
     kind = backbone(name)
     if input_size < kind.min_size:

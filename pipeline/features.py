@@ -39,7 +39,7 @@ def image_batches(
 
     Pillow releases the GIL while it decodes and resizes, so two batches in flight overlap the
     model's forward pass. A fixed two threads, not tf.data's AUTOTUNE: its threads competed with
-    oneDNN for the cores and cost InceptionV3 a quarter of its throughput (BENCHMARKS.md).
+    oneDNN for the cores and cost InceptionV3 up to a quarter of its throughput (BENCHMARKS.md).
     An image that cannot be used yields a black frame and its reason ("" for a good image)
     instead of stopping the run.
     """

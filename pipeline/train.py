@@ -57,7 +57,7 @@ def train_head(
         monitor="val_loss", patience=head["patience"], restore_best_weights=True
     )
     # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
-    # took half the fit time of a small head (BENCHMARKS.md).
+    # took over a third of a small head's fit time (BENCHMARKS.md).
     model.fit(
         dataset(*train).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
         validation_data=dataset(*val).batch(head["batch_size"]),
