@@ -63,6 +63,7 @@ def train_head(
         validation_data=dataset(*val).batch(head["batch_size"]),
         epochs=head["epochs"],
         callbacks=[early_stopping, *callbacks],
+        shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True
         verbose=2,
     )
     return model
