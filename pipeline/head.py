@@ -7,9 +7,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
-
-from pipeline.features import load_features
 
 MODELS_DIR = Path("models")
 
@@ -35,11 +32,3 @@ def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:
     if not len(features):
         return np.empty(0)
     return model.predict(features, batch_size=1024, verbose=0)[:, 0].astype(np.float64)
-
-
-def predict_head(
-    backbone_dir: Path, weights: Path, head: dict[str, Any], split: str
-) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(labels, uncalibrated P(real), index rows) of one split through a trained head."""
-    features, labels, index = load_features(backbone_dir, split)
-    return labels, head_scores(load_head(weights, features.shape[1], head), features), index
