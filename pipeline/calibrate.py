@@ -2,13 +2,13 @@
 
 The train stage fits a calibrator (temperature scaling by default, Platt scaling or isotonic
 regression by config) to the trained head's validation scores, picks the decision threshold on
-the calibrated validation scores, and writes both to models/<backbone>/calibration.json. The
-test split is never looked at. Evaluate and export apply the same Calibration layer.
+the calibrated validation scores, and writes both to models/heads/<backbone>/calibration.json.
+Neither sees the test split. The same Calibration layer turns the head's test scores into p-scores
+in the train stage, and is part of the exported inference model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -17,8 +17,6 @@ from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
-
-from pipeline.io import read_json
 
 EPSILON = 1e-7
 
@@ -128,9 +126,3 @@ def calibrate(labels: np.ndarray, p_real: np.ndarray, config: dict[str, Any]) ->
         ),
         "threshold_rule": config["threshold"],
     }
-
-
-def load_calibration(path: Path) -> tuple[Calibration, float]:
-    """The fitted Calibration and the decision threshold from a calibration.json."""
-    fitted = read_json(path)
-    return Calibration(fitted["method"], fitted["parameters"]), fitted["threshold"]

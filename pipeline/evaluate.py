@@ -1,11 +1,12 @@
-"""Stage `evaluate`: test-split metrics of one backbone's calibrated head.
+"""Stage `evaluate`: test-split metrics of one backbone's calibrated head, from its scores.
 
-`python -m pipeline.evaluate <backbone>` writes metrics/<backbone>.json (discrimination with
+`python -m pipeline.evaluate <backbone>` reads the per-image test scores that the train stage
+wrote to data/scores/<backbone>.csv and writes metrics/<backbone>.json (discrimination with
 bootstrap intervals, calibration before and after, breakdowns per source, format and size band),
-metrics/<backbone>_robustness.json (the same head on the robustness stage's perturbed-image
-features), the per-image scores in eval/<backbone>/predictions.csv, ROC, precision-recall and
-confusion-matrix plots through DVCLive, and reliability and robustness plots in
-eval/<backbone>/plots/.
+metrics/<backbone>_robustness.json (the same metrics under each perturbation), ROC,
+precision-recall and confusion-matrix plots through DVCLive, and reliability and robustness plots
+in eval/<backbone>/plots/. It imports no TensorFlow: its start-up is part of every head
+experiment.
 """
 
 from __future__ import annotations
@@ -13,45 +14,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from pipeline.calibrate import Calibration, apply_calibration, load_calibration
-from pipeline.features import FEATURES_DIR, load_features
-from pipeline.head import MODELS_DIR, head_scores, load_head
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import (
+    HEADS_DIR,
     METRICS_DIR,
+    PERTURBED_PREFIX,
+    SCORES_DIR,
     breakdowns,
     calibration_quality,
     classification_metrics,
     reliability_rows,
+    robustness_metrics,
 )
-from pipeline.params import load_params
 from pipeline.prepare import CONFOUNDS, SPLITS
-from pipeline.robustness import PERTURBATIONS, ROBUSTNESS_DIR, summarize
 
 EVAL_DIR = Path("eval")
 CONFOUND_WARNING_AUC = 0.75
-
-
-def perturbed_scores(
-    path: Path, ids: pd.Series, head: keras.Model, calibration: Calibration
-) -> dict[str, np.ndarray]:
-    """Calibrated P(real) of the robustness stage's perturbed-image features, aligned to `ids`."""
-    with np.load(path) as stored:
-        position = {image_id: row for row, image_id in enumerate(stored["ids"])}
-        rows = [position[image_id] for image_id in ids]
-        perturbed = {name: stored[name][rows] for name in PERTURBATIONS}
-    scores = {}
-    for name, features in perturbed.items():
-        usable = ~np.isnan(features).any(axis=1)
-        scores[name] = np.full(len(rows), np.nan)
-        scores[name][usable] = apply_calibration(calibration, head_scores(head, features[usable]))
-    return scores
 
 
 def warn_about_confounds(path: Path) -> None:
@@ -69,33 +52,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbone")
     args = parser.parse_args()
-    params = load_params()
-    models = MODELS_DIR / args.backbone
-    features, labels, index = load_features(FEATURES_DIR / args.backbone, "test")
-    head = load_head(models / "head.weights.h5", features.shape[1], params["head"])
-    raw = head_scores(head, features)
-    calibration, threshold = load_calibration(models / "calibration.json")
-    p_real = apply_calibration(calibration, raw)
+    scores = pd.read_csv(SCORES_DIR / f"{args.backbone}.csv", dtype={"id": str})
+    fitted = read_json(HEADS_DIR / args.backbone / "calibration.json")
+    threshold = fitted["threshold"]
+    labels = scores["label"].map(LABELS.index).to_numpy(dtype=np.int64)
+    raw, p_real = scores["p_raw"].to_numpy(), scores["p_real"].to_numpy()
     results = classification_metrics(labels, p_real, threshold)
     results["calibration"] = {
-        "method": calibration.method,
-        "fitted_on": "val",
+        "method": fitted["method"],
+        "fitted_on": fitted["fitted_on"],
         "before": calibration_quality(labels, raw),
         "after": calibration_quality(labels, p_real),
     }
-    images = index.merge(pd.read_csv(SPLITS, dtype={"id": str}).drop(columns="label"), on="id")
+    images = scores[["id"]].merge(pd.read_csv(SPLITS, dtype={"id": str}), on="id")
     results["breakdown"] = breakdowns(images, labels, p_real, threshold)
     write_json(METRICS_DIR / f"{args.backbone}.json", results)
-    robustness = {"none": p_real} | perturbed_scores(
-        ROBUSTNESS_DIR / args.backbone / "features.npz", index["id"], head, calibration
-    )
-    robust_results = summarize(labels, robustness, threshold)
+    perturbed = {
+        column.removeprefix(PERTURBED_PREFIX): scores[column].to_numpy()
+        for column in scores.columns
+        if column.startswith(PERTURBED_PREFIX)
+    }
+    robust_results = robustness_metrics(labels, {"none": p_real} | perturbed, threshold)
     write_json(METRICS_DIR / f"{args.backbone}_robustness.json", robust_results)
     with atomic_path(EVAL_DIR / args.backbone) as out:
         out.mkdir()
-        index[["id", "label"]].assign(p_raw=raw, p_real=p_real).to_csv(
-            out / "predictions.csv", index=False
-        )
         with Live(str(out), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             names = np.array(LABELS)
             live.log_sklearn_plot("roc", labels, p_real, name="roc.json")
@@ -104,8 +84,8 @@ def main() -> None:
                 "confusion_matrix", names[labels], names[(p_real >= threshold).astype(int)],
                 name="confusion_matrix.json",
             )  # fmt: skip
-        for name, scores in (("uncalibrated", raw), ("calibrated", p_real)):
-            write_json(out / "plots" / f"reliability_{name}.json", reliability_rows(labels, scores))
+        for name, values in (("uncalibrated", raw), ("calibrated", p_real)):
+            write_json(out / "plots" / f"reliability_{name}.json", reliability_rows(labels, values))
         write_json(
             out / "plots" / "robustness.json",
             [{"perturbation": name, **values} for name, values in robust_results.items()],

@@ -3,7 +3,8 @@
 Writes models/export/: <backbone>.weights.h5 (the trained head), model.keras (one model from RGB
 pixels to P(real): preprocess_input, frozen backbone, head) and model.json (what the score means,
 input size, threshold, test metrics, hashes of params and data). Before it finishes, it reloads
-model.keras and checks that it scores test images exactly as the evaluate stage did.
+model.keras and checks that it scores test images exactly as the train stage did (the scores
+that evaluate measured).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import pandas as pd
 
 from pipeline import __version__
 from pipeline.backbones import CENTER_CROP, RESIZE, backbone, extractor_from_spec
-from pipeline.calibrate import Calibration, load_calibration
-from pipeline.evaluate import EVAL_DIR
+from pipeline.calibrate import Calibration
 from pipeline.features import FEATURES_DIR
-from pipeline.head import MODELS_DIR, build_head
+from pipeline.head import build_head
 from pipeline.inference import EXPORT_DIR, INFO_FILE, MODEL_FILE, score_files
 from pipeline.io import atomic_path, read_json, write_json
-from pipeline.metrics import METRICS_DIR
+from pipeline.metrics import HEADS_DIR, METRICS_DIR, SCORES_DIR
 from pipeline.params import backbone_spec, load_params
 from pipeline.prepare import SPLITS
 
@@ -52,29 +52,31 @@ def build_inference_model(
     return keras.Model(inputs, outputs, name=f"aiic_{spec['name']}")
 
 
-def trained_model(params: dict[str, Any], name: str) -> tuple[keras.Model, float]:
-    """The inference model of one backbone as the pipeline trained it, and its threshold."""
-    calibration, threshold = load_calibration(MODELS_DIR / name / "calibration.json")
+def trained_model(params: dict[str, Any], name: str) -> tuple[keras.Model, dict[str, Any]]:
+    """The inference model of one backbone as the pipeline trained it, and its calibration.json
+    (calibrator, threshold and threshold rule)."""
+    fitted = read_json(HEADS_DIR / name / "calibration.json")
     model = build_inference_model(
         backbone_spec(params, name),
         FEATURES_DIR / name / "backbone.weights.h5",
-        MODELS_DIR / name / "head.weights.h5",
+        HEADS_DIR / name / "head.weights.h5",
         params["head"],
-        calibration,
+        Calibration(fitted["method"], fitted["parameters"]),
     )
-    return model, threshold
+    return model, fitted
 
 
 def check_against_evaluation(
     model: keras.Model, predictions: pd.DataFrame, splits: pd.DataFrame, info: dict[str, Any]
 ) -> float:
-    """Largest score difference between the saved model and the evaluate stage on test images."""
+    """Largest score difference between the saved model and the test scores that the evaluate
+    stage measured (the train stage's, from cached features)."""
     sample = predictions.head(CHECK_IMAGES).merge(splits[["id", "path"]], on="id")
     p_real, _ = score_files(model, sample["path"].tolist(), info["input_size"], info["input_mode"])
     difference = float(np.max(np.abs(p_real - sample["p_real"].to_numpy()), initial=0.0))
     if not difference <= TOLERANCE:
         raise SystemExit(
-            f"export: the saved model's scores differ from the evaluate stage's by {difference:.2e}"
+            f"export: the saved model's scores differ from data/scores/ by {difference:.2e}"
             f" (> {TOLERANCE}) on test images; the export is not trustworthy"
         )
     return difference
@@ -96,8 +98,8 @@ def main() -> None:
     params = load_params()
     name = params["backbone"]["name"]
     spec = backbone_spec(params, name)
-    model, threshold = trained_model(params, name)
-    calibration = read_json(MODELS_DIR / name / "calibration.json")
+    model, calibration = trained_model(params, name)
+    threshold = calibration["threshold"]
     input_mode = backbone(name).input_mode
     used_params = {key: params[key] for key in ("data", "balance", "head", "calibration", "seed")}
     info = {
@@ -120,13 +122,13 @@ def main() -> None:
     }
     with atomic_path(EXPORT_DIR) as out:
         out.mkdir()
-        shutil.copyfile(MODELS_DIR / name / "head.weights.h5", out / f"{name}.weights.h5")
+        shutil.copyfile(HEADS_DIR / name / "head.weights.h5", out / f"{name}.weights.h5")
         model.save(out / MODEL_FILE)
         write_json(out / INFO_FILE, info)
         reloaded = keras.saving.load_model(out / MODEL_FILE, safe_mode=True)
         difference = check_against_evaluation(
             reloaded,
-            pd.read_csv(EVAL_DIR / name / "predictions.csv", dtype={"id": str}),
+            pd.read_csv(SCORES_DIR / f"{name}.csv", dtype={"id": str}),
             pd.read_csv(SPLITS, dtype={"id": str}),
             info,
         )

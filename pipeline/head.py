@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-
-MODELS_DIR = Path("models")
 
 
 def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Model:
@@ -19,12 +16,6 @@ def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Mo
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_real")(x)
     return keras.Model(inputs, outputs, name="head")
-
-
-def load_head(weights: Path, input_dim: int, head: dict[str, Any]) -> keras.Model:
-    model = build_head(input_dim, **head)
-    model.load_weights(weights)
-    return model
 
 
 def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:

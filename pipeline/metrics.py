@@ -13,6 +13,10 @@ from sklearn import metrics
 from pipeline.images import LABELS
 
 METRICS_DIR = Path("metrics")
+# The train stage's outputs that evaluate reads, named here so that evaluate needs no TensorFlow.
+HEADS_DIR = Path("models/heads")
+SCORES_DIR = Path("data/scores")
+PERTURBED_PREFIX = "p_real_"  # data/scores columns: calibrated P(real) after each perturbation
 SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
 BOOTSTRAP_SAMPLES = 1000
 
@@ -145,3 +149,18 @@ def breakdowns(
                 else None,
             }
     return result
+
+
+def robustness_metrics(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float) -> dict:
+    """Accuracy and ROC-AUC per perturbation over the images that could be scored (not NaN)."""
+    results = {}
+    for name, p_real in scores.items():
+        usable = ~np.isnan(p_real)
+        y, p = labels[usable], p_real[usable]
+        results[name] = {
+            "images": int(usable.sum()),
+            "skipped": int((~usable).sum()),
+            "accuracy": float(((p >= threshold).astype(int) == y).mean()) if len(y) else None,
+            "roc_auc": float(metrics.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
+        }
+    return results

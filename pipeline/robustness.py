@@ -3,7 +3,7 @@
 `python -m pipeline.robustness <backbone>` extracts features of the test images after JPEG
 re-compression (quality 90, 75, 50), downscaling to half size, a central crop and a Gaussian
 blur, all in memory: no perturbed image is written. Each image is decoded once and perturbed in
-turn. The features go to data/robustness/<backbone>/features.npz; the evaluate stage scores them
+turn. The features go to data/robustness/<backbone>/features.npz; the train stage scores them
 with the trained head, so that a head experiment re-runs no backbone.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
-from sklearn import metrics
 from tqdm import tqdm
 
 from pipeline.backbones import backbone, extractor_from_spec
@@ -86,21 +85,6 @@ def perturbed_outputs(
             if inputs:
                 outputs[name][rows] = forward(np.stack(inputs)).numpy()
     return outputs
-
-
-def summarize(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float) -> dict:
-    """Accuracy and ROC-AUC per perturbation over the images that could be scored."""
-    results = {}
-    for name, p_real in scores.items():
-        usable = ~np.isnan(p_real)
-        y, p = labels[usable], p_real[usable]
-        results[name] = {
-            "images": int(usable.sum()),
-            "skipped": int((~usable).sum()),
-            "accuracy": float(((p >= threshold).astype(int) == y).mean()) if len(y) else None,
-            "roc_auc": float(metrics.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
-        }
-    return results
 
 
 def main() -> None:

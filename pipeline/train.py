@@ -1,29 +1,39 @@
-"""Stage `train`: the dense head on (balanced) training features, early-stopped on validation,
-then calibrated on validation.
+"""Stage `train`: for every backbone, the dense head on (balanced) training features, early-stopped
+on validation, calibrated on validation, and the test split scored.
 
-`python -m pipeline.train <backbone>` writes models/<backbone>/head.weights.h5, the calibrator and
-decision threshold in models/<backbone>/calibration.json (see pipeline.calibrate), and the
-training curves through DVCLive's Keras callback in dvclive/train/<backbone>/.
+`python -m pipeline.train` writes, for each backbone <b> in params.yaml's `backbones`:
+- models/heads/<b>/head.weights.h5 and models/heads/<b>/calibration.json (the calibrator and the
+  decision threshold, see pipeline.calibrate);
+- data/scores/<b>.csv: each test image's uncalibrated (p_raw) and calibrated (p_real) P(real),
+  and its calibrated P(real) after each of the robustness stage's perturbations (p_real_<name>,
+  empty where the perturbed image could not be scored);
+- the training curves through DVCLive's Keras callback in dvclive/train/<b>/.
+
+One process trains every head: a head trains in about two seconds, and importing TensorFlow takes
+about five (BENCHMARKS.md). So a head experiment pays that import once, and the evaluate stage,
+which only reads scores, needs no TensorFlow at all.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from pipeline.balance import BALANCED_DIR
-from pipeline.calibrate import calibrate
+from pipeline.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.features import FEATURES_DIR, load_features
-from pipeline.head import MODELS_DIR, build_head, head_scores
+from pipeline.head import build_head, head_scores
 from pipeline.io import atomic_path, write_json
+from pipeline.metrics import HEADS_DIR, PERTURBED_PREFIX, SCORES_DIR
 from pipeline.params import load_params
+from pipeline.robustness import ROBUSTNESS_DIR
 
 LIVE_DIR = Path("dvclive/train")
 
@@ -69,15 +79,40 @@ def train_head(
     return model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone")
-    args = parser.parse_args()
-    params = load_params()
-    with np.load(BALANCED_DIR / args.backbone / "train.npz") as balanced:
+def perturbed_features(path: Path, ids: pd.Series) -> dict[str, np.ndarray]:
+    """The robustness stage's features per perturbation, rows aligned to `ids`."""
+    with np.load(path) as stored:
+        position = {image_id: row for row, image_id in enumerate(stored["ids"])}
+        rows = [position[image_id] for image_id in ids]
+        return {name: stored[name][rows] for name in stored.files if name != "ids"}
+
+
+def score_test_split(
+    model: keras.Model,
+    calibration: Calibration,
+    features: np.ndarray,
+    index: pd.DataFrame,
+    perturbed: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """One row per test image: id, label, p_raw, p_real and p_real_<perturbation> (NaN where
+    the perturbed image gave no features)."""
+    raw = head_scores(model, features)
+    scores = index[["id", "label"]].assign(p_raw=raw, p_real=apply_calibration(calibration, raw))
+    for name, rows in perturbed.items():
+        usable = ~np.isnan(rows).any(axis=1)
+        column = np.full(len(rows), np.nan)
+        column[usable] = apply_calibration(calibration, head_scores(model, rows[usable]))
+        scores[PERTURBED_PREFIX + name] = column
+    return scores
+
+
+def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path) -> None:
+    """Train, calibrate and score one backbone's head, writing into `heads`/<name>/ and
+    `scores`/<name>.csv."""
+    with np.load(BALANCED_DIR / name / "train.npz") as balanced:
         train = (balanced["features"], balanced["labels"])
-    val_features, val_labels, _ = load_features(FEATURES_DIR / args.backbone, "val")
-    with Live(str(LIVE_DIR / args.backbone), dvcyaml=False, save_dvc_exp=False) as live:
+    val_features, val_labels, _ = load_features(FEATURES_DIR / name, "val")
+    with Live(str(LIVE_DIR / name), dvcyaml=False, save_dvc_exp=False) as live:
         model = train_head(
             train,
             (val_features, val_labels),
@@ -85,17 +120,31 @@ def main() -> None:
             params["seed"],
             callbacks=[DVCLiveCallback(live=live)],
         )
-    calibration = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
-    with atomic_path(MODELS_DIR / args.backbone / "head.weights.h5") as tmp:
-        model.save_weights(tmp)
+    fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
+    (heads / name).mkdir()
+    model.save_weights(heads / name / "head.weights.h5")
     write_json(
-        MODELS_DIR / args.backbone / "calibration.json",
-        {**calibration, "fitted_on": "val", "val_images": len(val_labels)},
+        heads / name / "calibration.json",
+        {**fitted, "fitted_on": "val", "val_images": len(val_labels)},
     )
-    print(
-        f"train {args.backbone}: calibration {calibration['method']}, "
-        f"threshold {calibration['threshold']:.4f}"
-    )
+    test_features, _, test_index = load_features(FEATURES_DIR / name, "test")
+    score_test_split(
+        model,
+        Calibration(fitted["method"], fitted["parameters"]),
+        test_features,
+        test_index,
+        perturbed_features(ROBUSTNESS_DIR / name / "features.npz", test_index["id"]),
+    ).to_csv(scores / f"{name}.csv", index=False)
+    print(f"train {name}: calibration {fitted['method']}, threshold {fitted['threshold']:.4f}")
+
+
+def main() -> None:
+    params = load_params()
+    with atomic_path(HEADS_DIR) as heads, atomic_path(SCORES_DIR) as scores:
+        heads.mkdir()
+        scores.mkdir()
+        for name in params["backbones"]:
+            train_backbone(name, params, heads, scores)
 
 
 if __name__ == "__main__":

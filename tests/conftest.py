@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,9 +70,14 @@ def set_yaml(path: Path, **values: object) -> None:
 
 
 def make_project(
-    destination: Path, source: Path, epochs: int = 3, backbones: dict[str, int] = SMALL_BACKBONES
+    destination: Path,
+    source: Path,
+    epochs: int = 3,
+    backbones: dict[str, int] = SMALL_BACKBONES,
+    only: tuple[str, ...] | None = None,
 ) -> Path:
-    """A git + DVC copy of this project whose configs use `source`, random weights, small inputs."""
+    """A git + DVC copy of this project whose configs use `source`, random weights, small inputs
+    (`backbones`: input sizes), and only the backbones in `only` where it is given."""
     destination.mkdir(parents=True)
     for name in PROJECT_FILES:
         target = destination / name
@@ -82,7 +88,14 @@ def make_project(
             shutil.copy(ROOT / name, target)
     configs = destination / "configs"
     config = configs / "config.yaml"  # the local spider: tests never reach the web
-    config.write_text(config.read_text().replace("- scrape: commons", "- scrape: local"))
+    lines = config.read_text().replace("- scrape: commons", "- scrape: local").splitlines(True)
+    if only is not None:
+        lines = [
+            line for line in lines
+            if not (match := re.match(r"\s*- backbones@backbones\.(\w+):", line))
+            or match[1] in only
+        ]  # fmt: skip
+    config.write_text("".join(lines))
     for name, size in backbones.items():
         set_yaml(configs / "backbones" / f"{name}.yaml", weights=None, input_size=size)
     set_yaml(configs / "scrape" / "local.yaml", source=str(source))

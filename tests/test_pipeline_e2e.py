@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SHARED_DATA, make_image_folder, make_project, run
-from pipeline.metrics import classification_metrics
+from pipeline.metrics import classification_metrics, robustness_metrics
 from pipeline.robustness import PERTURBATIONS
 
 BACKBONES = ("inceptionv3", "vgg16", "spectrum")
@@ -41,19 +41,17 @@ def check_outputs(project):
         assert np.load(project / f"data/features/{name}/features.npy").shape[0] == len(splits)
         report = json.loads((project / f"reports/balance/{name}.json").read_text())
         assert report["after"]["ai"] == report["after"]["real"]
-        assert (project / f"models/{name}/head.weights.h5").is_file()
+        assert (project / f"models/heads/{name}/head.weights.h5").is_file()
         assert (project / f"dvclive/train/{name}/plots/metrics/eval/loss.tsv").is_file()
         for plot in ("roc", "precision_recall", "confusion_matrix"):
             assert (project / f"eval/{name}/plots/sklearn/{plot}.json").is_file()
-        # the metrics file says what the per-image scores say
+        # the metrics file says what the train stage's per-image scores say
         metrics = json.loads((project / f"metrics/{name}.json").read_text())
-        predictions = pd.read_csv(project / f"eval/{name}/predictions.csv")
+        predictions = pd.read_csv(project / f"data/scores/{name}.csv")
         assert len(predictions) == (splits["split"] == "test").sum() == metrics["images"]
         labels = (predictions["label"] == "real").astype(int).to_numpy()
-        assert (project / f"models/{name}/calibration.json").is_file()
-        threshold = json.loads((project / f"models/{name}/calibration.json").read_text())[
-            "threshold"
-        ]
+        calibration = json.loads((project / f"models/heads/{name}/calibration.json").read_text())
+        threshold = calibration["threshold"]
         assert metrics["threshold"] == threshold
         recomputed = classification_metrics(labels, predictions["p_real"].to_numpy(), threshold)
         assert recomputed["confusion_matrix"] == metrics["confusion_matrix"]
@@ -65,6 +63,14 @@ def check_outputs(project):
             assert (project / f"eval/{name}/plots/reliability_{kind}.json").is_file()
         robustness = json.loads((project / f"metrics/{name}_robustness.json").read_text())
         assert robustness["none"]["images"] == metrics["images"]
+        perturbed = {
+            column.removeprefix("p_real_"): predictions[column].to_numpy()
+            for column in predictions.columns
+            if column.startswith("p_real_")
+        }
+        assert robustness == robustness_metrics(
+            labels, {"none": predictions["p_real"].to_numpy()} | perturbed, threshold
+        )
         assert (project / f"eval/{name}/plots/robustness.json").is_file()
         assert set(robustness) == {"none", *PERTURBATIONS}
     assert "**Exported: `inceptionv3`**" in (project / "reports/comparison.md").read_text()
@@ -78,7 +84,7 @@ def check_outputs(project):
 
 def check_app_and_cli_agree_with_evaluation(project, monkeypatch):
     """One preprocessing code path: evaluate, `aiic predict` and the app score a file alike."""
-    predictions = pd.read_csv(project / "eval/inceptionv3/predictions.csv").head(3)
+    predictions = pd.read_csv(project / "data/scores/inceptionv3.csv").head(3)
     splits = pd.read_csv(project / "data/prepared/splits.csv").set_index("id")
     paths = [str(project / splits.loc[i, "path"]) for i in predictions["id"]]
     output = run(
@@ -99,9 +105,9 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", make_image_folder(tmp_path / "images"))
     first = dvc(project, "repro")
     assert ran_stages(first) == {
-        "scrape", "prepare", "compare", "export",
+        "scrape", "prepare", "train", "compare", "export",
         *(f"{stage}@{name}" for name in BACKBONES for stage in
-          ("features", "balance", "train", "evaluate", "robustness")),
+          ("features", "balance", "evaluate", "robustness")),
     }  # fmt: skip
     check_outputs(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -115,9 +121,10 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
     assert ran_stages(wider) == {
+        "train",
         "export",
         "compare",
-        *(f"{stage}@{name}" for name in BACKBONES for stage in ("train", "evaluate")),
+        *(f"evaluate@{name}" for name in BACKBONES),
     }  # no backbone runs again: neither features nor robustness features
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
@@ -129,14 +136,16 @@ def test_two_runs_from_scratch_are_identical(tmp_path):
     images = make_image_folder(tmp_path / "images", per_class=16)
     outputs = []
     for name in ("a", "b"):
-        project = make_project(tmp_path / name, images, epochs=2, backbones={"vgg16": 32})
+        project = make_project(
+            tmp_path / name, images, epochs=2, backbones={"vgg16": 32}, only=("vgg16",)
+        )
         (project / "params.yaml").write_text(
             (project / "params.yaml").read_text().replace("name: inceptionv3", "name: vgg16")
         )
         dvc(project, "repro", "evaluate@vgg16")
         outputs.append(
             [(project / path).read_bytes() for path in
-             ("data/prepared/splits.csv", "metrics/vgg16.json", "eval/vgg16/predictions.csv")]
+             ("data/prepared/splits.csv", "metrics/vgg16.json", "data/scores/vgg16.csv")]
         )  # fmt: skip
     assert outputs[0] == outputs[1]
 

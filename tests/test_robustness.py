@@ -6,7 +6,8 @@ from PIL import Image
 from conftest import make_image_folder
 from pipeline.backbones import build_extractor
 from pipeline.features import compiled
-from pipeline.robustness import PERTURBATIONS, perturbed_outputs, summarize
+from pipeline.metrics import robustness_metrics
+from pipeline.robustness import PERTURBATIONS, perturbed_outputs
 
 
 def test_perturbations_change_pixels_but_not_files(tmp_path):
@@ -34,7 +35,7 @@ def test_scores_per_perturbation_on_a_small_fixture(tmp_path, name, size, mode):
     assert set(outputs) == set(PERTURBATIONS)
     scores = {name: values[:, 0] for name, values in outputs.items()}
     labels = np.array([0] * 4 + [1] * 4)  # sorted: ai_*, then real_*
-    results = summarize(labels, scores, 0.5)
+    results = robustness_metrics(labels, scores, 0.5)
     assert results["jpeg_90"]["images"] == 8 and results["jpeg_50"]["images"] == 8
     if mode == "center_crop":  # half of 48 px is under the 32 px crop: skipped, not resampled
         assert results["downscale_0.5"] == {
