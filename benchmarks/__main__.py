@@ -653,7 +653,10 @@ def markdown(results: dict) -> str:
         "## 4. Memory is flat",
         f"Peak RSS of the features path ({mem['backbone']}): {mem['peak_rss_mib_1x']} MiB for "
         f"{mem['images_1x']} images, {mem['peak_rss_mib_4x']} MiB for 4x as many: "
-        f"**{mem['growth']:+.1%}**.",
+        f"**{mem['growth']:+.1%}**. Each is a fresh process's high-water mark (VmHWM). Runs "
+        "before 2026-11-27 13:00 UTC reported getrusage's ru_maxrss, which in a child process "
+        "gives the parent's peak when that is larger: their 3215.5 MiB at both sizes was this "
+        "benchmark's own process, and their +0.0% measured nothing.",
         "## 5. Inference",
         f"{inf['backbone']} at {inf['input_size']} px: model load {inf['load_s']} s; the warm "
         f"`aiic predict` path (decode, resize, model; loaded model) on one file "

@@ -1,13 +1,8 @@
-import json
-
 import keras
 import numpy as np
-import pandas as pd
 import pytest
 
-from pipeline import train
-from pipeline.calibrate import Calibration, apply_calibration, choose_threshold, fit_calibration
-from pipeline.features import load_features
+from pipeline.calibrate import apply_calibration, choose_threshold, fit_calibration
 from pipeline.metrics import expected_calibration_error
 
 
@@ -70,61 +65,3 @@ def test_thresholds():
     assert (real < threshold).mean() <= 0.1
     with pytest.raises(SystemExit, match="balanced_accuracy or fpr_real"):
         choose_threshold(labels, p, "f1")
-
-
-def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(
-        "backbones: {bb: {name: bb}}\n"
-        "head: {units: 4, dropout: 0, learning_rate: 0.01, epochs: 2, batch_size: 8, patience: 2}\n"
-        "calibration: {method: temperature, threshold: balanced_accuracy, target_fpr_real: 0.05}\n"
-        "seed: 0\n"
-    )
-    rng = np.random.default_rng(0)
-    splits = np.repeat(["train", "val", "test"], [20, 12, 10])
-    labels = np.tile(["ai", "real"], 21)
-    features = rng.normal(size=(42, 6)).astype(np.float32)
-    (tmp_path / "data/features/bb").mkdir(parents=True)
-    np.save(tmp_path / "data/features/bb/features.npy", features)
-    pd.DataFrame({"id": range(42), "label": labels, "split": splits, "ok": True}).to_csv(
-        tmp_path / "data/features/bb/index.csv", index=False
-    )
-    (tmp_path / "data/balanced/bb").mkdir(parents=True)
-    np.savez(
-        tmp_path / "data/balanced/bb/train.npz",
-        features=features[:20],
-        labels=(labels[:20] == "real").astype(int),
-    )
-    # the robustness stage's rows come in its own order; one perturbed image gave no features
-    blurred = features[32:][::-1].copy()
-    blurred[0] = np.nan
-    (tmp_path / "data/robustness/bb").mkdir(parents=True)
-    np.savez(
-        tmp_path / "data/robustness/bb/features.npz",
-        ids=np.arange(32, 42)[::-1].astype(str),
-        blur=blurred,
-    )
-    requested = []
-
-    def recording_load_features(backbone_dir, split):
-        requested.append(split)
-        return load_features(backbone_dir, split)
-
-    monkeypatch.setattr(train, "load_features", recording_load_features)
-    train.main()
-    assert "train" not in requested  # the balanced train set comes from its own file
-    fitted = json.loads((tmp_path / "models/heads/bb/calibration.json").read_text())
-    assert fitted["fitted_on"] == "val" and fitted["val_images"] == 12
-    assert fitted["method"] == "temperature" and fitted["parameters"]["temperature"] > 0
-    assert (tmp_path / "models/heads/bb/head.weights.h5").is_file()
-
-    scores = pd.read_csv(tmp_path / "data/scores/bb.csv")
-    assert scores["id"].tolist() == list(range(32, 42))
-    assert list(scores.columns) == ["id", "label", "p_raw", "p_real", "p_real_blur"]
-    calibration = Calibration(fitted["method"], fitted["parameters"])
-    np.testing.assert_allclose(
-        scores["p_real"], apply_calibration(calibration, scores["p_raw"].to_numpy()), atol=1e-7
-    )
-    # the "blur" rows are the unperturbed features, so their p-scores are the same
-    np.testing.assert_allclose(scores["p_real_blur"][:9], scores["p_real"][:9], atol=1e-6)
-    assert np.isnan(scores["p_real_blur"][9])  # id 41: no features, no score

@@ -1,0 +1,93 @@
+"""The train stage: every backbone's head in one process, calibrated on validation, test scored."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from pipeline import train
+from pipeline.calibrate import Calibration, apply_calibration
+from pipeline.features import load_features
+
+SPLITS = np.repeat(["train", "val", "test"], [20, 12, 10])
+LABELS = np.tile(["ai", "real"], 21)
+
+
+def write_params(root, backbones):
+    (root / "params.yaml").write_text(
+        f"backbones: {{{', '.join(f'{name}: {{name: {name}}}' for name in backbones)}}}\n"
+        "head: {units: 4, dropout: 0.2, learning_rate: 0.01, epochs: 3, batch_size: 8, "
+        "patience: 2}\n"
+        "calibration: {method: temperature, threshold: balanced_accuracy, target_fpr_real: 0.05}\n"
+        "seed: 0\n"
+    )
+
+
+def write_backbone(root, name, width, seed):
+    """One backbone's inputs as the features, balance and robustness stages lay them out; its
+    perturbed test features are the unperturbed ones in reverse order, with one image lost."""
+    features = np.random.default_rng(seed).normal(size=(42, width)).astype(np.float32)
+    (root / "data/features" / name).mkdir(parents=True)
+    np.save(root / "data/features" / name / "features.npy", features)
+    pd.DataFrame({"id": range(42), "label": LABELS, "split": SPLITS, "ok": True}).to_csv(
+        root / "data/features" / name / "index.csv", index=False
+    )
+    (root / "data/balanced" / name).mkdir(parents=True)
+    np.savez(
+        root / "data/balanced" / name / "train.npz",
+        features=features[:20],
+        labels=(LABELS[:20] == "real").astype(int),
+    )
+    perturbed = features[32:][::-1].copy()
+    perturbed[0] = np.nan  # id 41
+    (root / "data/robustness" / name).mkdir(parents=True)
+    np.savez(
+        root / "data/robustness" / name / "features.npz",
+        ids=np.arange(32, 42)[::-1].astype(str),
+        blur=perturbed,
+    )
+
+
+def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, ["bb"])
+    write_backbone(tmp_path, "bb", 6, seed=0)
+    requested = []
+
+    def recording_load_features(backbone_dir, split):
+        requested.append(split)
+        return load_features(backbone_dir, split)
+
+    monkeypatch.setattr(train, "load_features", recording_load_features)
+    train.main()
+    assert "train" not in requested  # the balanced train set comes from its own file
+    fitted = json.loads((tmp_path / "models/heads/bb/calibration.json").read_text())
+    assert fitted["fitted_on"] == "val" and fitted["val_images"] == 12
+    assert fitted["method"] == "temperature" and fitted["parameters"]["temperature"] > 0
+    assert (tmp_path / "models/heads/bb/head.weights.h5").is_file()
+
+    scores = pd.read_csv(tmp_path / "data/scores/bb.csv")
+    assert scores["id"].tolist() == list(range(32, 42))
+    assert list(scores.columns) == ["id", "label", "p_raw", "p_real", "p_real_blur"]
+    calibration = Calibration(fitted["method"], fitted["parameters"])
+    np.testing.assert_allclose(
+        scores["p_real"], apply_calibration(calibration, scores["p_raw"].to_numpy()), atol=1e-7
+    )
+    # the "blur" rows are the unperturbed features, so their p-scores are the same
+    np.testing.assert_allclose(scores["p_real_blur"][:9], scores["p_real"][:9], atol=1e-6)
+    assert np.isnan(scores["p_real_blur"][9])  # id 41: no features, no score
+
+
+def test_a_head_trains_alike_alone_or_after_another_backbone(tmp_path, monkeypatch):
+    """One process trains every head, so a head must not depend on those trained before it:
+    DVC then sees unchanged scores and skips that backbone's evaluate stage."""
+    for run, backbones in (("alone", ["bb"]), ("after", ["aa", "bb"])):
+        root = tmp_path / run
+        root.mkdir()
+        monkeypatch.chdir(root)
+        write_params(root, backbones)
+        for name in backbones:
+            write_backbone(root, name, {"aa": 3, "bb": 6}[name], seed=len(name) + ord(name[0]))
+        train.main()
+    alone, after = (tmp_path / run / "data/scores/bb.csv" for run in ("alone", "after"))
+    assert alone.read_bytes() == after.read_bytes()
