@@ -6,7 +6,7 @@ import importlib
 import sys
 
 STAGES = (
-    "scrape", "prepare", "features", "balance", "train", "evaluate", "robustness",
+    "scrape", "prepare", "features", "balance", "robustness", "train", "evaluate",
     "compare", "export",
 )  # fmt: skip
 USAGE = f"""usage: aiic COMMAND [ARGS...]

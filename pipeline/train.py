@@ -16,6 +16,7 @@ which only reads scores, needs no TensorFlow at all.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,8 @@ def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path)
 
 
 def main() -> None:
+    # every backbone in params.yaml, always: a backbone name here is refused, not ignored
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
     with atomic_path(HEADS_DIR) as heads, atomic_path(SCORES_DIR) as scores:
         heads.mkdir()

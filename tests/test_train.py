@@ -59,6 +59,7 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
         return load_features(backbone_dir, split)
 
     monkeypatch.setattr(train, "load_features", recording_load_features)
+    monkeypatch.setattr("sys.argv", ["train"])
     train.main()
     assert "train" not in requested  # the balanced train set comes from its own file
     fitted = json.loads((tmp_path / "models/heads/bb/calibration.json").read_text())
@@ -81,6 +82,7 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
 def test_a_head_trains_alike_alone_or_after_another_backbone(tmp_path, monkeypatch):
     """One process trains every head, so a head must not depend on those trained before it:
     DVC then sees unchanged scores and skips that backbone's evaluate stage."""
+    monkeypatch.setattr("sys.argv", ["train"])
     for run, backbones in (("alone", ["bb"]), ("after", ["aa", "bb"])):
         root = tmp_path / run
         root.mkdir()
