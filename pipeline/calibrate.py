@@ -16,7 +16,6 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 
 EPSILON = 1e-7
 
@@ -108,9 +107,13 @@ def choose_threshold(
     if rule != "balanced_accuracy":
         raise SystemExit(f"calibration.threshold must be balanced_accuracy or fpr_real: {rule!r}")
     candidates = np.unique(np.append(p_real, 0.5))
-    scores = [balanced_accuracy_score(labels, p_real >= t) for t in candidates]
-    best = [t for t, score in zip(candidates, scores, strict=True) if score == max(scores)]
-    return float(min(best, key=lambda t: abs(t - 0.5)))
+    ai, real = np.sort(p_real[labels == 0]), np.sort(p_real[labels == 1])
+    ai_correct = np.searchsorted(ai, candidates, side="left")  # AI images scored below the cut
+    real_correct = len(real) - np.searchsorted(real, candidates, side="left")
+    # balanced accuracy times 2 * len(ai) * len(real): integers, so that equal ones tie exactly
+    scores = ai_correct * max(len(real), 1) + real_correct * max(len(ai), 1)
+    best = candidates[scores == scores.max()]
+    return float(best[np.argmin(np.abs(best - 0.5))])
 
 
 def calibrate(labels: np.ndarray, p_real: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:

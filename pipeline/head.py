@@ -19,7 +19,11 @@ def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Mo
 
 
 def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:
-    """Uncalibrated P(real) of feature rows."""
+    """Uncalibrated P(real) of feature rows.
+
+    One direct call, not `model.predict`: predict builds a dataset and traces a function on every
+    call, which cost more than the head's training (BENCHMARKS.md)."""
     if not len(features):
         return np.empty(0)
-    return model.predict(features, batch_size=1024, verbose=0)[:, 0].astype(np.float64)
+    p_real = model(features, training=False)
+    return keras.ops.convert_to_numpy(p_real)[:, 0].astype(np.float64)

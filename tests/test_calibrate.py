@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from pipeline.calibrate import apply_calibration, choose_threshold, fit_calibration
 from pipeline.metrics import expected_calibration_error
@@ -65,3 +66,22 @@ def test_thresholds():
     assert (real < threshold).mean() <= 0.1
     with pytest.raises(SystemExit, match="balanced_accuracy or fpr_real"):
         choose_threshold(labels, p, "f1")
+
+
+def test_threshold_is_the_best_balanced_accuracy_cut():
+    """The vectorised search picks the cut that scikit-learn's balanced accuracy, tried at every
+    candidate one at a time, picks: tied scores and ties between cuts included."""
+    rng = np.random.default_rng(7)
+    for trial in range(50):
+        size = int(rng.integers(2, 60))
+        labels = rng.integers(0, 2, size)
+        p = rng.integers(0, 12, size) / 11  # coarse scores: many ties
+        candidates = np.unique(np.append(p, 0.5))
+        accuracies = np.array(
+            [balanced_accuracy_score(labels, p >= cut) for cut in candidates]
+            if len(np.unique(labels)) == 2
+            else [np.mean((p >= cut) == labels) for cut in candidates]
+        )
+        best = candidates[np.isclose(accuracies, accuracies.max(), rtol=0, atol=1e-12)]
+        expected = best[np.argmin(np.abs(best - 0.5))]
+        assert choose_threshold(labels, p, "balanced_accuracy") == expected, trial
