@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from imblearn.over_sampling import SMOTE
 
-from pipeline.features import FEATURES_DIR, load_features
+from pipeline.features import load_features
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, write_json
 from pipeline.params import load_params
+from pipeline.paths import BALANCED_DIR, FEATURES_DIR
 
-BALANCED_DIR = Path("data/balanced")
 REPORT_DIR = Path("reports/balance")
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_path, read_json
-from pipeline.metrics import METRICS_DIR
 from pipeline.params import load_params
-from pipeline.prepare import CONFOUNDS
+from pipeline.paths import CONFOUNDS, METRICS_DIR
 
 REPORT = Path("reports/comparison.md")
 

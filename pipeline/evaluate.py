@@ -1,12 +1,15 @@
-"""Stage `evaluate`: test-split metrics of one backbone's calibrated head, from its scores.
+"""Stage `evaluate`: test-split metrics of every backbone's calibrated head, from its scores.
 
-`python -m pipeline.evaluate <backbone>` reads the per-image test scores that the train stage
-wrote to data/scores/<backbone>.csv and writes metrics/<backbone>.json (discrimination with
-bootstrap intervals, calibration before and after, breakdowns per source, format and size band),
-metrics/<backbone>_robustness.json (the same metrics under each perturbation), ROC,
-precision-recall and confusion-matrix plots through DVCLive, and reliability and robustness plots
-in eval/<backbone>/plots/. It imports no TensorFlow: its start-up is part of every head
-experiment.
+`python -m pipeline.evaluate` reads, for each backbone <b> in params.yaml's `backbones`, the
+per-image test scores that the train stage wrote to data/scores/<b>.csv, and writes
+metrics/<b>.json (discrimination with bootstrap intervals, calibration before and after,
+breakdowns per source, format and size band), metrics/<b>_robustness.json (the same metrics under
+each perturbation), ROC, precision-recall and confusion-matrix plots through DVCLive, and
+reliability and robustness plots in eval/<b>/plots/.
+
+Its start-up is part of every head experiment, so it imports no TensorFlow, and one process
+evaluates every backbone: importing pandas and scikit-learn takes longer than the work
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -21,17 +24,15 @@ from dvclive import Live
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import (
-    HEADS_DIR,
-    METRICS_DIR,
     PERTURBED_PREFIX,
-    SCORES_DIR,
     breakdowns,
     calibration_quality,
     classification_metrics,
     reliability_rows,
     robustness_metrics,
 )
-from pipeline.prepare import CONFOUNDS, SPLITS
+from pipeline.params import load_params
+from pipeline.paths import CONFOUNDS, HEADS_DIR, METRICS_DIR, SCORES_DIR, SPLITS
 
 EVAL_DIR = Path("eval")
 CONFOUND_WARNING_AUC = 0.75
@@ -48,12 +49,11 @@ def warn_about_confounds(path: Path) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone")
-    args = parser.parse_args()
-    scores = pd.read_csv(SCORES_DIR / f"{args.backbone}.csv", dtype={"id": str})
-    fitted = read_json(HEADS_DIR / args.backbone / "calibration.json")
+def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
+    """Write `metrics_dir`/<name>.json, `metrics_dir`/<name>_robustness.json and `eval_dir`/<name>/
+    from data/scores/<name>.csv and the calibration record."""
+    scores = pd.read_csv(SCORES_DIR / f"{name}.csv", dtype={"id": str})
+    fitted = read_json(HEADS_DIR / name / "calibration.json")
     threshold = fitted["threshold"]
     labels = scores["label"].map(LABELS.index).to_numpy(dtype=np.int64)
     raw, p_real = scores["p_raw"].to_numpy(), scores["p_real"].to_numpy()
@@ -66,35 +66,45 @@ def main() -> None:
     }
     images = scores[["id"]].merge(pd.read_csv(SPLITS, dtype={"id": str}), on="id")
     results["breakdown"] = breakdowns(images, labels, p_real, threshold)
-    write_json(METRICS_DIR / f"{args.backbone}.json", results)
+    write_json(metrics_dir / f"{name}.json", results)
     perturbed = {
         column.removeprefix(PERTURBED_PREFIX): scores[column].to_numpy()
         for column in scores.columns
         if column.startswith(PERTURBED_PREFIX)
     }
     robust_results = robustness_metrics(labels, {"none": p_real} | perturbed, threshold)
-    write_json(METRICS_DIR / f"{args.backbone}_robustness.json", robust_results)
-    with atomic_path(EVAL_DIR / args.backbone) as out:
-        out.mkdir()
-        with Live(str(out), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            names = np.array(LABELS)
-            live.log_sklearn_plot("roc", labels, p_real, name="roc.json")
-            live.log_sklearn_plot("precision_recall", labels, p_real, name="precision_recall.json")
-            live.log_sklearn_plot(
-                "confusion_matrix", names[labels], names[(p_real >= threshold).astype(int)],
-                name="confusion_matrix.json",
-            )  # fmt: skip
-        for name, values in (("uncalibrated", raw), ("calibrated", p_real)):
-            write_json(out / "plots" / f"reliability_{name}.json", reliability_rows(labels, values))
-        write_json(
-            out / "plots" / "robustness.json",
-            [{"perturbation": name, **values} for name, values in robust_results.items()],
-        )
+    write_json(metrics_dir / f"{name}_robustness.json", robust_results)
+    out = eval_dir / name
+    with Live(str(out), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        names = np.array(LABELS)
+        live.log_sklearn_plot("roc", labels, p_real, name="roc.json")
+        live.log_sklearn_plot("precision_recall", labels, p_real, name="precision_recall.json")
+        live.log_sklearn_plot(
+            "confusion_matrix", names[labels], names[(p_real >= threshold).astype(int)],
+            name="confusion_matrix.json",
+        )  # fmt: skip
+    for kind, values in (("uncalibrated", raw), ("calibrated", p_real)):
+        write_json(out / "plots" / f"reliability_{kind}.json", reliability_rows(labels, values))
+    write_json(
+        out / "plots" / "robustness.json",
+        [{"perturbation": kind, **values} for kind, values in robust_results.items()],
+    )
     print(
-        f"evaluate {args.backbone}: accuracy {results['accuracy']:.4f}, ROC-AUC "
+        f"evaluate {name}: accuracy {results['accuracy']:.4f}, ROC-AUC "
         f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "
         f"{results['ece']:.4f}, on {results['images']} test image(s)"
     )
+
+
+def main() -> None:
+    # every backbone in params.yaml, always: a backbone name here is refused, not ignored
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    params = load_params()
+    with atomic_path(METRICS_DIR) as metrics_dir, atomic_path(EVAL_DIR) as eval_dir:
+        metrics_dir.mkdir()
+        eval_dir.mkdir()
+        for name in params["backbones"]:
+            evaluate_backbone(name, metrics_dir, eval_dir)
     warn_about_confounds(CONFOUNDS)
 
 

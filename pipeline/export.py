@@ -22,13 +22,11 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.backbones import CENTER_CROP, RESIZE, backbone, extractor_from_spec
 from pipeline.calibrate import Calibration
-from pipeline.features import FEATURES_DIR
 from pipeline.head import build_head
 from pipeline.inference import EXPORT_DIR, INFO_FILE, MODEL_FILE, score_files
 from pipeline.io import atomic_path, read_json, write_json
-from pipeline.metrics import HEADS_DIR, METRICS_DIR, SCORES_DIR
 from pipeline.params import backbone_spec, load_params
-from pipeline.prepare import SPLITS
+from pipeline.paths import FEATURES_DIR, HEADS_DIR, METRICS_DIR, SCORES_DIR, SPLITS
 
 CHECK_IMAGES = 16
 TOLERANCE = 1e-4

@@ -25,9 +25,8 @@ from pipeline.backbones import backbone, extractor_from_spec
 from pipeline.images import LABELS, UnreadableImage, load_for_model
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
-from pipeline.prepare import SPLITS
+from pipeline.paths import FEATURES_DIR, SPLITS
 
-FEATURES_DIR = Path("data/features")
 DECODE_THREADS = 2
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,6 @@ scikit-learn only, so that reading or recomputing them never loads TensorFlow.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
@@ -12,10 +10,6 @@ from sklearn import metrics
 
 from pipeline.images import LABELS
 
-METRICS_DIR = Path("metrics")
-# The train stage's outputs that evaluate reads, named here so that evaluate needs no TensorFlow.
-HEADS_DIR = Path("models/heads")
-SCORES_DIR = Path("data/scores")
 PERTURBED_PREFIX = "p_real_"  # data/scores columns: calibrated P(real) after each perturbation
 SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
 BOOTSTRAP_SAMPLES = 1000

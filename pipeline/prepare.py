@@ -23,12 +23,11 @@ from tqdm import tqdm
 from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_path, write_json
 from pipeline.params import load_params
+from pipeline.paths import CONFOUNDS, SPLITS
 
 MANIFEST = Path("data/raw/manifest.csv")
-SPLITS = Path("data/prepared/splits.csv")
 NORMALIZED_DIR = Path("data/prepared/images")
 REPORT = Path("reports/prepare.json")
-CONFOUNDS = Path("reports/confounds.json")
 NORMALIZED_QUALITY = 90
 CUES = ("format", "jpeg_quality", "exif", "width", "height", "bytes")
 SPLIT_NAMES = ("train", "val", "test")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,13 +19,12 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from pipeline.backbones import backbone, extractor_from_spec
-from pipeline.features import FEATURES_DIR, compiled
+from pipeline.features import compiled
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
-from pipeline.prepare import SPLITS
+from pipeline.paths import FEATURES_DIR, ROBUSTNESS_DIR, SPLITS
 
-ROBUSTNESS_DIR = Path("data/robustness")
 CHUNK = 64
 
 

@@ -27,14 +27,13 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from pipeline.balance import BALANCED_DIR
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
-from pipeline.features import FEATURES_DIR, load_features
+from pipeline.features import load_features
 from pipeline.head import build_head, head_scores
 from pipeline.io import atomic_path, write_json
-from pipeline.metrics import HEADS_DIR, PERTURBED_PREFIX, SCORES_DIR
+from pipeline.metrics import PERTURBED_PREFIX
 from pipeline.params import load_params
-from pipeline.robustness import ROBUSTNESS_DIR
+from pipeline.paths import BALANCED_DIR, FEATURES_DIR, HEADS_DIR, ROBUSTNESS_DIR, SCORES_DIR
 
 LIVE_DIR = Path("dvclive/train")
 
@@ -62,7 +61,7 @@ def train_head(
     model.compile(
         optimizer=keras.optimizers.Adam(head["learning_rate"]),
         loss="binary_crossentropy",
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+        metrics=["accuracy"],
     )
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=head["patience"], restore_best_weights=True

@@ -105,9 +105,9 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", make_image_folder(tmp_path / "images"))
     first = dvc(project, "repro")
     assert ran_stages(first) == {
-        "scrape", "prepare", "train", "compare", "export",
+        "scrape", "prepare", "train", "evaluate", "compare", "export",
         *(f"{stage}@{name}" for name in BACKBONES for stage in
-          ("features", "balance", "evaluate", "robustness")),
+          ("features", "balance", "robustness")),
     }  # fmt: skip
     check_outputs(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -120,12 +120,8 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert info["backbone"] == "vgg16" and (project / "models/export/vgg16.weights.h5").is_file()
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
-    assert ran_stages(wider) == {
-        "train",
-        "export",
-        "compare",
-        *(f"evaluate@{name}" for name in BACKBONES),
-    }  # no backbone runs again: neither features nor robustness features
+    assert ran_stages(wider) == {"train", "evaluate", "compare", "export"}
+    # no backbone runs again: neither features nor robustness features
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
     shown = dvc(project, "metrics", "show")
@@ -142,7 +138,7 @@ def test_two_runs_from_scratch_are_identical(tmp_path):
         (project / "params.yaml").write_text(
             (project / "params.yaml").read_text().replace("name: inceptionv3", "name: vgg16")
         )
-        dvc(project, "repro", "evaluate@vgg16")
+        dvc(project, "repro", "evaluate")
         outputs.append(
             [(project / path).read_bytes() for path in
              ("data/prepared/splits.csv", "metrics/vgg16.json", "data/scores/vgg16.csv")]

@@ -81,7 +81,7 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
 
 def test_a_head_trains_alike_alone_or_after_another_backbone(tmp_path, monkeypatch):
     """One process trains every head, so a head must not depend on those trained before it:
-    DVC then sees unchanged scores and skips that backbone's evaluate stage."""
+    adding or removing a backbone leaves the others' results as they were."""
     monkeypatch.setattr("sys.argv", ["train"])
     for run, backbones in (("alone", ["bb"]), ("after", ["aa", "bb"])):
         root = tmp_path / run
