@@ -410,6 +410,10 @@ def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> di
         for module in {stage.split("@")[0] for stage in stages}
     }
     per_module = {module: round(start_up[module], 2) for module in sorted(start_up)}
+    exit_s = {
+        name: round(min(exit_seconds(env, freeze) for _ in range(2)), 2)
+        for name, freeze in (("plain", False), ("gc_freeze", True))
+    }
     return {
         "images": sum(1 for p in source.rglob("*") if p.is_file()),
         "kept": json.loads((project / "reports" / "prepare.json").read_text())["kept"],
@@ -419,7 +423,18 @@ def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> di
         "experiment_stages": stages,
         "start_up_s": round(sum(start_up[stage.split("@")[0]] for stage in stages), 1),
         "start_up_per_module_s": per_module,
+        "tensorflow_exit_s": exit_s,
     }
+
+
+def exit_seconds(env: dict[str, str], freeze: bool) -> float:
+    """From the end of a process's work to its end, in a process that imported Keras (so
+    TensorFlow), without or with gc.freeze() at exit, as pipeline/__init__.py registers."""
+    code = "import gc, time, keras\n" + ("gc.freeze()\n" if freeze else "") + "print(time.time())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return time.time() - float(done.stdout)
 
 
 PEAK_RSS_SCRIPT = """
@@ -627,7 +642,16 @@ def markdown(results: dict) -> str:
             f"measured in the same run): {h['start_up_s']} s in all, a ratio of "
             f"{h['start_up_s'] / h['repro_s']:.3f} at this size even if the stages did no work. "
             "That is why one `train` process fits every backbone's head and scores the test "
-            "split, and `evaluate` reads those scores without importing TensorFlow.",
+            "split, and one `evaluate` process reads every backbone's scores without importing "
+            "TensorFlow.",
+            f"Exiting costs too: a process that imported TensorFlow took "
+            f"{h['tensorflow_exit_s']['plain']} s from its last line to its end, CPython's final "
+            f"garbage collection walking TensorFlow's objects, and "
+            f"{h['tensorflow_exit_s']['gc_freeze']} s with `gc.freeze()` at exit, which "
+            "`pipeline/__init__.py` registers for every stage (measured in the same run).",
+            "Before this tuning (run of 2026-11-27 12:56 UTC, same machine and sizes, with three "
+            "`evaluate@<backbone>` processes, `model.predict` for the head's scores and no "
+            "`gc.freeze`): 40.9 s against 479.8 s, a ratio of 0.085.",
         ]
     lines.append("## bfloat16 inference (an option, `backbones.<name>.precision`)")
     rows = [
