@@ -9,9 +9,9 @@ on validation, calibrated on validation, and the test split scored.
   empty where the perturbed image could not be scored);
 - the training curves through DVCLive's Keras callback in dvclive/train/<b>/.
 
-One process trains every head: a head trains in about two seconds, and importing TensorFlow takes
-about five (BENCHMARKS.md). So a head experiment pays that import once, and the evaluate stage,
-which only reads scores, needs no TensorFlow at all.
+One process trains every head: a head trains in one to two seconds, and importing TensorFlow takes
+about three and a half (BENCHMARKS.md). So a head experiment pays that import once, and the
+evaluate stage, which only reads scores, needs no TensorFlow at all.
 """
 
 from __future__ import annotations
