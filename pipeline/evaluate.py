@@ -4,8 +4,8 @@
 per-image test scores that the train stage wrote to data/scores/<b>.csv, and writes
 metrics/<b>.json (discrimination with bootstrap intervals, calibration before and after,
 breakdowns per source, format and size band), metrics/<b>_robustness.json (the same metrics under
-each perturbation), ROC, precision-recall and confusion-matrix plots through DVCLive, and
-reliability and robustness plots in eval/<b>/plots/.
+each perturbation), and the data of the ROC, precision-recall, confusion-matrix, reliability and
+robustness plots in eval/<b>/plots/.
 
 Its start-up is part of every head experiment, so it imports no TensorFlow, and one process
 evaluates every backbone: importing pandas and scikit-learn takes longer than the work
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dvclive import Live
 
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
@@ -28,6 +27,7 @@ from pipeline.metrics import (
     breakdowns,
     calibration_quality,
     classification_metrics,
+    curve_rows,
     reliability_rows,
     robustness_metrics,
 )
@@ -74,19 +74,14 @@ def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
     }
     robust_results = robustness_metrics(labels, {"none": p_real} | perturbed, threshold)
     write_json(metrics_dir / f"{name}_robustness.json", robust_results)
-    out = eval_dir / name
-    with Live(str(out), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        names = np.array(LABELS)
-        live.log_sklearn_plot("roc", labels, p_real, name="roc.json")
-        live.log_sklearn_plot("precision_recall", labels, p_real, name="precision_recall.json")
-        live.log_sklearn_plot(
-            "confusion_matrix", names[labels], names[(p_real >= threshold).astype(int)],
-            name="confusion_matrix.json",
-        )  # fmt: skip
+    plots = eval_dir / name / "plots"
+    plots.mkdir(parents=True)
+    for stem, rows in curve_rows(labels, p_real, threshold).items():
+        write_json(plots / f"{stem}.json", rows)
     for kind, values in (("uncalibrated", raw), ("calibrated", p_real)):
-        write_json(out / "plots" / f"reliability_{kind}.json", reliability_rows(labels, values))
+        write_json(plots / f"reliability_{kind}.json", reliability_rows(labels, values))
     write_json(
-        out / "plots" / "robustness.json",
+        plots / "robustness.json",
         [{"perturbation": kind, **values} for kind, values in robust_results.items()],
     )
     print(

@@ -115,6 +115,31 @@ def reliability_rows(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> 
     ]
 
 
+def curve_rows(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict[str, list[dict]]:
+    """Points of the ROC, precision-recall and confusion-matrix plots that dvc.yaml declares, by
+    file stem. A curve's end point has no threshold (null), as has every point of a curve that
+    one-class data leaves undefined."""
+
+    def rows(**columns: np.ndarray) -> list[dict]:
+        return [
+            {key: float(value) if np.isfinite(value) else None for key, value in point.items()}
+            for point in pd.DataFrame(columns).to_dict("records")
+        ]
+
+    fpr, tpr, roc_thresholds = metrics.roc_curve(labels, p_real)
+    precision, recall, pr_thresholds = metrics.precision_recall_curve(labels, p_real)
+    names = np.array(LABELS)
+    return {
+        "roc": rows(fpr=fpr, tpr=tpr, threshold=roc_thresholds),
+        "precision_recall": rows(
+            precision=precision, recall=recall, threshold=np.append(pr_thresholds, np.nan)
+        ),
+        "confusion_matrix": pd.DataFrame(
+            {"actual": names[labels], "predicted": names[(p_real >= threshold).astype(int)]}
+        ).to_dict("records"),
+    }
+
+
 def size_band(width: int, height: int) -> str:
     return [name for lowest, name in SIZE_BANDS if min(width, height) >= lowest][-1]
 

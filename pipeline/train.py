@@ -2,12 +2,12 @@
 on validation, calibrated on validation, and the test split scored.
 
 `python -m pipeline.train` writes, for each backbone <b> in params.yaml's `backbones`:
-- models/heads/<b>/head.weights.h5 and models/heads/<b>/calibration.json (the calibrator and the
-  decision threshold, see pipeline.calibrate);
+- models/heads/<b>/head.weights.h5, models/heads/<b>/calibration.json (the calibrator and the
+  decision threshold, see pipeline.calibrate) and models/heads/<b>/history.csv (loss and accuracy
+  on train and validation per epoch, from Keras' CSVLogger: dvc.yaml's training-curve plots);
 - data/scores/<b>.csv: each test image's uncalibrated (p_raw) and calibrated (p_real) P(real),
   and its calibrated P(real) after each of the robustness stage's perturbations (p_real_<name>,
-  empty where the perturbed image could not be scored);
-- the training curves through DVCLive's Keras callback in dvclive/train/<b>/.
+  empty where the perturbed image could not be scored).
 
 One process trains every head: a head trains in one to two seconds, and importing TensorFlow takes
 about three and a half (BENCHMARKS.md). So a head experiment pays that import once, and the
@@ -24,8 +24,6 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from dvclive import Live
-from dvclive.keras import DVCLiveCallback
 
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.features import load_features
@@ -35,7 +33,7 @@ from pipeline.metrics import PERTURBED_PREFIX
 from pipeline.params import load_params
 from pipeline.paths import BALANCED_DIR, FEATURES_DIR, HEADS_DIR, ROBUSTNESS_DIR, SCORES_DIR
 
-LIVE_DIR = Path("dvclive/train")
+HISTORY_FILE = "history.csv"
 
 
 def seed_everything(seed: int) -> None:
@@ -112,16 +110,15 @@ def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path)
     with np.load(BALANCED_DIR / name / "train.npz") as balanced:
         train = (balanced["features"], balanced["labels"])
     val_features, val_labels, _ = load_features(FEATURES_DIR / name, "val")
-    with Live(str(LIVE_DIR / name), dvcyaml=False, save_dvc_exp=False) as live:
-        model = train_head(
-            train,
-            (val_features, val_labels),
-            params["head"],
-            params["seed"],
-            callbacks=[DVCLiveCallback(live=live)],
-        )
-    fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
     (heads / name).mkdir()
+    model = train_head(
+        train,
+        (val_features, val_labels),
+        params["head"],
+        params["seed"],
+        callbacks=[keras.callbacks.CSVLogger(heads / name / HISTORY_FILE)],
+    )
+    fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
     model.save_weights(heads / name / "head.weights.h5")
     write_json(
         heads / name / "calibration.json",
