@@ -366,6 +366,7 @@ HEAD_EXPERIMENT_UNITS = (128, 96, 160)  # three experiments, one after another; 
 def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> dict:
     """Wall time of `dvc exp run -S head.units=...` after a full `dvc repro`, over the repro."""
     import yaml
+    from ruamel.yaml import YAML
 
     project = work / "project"
     project.mkdir()
@@ -423,6 +424,15 @@ def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> di
         name: round(min(exit_seconds(env, freeze) for _ in range(2)), 2)
         for name, freeze in (("plain", False), ("gc_freeze", True))
     }
+    import_s = {
+        name: round(min(keras_import_seconds(env, ours) for _ in range(3)), 2)
+        for name, ours in (("default_gc", False), ("pipeline_gc", True))
+    }
+    lock = (project / "dvc.lock").read_text()
+    lock_parse_ms = {
+        name: round(min(timed(YAML(typ="safe", pure=pure).load, lock)[0] for _ in range(5)) * 1e3)
+        for name, pure in (("pure_python", True), ("c_loader", False))
+    }
     return {
         "images": sum(1 for p in source.rglob("*") if p.is_file()),
         "kept": json.loads((project / "reports" / "prepare.json").read_text())["kept"],
@@ -434,6 +444,8 @@ def head_experiment_ratio(source: Path, sizes: dict[str, int], work: Path) -> di
         "start_up_s": round(sum(start_up[stage.split("@")[0]] for stage in stages), 1),
         "start_up_per_module_s": per_module,
         "tensorflow_exit_s": exit_s,
+        "tensorflow_import_s": import_s,
+        "dvc_lock_parse_ms": lock_parse_ms,
     }
 
 
@@ -445,6 +457,20 @@ def exit_seconds(env: dict[str, str], freeze: bool) -> float:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     return time.time() - float(done.stdout)
+
+
+def keras_import_seconds(env: dict[str, str], ours: bool) -> float:
+    """Importing Keras (so TensorFlow) in a fresh process after `import pipeline`, with the
+    garbage collector's thresholds that pipeline/__init__.py sets or with CPython's defaults."""
+    restore = "" if ours else "gc.set_threshold(*default)\n"
+    code = (
+        "import gc, time\ndefault = gc.get_threshold()\nstart = time.perf_counter()\n"
+        f"import pipeline\n{restore}import keras\nprint(time.perf_counter() - start)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return float(done.stdout)
 
 
 PEAK_RSS_SCRIPT = """
@@ -483,6 +509,7 @@ def inference_latency(paths: list[str], name: str, size: int, work: Path) -> dic
     from pipeline import features
     from pipeline.backbones import build_extractor
     from pipeline.calibrate import Calibration
+    from pipeline.export import CHECK_IMAGES
     from pipeline.head import build_head
     from pipeline.images import load_for_model
     from pipeline.inference import load_exported
@@ -516,11 +543,39 @@ def inference_latency(paths: list[str], name: str, size: int, work: Path) -> dic
 
     retraced = min(timed(untraced)[0] for _ in range(3))
     model_call = min(timed(lambda: model.predict(image, verbose=0))[0] for _ in range(5))
+    first_scoring = {
+        mode: round(min(first_scoring_seconds(folder, paths, mode) for _ in range(2)), 2)
+        for mode in ("traced", "eager")
+    }
     return {"backbone": name, "input_size": size, "load_s": round(load_seconds, 3),
             "bare_forward_ms": round(bare * 1000, 2), "predict_warm_ms": round(warm * 1000, 1),
             "predict_over_bare": round(warm / bare, 2),
             "predict_retraced_ms": round(retraced * 1000, 1),
-            "keras_predict_ms": round(model_call * 1000, 2)}  # fmt: skip
+            "keras_predict_ms": round(model_call * 1000, 2),
+            "export_check_images": min(len(paths), CHECK_IMAGES),
+            "export_check_s": first_scoring}  # fmt: skip
+
+
+FIRST_SCORING_SCRIPT = """
+import sys, time
+from pipeline.export import CHECK_IMAGES
+from pipeline.inference import load_exported, score_files
+model, info = load_exported(sys.argv[1])
+paths = sys.argv[2].split("\\n")[:CHECK_IMAGES]
+start = time.perf_counter()
+score_files(model, paths, info["input_size"], info["input_mode"], traced=sys.argv[3] == "traced")
+print(time.perf_counter() - start)
+"""
+
+
+def first_scoring_seconds(folder: Path, paths: list[str], mode: str) -> float:
+    """The export stage's check: scoring CHECK_IMAGES files once with a freshly loaded model, in
+    a fresh process, through a traced function or eagerly."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_SCORING_SCRIPT, str(folder), "\n".join(paths), mode],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    return float(done.stdout)
 
 
 def scrape_rate(paths: list[str], work: Path) -> dict:
@@ -662,9 +717,24 @@ def markdown(results: dict) -> str:
             f"garbage collection walking TensorFlow's objects, and "
             f"{h['tensorflow_exit_s']['gc_freeze']} s with `gc.freeze()` at exit, which "
             "`pipeline/__init__.py` registers for every stage (measured in the same run).",
+            "And starting: importing Keras took "
+            f"{h['tensorflow_import_s']['default_gc']} s with CPython's default garbage-collector "
+            "thresholds, whose full collections walk the objects TensorFlow leaves while it "
+            f"loads, and {h['tensorflow_import_s']['pipeline_gc']} s with the higher threshold "
+            "for the oldest generation that `pipeline/__init__.py` sets (best of three each, "
+            "same run).",
+            "DVC parses dvc.yaml, dvc.lock and params.yaml with ruamel.yaml some seventy times "
+            "per experiment (counted with cProfile). Parsing this project's dvc.lock took "
+            f"{h['dvc_lock_parse_ms']['pure_python']} ms in pure Python and "
+            f"{h['dvc_lock_parse_ms']['c_loader']} ms with the C loader of `ruamel.yaml.clib`, an "
+            "optional extra since ruamel.yaml 0.19 that pyproject.toml now requires (best of five "
+            "each, same run).",
             "Before this tuning (run of 2026-11-27 12:56 UTC, same machine and sizes, with three "
             "`evaluate@<backbone>` processes, `model.predict` for the head's scores and no "
-            "`gc.freeze`): 40.9 s against 479.8 s, a ratio of 0.085.",
+            "`gc.freeze`): 40.9 s against 479.8 s, a ratio of 0.085. Then (run of 15:22 UTC, "
+            "with DVCLive logging the curves and plots, ruamel.yaml's pure-Python loader, "
+            "CPython's default collector thresholds and a traced export check on 16 images): "
+            "24.4 s against 450.2 s, 0.054.",
         ]
     lines.append("## bfloat16 inference (an option, `backbones.<name>.precision`)")
     rows = [
@@ -701,6 +771,11 @@ def markdown(results: dict) -> str:
         f"**{inf['predict_over_bare']}x**. Tuning: before the compiled call was kept per model, "
         f"every call traced it again: {inf['predict_retraced_ms']} ms in this run. Keras "
         f"`predict()` on the same array: {inf['keras_predict_ms']} ms.",
+        f"The export stage checks the saved model on {inf['export_check_images']} test images, "
+        "the first call of a freshly loaded model in a fresh process: "
+        f"{inf['export_check_s']['traced']} s through the traced function that inference keeps, "
+        f"{inf['export_check_s']['eager']} s calling the model eagerly, as export does (best of "
+        "two each, same run).",
         "## 6. Scrape",
         f"The local-folder spider stored {scr['items']} images at **{scr['crawl_items_per_s']} "
         f"items/s** (whole stage, with start-up: {scr['stage_s']} s). The web spiders' rate "
