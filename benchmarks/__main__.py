@@ -509,7 +509,6 @@ def inference_latency(paths: list[str], name: str, size: int, work: Path) -> dic
     from pipeline import features
     from pipeline.backbones import build_extractor
     from pipeline.calibrate import Calibration
-    from pipeline.export import CHECK_IMAGES
     from pipeline.head import build_head
     from pipeline.images import load_for_model
     from pipeline.inference import load_exported
@@ -543,39 +542,11 @@ def inference_latency(paths: list[str], name: str, size: int, work: Path) -> dic
 
     retraced = min(timed(untraced)[0] for _ in range(3))
     model_call = min(timed(lambda: model.predict(image, verbose=0))[0] for _ in range(5))
-    modes = ("traced", "eager")
-    rounds = [[first_scoring_seconds(folder, paths, mode) for mode in modes] for _ in range(3)]
-    best = [min(seconds) for seconds in zip(*rounds, strict=True)]  # interleaved, best of three
-    first_scoring = {mode: round(seconds, 2) for mode, seconds in zip(modes, best, strict=True)}
     return {"backbone": name, "input_size": size, "load_s": round(load_seconds, 3),
             "bare_forward_ms": round(bare * 1000, 2), "predict_warm_ms": round(warm * 1000, 1),
             "predict_over_bare": round(warm / bare, 2),
             "predict_retraced_ms": round(retraced * 1000, 1),
-            "keras_predict_ms": round(model_call * 1000, 2),
-            "export_check_images": min(len(paths), CHECK_IMAGES),
-            "export_check_s": first_scoring}  # fmt: skip
-
-
-FIRST_SCORING_SCRIPT = """
-import sys, time
-from pipeline.export import CHECK_IMAGES
-from pipeline.inference import load_exported, score_files
-model, info = load_exported(sys.argv[1])
-paths = sys.argv[2].split("\\n")[:CHECK_IMAGES]
-start = time.perf_counter()
-score_files(model, paths, info["input_size"], info["input_mode"], traced=sys.argv[3] == "traced")
-print(time.perf_counter() - start)
-"""
-
-
-def first_scoring_seconds(folder: Path, paths: list[str], mode: str) -> float:
-    """The export stage's check: scoring CHECK_IMAGES files once with a freshly loaded model, in
-    a fresh process, through a traced function or eagerly."""
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_SCORING_SCRIPT, str(folder), "\n".join(paths), mode],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
-    return float(done.stdout)
+            "keras_predict_ms": round(model_call * 1000, 2)}  # fmt: skip
 
 
 def scrape_rate(paths: list[str], work: Path) -> dict:
@@ -733,7 +704,7 @@ def markdown(results: dict) -> str:
             "`evaluate@<backbone>` processes, `model.predict` for the head's scores and no "
             "`gc.freeze`): 40.9 s against 479.8 s, a ratio of 0.085. Then (run of 15:22 UTC, "
             "with DVCLive logging the curves and plots, ruamel.yaml's pure-Python loader, "
-            "CPython's default collector thresholds and a traced export check on 16 images): "
+            "CPython's default collector thresholds and an export check on 16 images): "
             "24.4 s against 450.2 s, 0.054.",
         ]
     lines.append("## bfloat16 inference (an option, `backbones.<name>.precision`)")
@@ -771,11 +742,6 @@ def markdown(results: dict) -> str:
         f"**{inf['predict_over_bare']}x**. Tuning: before the compiled call was kept per model, "
         f"every call traced it again: {inf['predict_retraced_ms']} ms in this run. Keras "
         f"`predict()` on the same array: {inf['keras_predict_ms']} ms.",
-        f"The export stage checks the saved model on {inf['export_check_images']} test images, "
-        "the first call of a freshly loaded model in a fresh process: "
-        f"{inf['export_check_s']['traced']} s through the traced function that inference keeps, "
-        f"{inf['export_check_s']['eager']} s calling the model eagerly, as export does (best of "
-        "three each, interleaved, same run).",
         "## 6. Scrape",
         f"The local-folder spider stored {scr['items']} images at **{scr['crawl_items_per_s']} "
         f"items/s** (whole stage, with start-up: {scr['stage_s']} s). The web spiders' rate "

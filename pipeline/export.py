@@ -70,9 +70,7 @@ def check_against_evaluation(
     """Largest score difference between the saved model and the test scores that the evaluate
     stage measured (the train stage's, from cached features)."""
     sample = predictions.head(CHECK_IMAGES).merge(splits[["id", "path"]], on="id")
-    p_real, _ = score_files(
-        model, sample["path"].tolist(), info["input_size"], info["input_mode"], traced=False
-    )
+    p_real, _ = score_files(model, sample["path"].tolist(), info["input_size"], info["input_mode"])
     difference = float(np.max(np.abs(p_real - sample["p_real"].to_numpy()), initial=0.0))
     if not difference <= TOLERANCE:
         raise SystemExit(

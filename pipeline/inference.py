@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,12 @@ def score_files(
     input_size: int,
     input_mode: str = "resize",
     batch_size: int = 32,
-    traced: bool = True,
 ) -> tuple[np.ndarray, list[str]]:
-    """P(real) per file and why a file was skipped ("" when it was scored; its score is NaN).
-
-    `traced=False` calls the model eagerly, layer by layer: slower per image, but it skips the
-    traced function's first call, which spends over a second tracing and optimising a backbone's
-    graph. So it is the quicker way to score a few images once (BENCHMARKS.md)."""
-    forward = compiled(model) if traced else functools.partial(model, training=False)
+    """P(real) per file and why a file was skipped ("" when it was scored; its score is NaN)."""
+    forward = compiled(model)
     scores, reasons = [], []
     for images, batch_reasons in image_batches(paths, input_size, batch_size, input_mode):
-        batch_scores = keras.ops.convert_to_numpy(forward(images))[:, 0].astype(np.float64)
+        batch_scores = forward(images).numpy()[:, 0].astype(np.float64)
         batch_scores[batch_reasons != ""] = np.nan
         scores.append(batch_scores)
         reasons.extend(batch_reasons.tolist())
