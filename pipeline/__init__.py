@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 atexit.register(gc.freeze)
 
 # Importing TensorFlow and Keras leaves some 400,000 objects that live as long as the process, and
-# the six full collections that run while they load walk them all: about half a second of every
+# the six full collections that run while they load walk them all: half a second or more of every
 # TensorFlow stage's start-up (BENCHMARKS.md). A full collection now waits for a thousand
 # collections of the middle generation, not ten; young objects are collected as before.
 gc.set_threshold(*gc.get_threshold()[:2], 1000)

@@ -10,7 +10,7 @@ on validation, calibrated on validation, and the test split scored.
   empty where the perturbed image could not be scored).
 
 One process trains every head: a head trains in one to two seconds, and importing TensorFlow takes
-about three and a half (BENCHMARKS.md). So a head experiment pays that import once, and the
+about three (BENCHMARKS.md). So a head experiment pays that import once, and the
 evaluate stage, which only reads scores, needs no TensorFlow at all.
 """
 
