@@ -1,4 +1,15 @@
-"""Writing outputs so that an interrupted stage never leaves a half-written one behind."""
+"""Writing outputs so that an interrupted stage never leaves a half-written one behind.
+
+One output (`atomic_path`) is written to a temporary sibling and swapped in: the old copy is
+renamed aside, the new one renamed in, then the old one deleted, so that a kill at any moment
+leaves at least one complete copy, which the next writer of that path restores.
+
+Several outputs that must land together (`atomic_outputs`) are all written to temporary siblings
+first; then a commit journal naming them is written atomically, and only then are they swapped
+in. A kill before the journal exists leaves every old output; a kill after it is rolled forward
+by the next writer (or `recover`), so that readers never see a mix of old and new outputs once
+the stage has run again.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +22,92 @@ from pathlib import Path
 from typing import Any
 
 
+def _sibling(path: Path, role: str) -> Path:
+    # A prefix, not a suffix: writers such as Keras' save_weights check the file's ending.
+    return path.with_name(f".{role}-{path.name}")
+
+
+def _journal(paths: list[Path]) -> Path:
+    return _sibling(paths[0], "commit").with_suffix(".json")
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Replace `path` by `tmp`; a complete copy of one of them exists at every moment."""
+    if tmp.is_dir() and path.exists():
+        old = _sibling(path, "old")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)  # atomic for a file, and for a folder onto nothing
+
+
+def _restore(path: Path) -> None:
+    """Undo a swap cut short between its two renames; drop the aside copy of a finished one."""
+    old = _sibling(path, "old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)
+    _remove(old)
+
+
+def recover(*paths: Path | str) -> None:
+    """Finish a multi-output commit that a kill interrupted, and restore any output left aside.
+
+    Temporary copies of an uncommitted write are deleted: the old outputs stay.
+    """
+    targets = [Path(path) for path in paths]
+    journal = _journal(targets)
+    if journal.is_file():
+        for tmp, path in json.loads(journal.read_text(encoding="utf-8")):
+            if Path(tmp).exists():
+                _swap_in(Path(tmp), Path(path))
+            _restore(Path(path))
+        journal.unlink()
+    for path in targets:
+        _restore(path)
+        _remove(_sibling(path, "tmp"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling of `path` (file or folder); it replaces `path` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A prefix, not a suffix: writers such as Keras' save_weights check the file's ending.
-    tmp = path.with_name(f".tmp-{path.name}")
-    _remove(tmp)
-    try:
+    with atomic_outputs(path) as (tmp,):
         yield tmp
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
+    """Yield a temporary sibling of each path; on success all of them replace their paths together
+    (see the module's docstring), and none does on failure."""
+    targets = [Path(path) for path in paths]
+    for path in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    recover(*targets)
+    tmps = tuple(_sibling(path, "tmp") for path in targets)
+    try:
+        yield tmps
     except BaseException:
-        _remove(tmp)
+        for tmp in tmps:
+            _remove(tmp)
         raise
-    if tmp.is_dir():
-        _remove(path)
-    os.replace(tmp, path)
+    if len(targets) == 1:
+        _swap_in(tmps[0], targets[0])
+        return
+    journal = _journal(targets)
+    pending = _sibling(journal, "tmp")
+    pending.write_text(json.dumps([[str(t), str(p)] for t, p in zip(tmps, targets, strict=True)]))
+    os.replace(pending, journal)  # the commit point
+    recover(*targets)
 
 
 def write_json(path: Path | str, data: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json_text(data), encoding="utf-8")
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def read_json(path: Path | str) -> Any:
