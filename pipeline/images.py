@@ -11,6 +11,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 LABELS = ("ai", "real")  # index = class id: the model's score is P(real)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+# Pillow's modes of one-channel images with more than 8 bits per sample, and their full scale;
+# Pillow's own convert("RGB") clips them at 255 instead of scaling them.
+WIDE_GREY_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
 
 class UnreadableImage(Exception):
@@ -21,16 +24,35 @@ class UnreadableImage(Exception):
         self.reason = reason
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with 8 bits per channel; 16-bit greys are scaled to 0..255, never clipped."""
+    full_scale = WIDE_GREY_MODES.get(image.mode)
+    if full_scale is None:
+        return image.convert("RGB")
+    samples = np.asarray(image, dtype=np.float64)
+    grey = np.clip(np.rint(samples * (255 / full_scale)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
 def decode(source: Path | str | bytes) -> Image.Image:
-    """Fully decode an image: EXIF orientation applied, RGB, Pillow's decompression-bomb limit."""
+    """Fully decode an image: EXIF orientation applied, RGB, Pillow's decompression-bomb limit.
+
+    UnreadableImage's reasons are the project's one vocabulary for unusable images, shared by
+    the scrape, prepare and predict: empty, not_an_image, truncated, corrupt, bomb, missing.
+    """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) == 0:
+            raise UnreadableImage(name, "empty", "zero bytes")
+    except FileNotFoundError as error:
+        raise UnreadableImage(name, "missing", str(error)) from error
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice its limit; we refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 image.load()
-                return ImageOps.exif_transpose(image).convert("RGB")
+                return to_rgb(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnreadableImage(name, "bomb", str(error)) from error
     except UnidentifiedImageError as error:

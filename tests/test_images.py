@@ -62,3 +62,22 @@ def test_center_crop_keeps_native_pixels_and_refuses_small_images():
     with pytest.raises(UnreadableImage) as error:
         load_for_model(data, 48, "center_crop")
     assert error.value.reason == "too_small"
+
+
+def test_zero_bytes_are_empty(tmp_path):
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    for source in (b"", tmp_path / "zero.jpg"):
+        with pytest.raises(UnreadableImage) as error:
+            decode(source)
+        assert error.value.reason == "empty"
+
+
+def test_16_bit_grey_is_scaled_not_clipped():
+    ramp = np.linspace(0, 65535, 96 * 96).reshape(96, 96).astype(np.uint16)
+    image = Image.fromarray(ramp)
+    assert image.mode == "I;16"
+    decoded = np.asarray(decode(png_bytes(image, format="PNG")))
+    assert decoded.dtype == np.uint8 and decoded.shape == (96, 96, 3)
+    expected = np.rint(ramp / 257).astype(np.uint8)
+    assert np.abs(decoded[..., 0].astype(int) - expected).max() <= 1
+    assert len(np.unique(decoded)) == 256 and (decoded == 255).mean() < 0.01
