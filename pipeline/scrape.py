@@ -22,15 +22,32 @@ from pipeline.io import write_json
 from pipeline.params import load_params
 from scrapers.middlewares import LOOPBACK_ONLY_ENV
 
+# spiders whose sites block clients that give no contact in their User-Agent
+CONTACT_REQUIRED = {"commons"}
 RAW_DIR = Path("data/raw")
 REPORT = Path("reports/scrape.json")
 STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
+# present from the start of a crawl until it has finished with every source complete;
+# prepare refuses a RAW_DIR that holds it
+INCOMPLETE = ".crawl-incomplete"
+RESUME_COMMAND = "dvc repro scrape"
 
 
 def user_agent(contact: str | None) -> str:
     """A descriptive User-Agent with a contact, as Wikimedia's policy asks of every client."""
     contact_part = f"; {contact}" if contact else ""
     return f"ai-image-classifier/{__version__} (labelled image dataset for research{contact_part})"
+
+
+def require_contact(spider: str, contact: str | None) -> None:
+    """ValueError, saying how to set it, when `spider` needs scrape.contact and it is unset."""
+    if spider in CONTACT_REQUIRED and not (contact or "").strip():
+        raise ValueError(
+            f"the {spider} spider needs scrape.contact (your e-mail or project URL): Wikimedia's "
+            "User-Agent policy rate-limits, then blocks, clients that give no contact. Set it "
+            f"with: dvc exp run -S scrape.contact=you@example.org   (or set contact: in "
+            f"configs/scrape/{spider}.yaml and run aiic compose, then dvc repro)"
+        )
 
 
 def crawl(
@@ -55,6 +72,10 @@ def crawl(
 def main() -> None:
     config = dict(load_params()["scrape"])
     contact = config.pop("contact", None)
+    try:
+        require_contact(config["spider"], contact)
+    except ValueError as error:
+        raise SystemExit(f"scrape: {error}") from error
     settings = config.pop("settings", None) or {}  # Scrapy settings to override, if any
     state = RAW_DIR / STATE
     if state.is_file() and json.loads(state.read_text()) != config:
@@ -75,15 +96,28 @@ def main() -> None:
         shutil.rmtree(jobdir, ignore_errors=True)
     running.parent.mkdir(parents=True, exist_ok=True)
     running.touch()
+    incomplete = RAW_DIR / INCOMPLETE
+    incomplete.write_text(f"a {spider} crawl started and has not finished\n")
     stats = crawl(
         spider, config, RAW_DIR, REPORT,
         USER_AGENT=user_agent(contact), JOBDIR=str(jobdir), **settings,
     )  # fmt: skip
     running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
     if stats.get("finish_reason") != "finished":
-        raise SystemExit(f"scrape: the crawl stopped early: {stats.get('finish_reason')}")
+        incomplete.write_text(f"the {spider} crawl stopped early: {stats.get('finish_reason')}\n")
+        raise SystemExit(f"scrape: the crawl stopped early: {stats.get('finish_reason')}; "
+                         f"{RESUME_COMMAND} resumes it")  # fmt: skip
     shutil.rmtree(jobdir)  # done: a later run starts its requests afresh (and retries failures)
-    if not json.loads(REPORT.read_text())["stored"]:
+    report = json.loads(REPORT.read_text())
+    if report.get("stopped_sources"):
+        stopped = "; ".join(f"{name}: {why}" for name, why in report["stopped_sources"].items())
+        incomplete.write_text(f"sources stopped early: {stopped}\n")
+        raise SystemExit(
+            f"scrape: sources stopped early ({stopped}); the images stored are kept, and "
+            f"{RESUME_COMMAND} later resumes without fetching them again"
+        )
+    incomplete.unlink()
+    if not report["stored"]:
         raise SystemExit(f"scrape: no image was stored; {REPORT} and the log above say why")
 
 

@@ -21,6 +21,8 @@ class ImageItem:
 SKIPPED = "aiic/skipped"
 
 
-def skip(spider: Any, reason: str, label: str, source: str) -> None:
-    """Count an image a spider passed over; the manifest pipeline reports these with its own."""
+def skip(spider: Any, reason: str, label: str, source: str, what: str) -> None:
+    """Count an image a spider passed over, in one log line; the manifest pipeline reports these
+    with its own."""
+    spider.logger.info("skipped (%s) %s [%s, %s]", reason, what, label, source)
     spider.crawler.stats.inc_value(f"{SKIPPED}|{reason}|{label}|{source}")

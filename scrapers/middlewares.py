@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from time import monotonic
 from urllib.parse import urlsplit
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Request, Response
 from scrapy.utils.response import response_status_message
+
+logger = logging.getLogger(__name__)
 
 
 def retry_after_seconds(value: bytes | None) -> float | None:
@@ -29,13 +33,17 @@ def retry_after_seconds(value: bytes | None) -> float | None:
 
 
 class PoliteRetryMiddleware(RetryMiddleware):
-    """Scrapy's RetryMiddleware, waiting before each retry: as long as Retry-After says, else
-    RETRY_BACKOFF_BASE * 2**attempt seconds, never more than RETRY_BACKOFF_MAX."""
+    """Scrapy's RetryMiddleware, waiting before each retry, with every other request to the same
+    download slot held back meanwhile: as long as Retry-After says (a MediaWiki `maxlag` error
+    arrives as HTTP 200 with Retry-After), up to RETRY_AFTER_MAX; a longer Retry-After is not
+    retried (`retry_after_over_bound` in the request's meta says so to the spider). Without
+    Retry-After, RETRY_BACKOFF_BASE * 2**attempt seconds, never more than RETRY_BACKOFF_MAX."""
 
     def __init__(self, settings) -> None:  # noqa: ANN001
         super().__init__(settings)
         self.backoff_base = settings.getfloat("RETRY_BACKOFF_BASE", 1.0)
         self.backoff_max = settings.getfloat("RETRY_BACKOFF_MAX", 60.0)
+        self.retry_after_max = settings.getfloat("RETRY_AFTER_MAX", 600.0)
 
     async def process_response(self, request: Request, response: Response, spider=None):  # noqa: ANN001, ANN201
         if request.meta.get("dont_retry", False):
@@ -43,17 +51,32 @@ class PoliteRetryMiddleware(RetryMiddleware):
         maxlag = response.headers.get("MediaWiki-API-Error") == b"maxlag"
         if response.status not in self.retry_http_codes and not maxlag:
             return response
+        delay = retry_after_seconds(response.headers.get("Retry-After"))
+        if delay is not None and delay > self.retry_after_max:
+            logger.error(
+                "%s asks to wait %.0f s (Retry-After), longer than RETRY_AFTER_MAX (%.0f s): "
+                "not retried", request.url, delay, self.retry_after_max,
+            )  # fmt: skip
+            request.meta["retry_after_over_bound"] = delay
+            return response
         retry = self._retry(
             request, "maxlag" if maxlag else response_status_message(response.status)
         )
         if retry is None:
             return response
-        attempt = request.meta.get("retry_times", 0)
-        delay = retry_after_seconds(response.headers.get("Retry-After"))
         if delay is None:
-            delay = self.backoff_base * 2**attempt
-        await asyncio.sleep(min(delay, self.backoff_max))
+            delay = min(self.backoff_base * 2 ** request.meta.get("retry_times", 0),
+                        self.backoff_max)  # fmt: skip
+        self.hold_slot(request, delay)
+        await asyncio.sleep(delay)
         return retry
+
+    def hold_slot(self, request: Request, delay: float) -> None:
+        """Keep the request's download slot idle for `delay` seconds: the server asked us to."""
+        downloader = self.crawler.engine.downloader
+        slot = downloader.slots.get(downloader.get_slot_key(request))
+        if slot is not None:
+            slot.lastseen = max(slot.lastseen, monotonic() + delay - slot.download_delay())
 
 
 LOOPBACK_ONLY_ENV = "AIIC_LOOPBACK_ONLY"

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from itemadapter import ItemAdapter
 from PIL import Image
 from scrapy.exceptions import IgnoreRequest
 from scrapy.pipelines.files import FilesPipeline
-from scrapy.pipelines.media import FileException
+from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 
 from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_path, write_json
@@ -31,13 +32,19 @@ MANIFEST_COLUMNS = [
     "id", "path", "label", "source_url", "source_name", "bytes", "format", "width", "height",
     "license", "license_url", "artist", "file_url", "extra",
 ]  # fmt: skip
+logger = logging.getLogger(__name__)
 FILES_DIR = "images"
 # Reading local files needs no politeness: their own download slot, not throttled (settings.py).
 LOCAL_FILES_META = {"download_slot": "local-files", "autothrottle_dont_adjust_delay": True}
 
 
+class SkippedFile(_MediaRequestFiltered):
+    """A file not stored, for the reason in its message. Scrapy logs every failed download with a
+    traceback, except filtered ones: a skipped file is expected, and logged once, by us."""
+
+
 def check_image(body: bytes) -> None:
-    """Decode fully; FileException naming the reason (not_an_image, truncated, corrupt, bomb)."""
+    """Decode fully; FileException naming the reason (pipeline.images' vocabulary)."""
     try:
         decode(body)
     except UnreadableImage as error:
@@ -92,7 +99,7 @@ class DatasetPipeline(FilesPipeline):
         self.report = self.crawler.settings.get("SCRAPE_REPORT")
         self.started = time.monotonic()
         self.rows = reconcile(self.root)
-        self.seen = {(row["id"], row["source_url"]) for row in self.rows}
+        self.seen = {row_key(row) for row in self.rows}
         self.stored_by_url = {row["file_url"]: row["path"] for row in self.rows}
         self.failures: Counter[tuple[str, str, str]] = Counter()
         # open for the whole crawl, one flushed row per stored image; closed in close_spider
@@ -101,9 +108,14 @@ class DatasetPipeline(FilesPipeline):
 
     def get_media_requests(self, item, info):  # noqa: ANN001, ANN201
         requests = super().get_media_requests(item, info)
+        # a spider may share one download slot among all its media hosts (Commons: at most
+        # two downloads at once across the upload hosts)
+        media_slot = getattr(self.crawler.spider, "media_slot", None)
         for request in requests:
             if request.url.startswith("file://"):
                 request.meta.update(LOCAL_FILES_META)
+            elif media_slot:
+                request.meta["download_slot"] = media_slot
         return requests
 
     async def media_to_download(self, request, info, *, item=None):  # noqa: ANN001, ANN201
@@ -116,16 +128,27 @@ class DatasetPipeline(FilesPipeline):
     def file_path(self, request, response=None, info=None, *, item=None) -> str:  # noqa: ANN001
         return stored_name(response.body)
 
-    def media_failed(self, failure, request, info):  # noqa: ANN001, ANN201
-        """FilesPipeline replaces every failure by a bare FileException: keep the reason."""
+    async def media_downloaded(self, response, request, info, *, item=None):  # noqa: ANN001, ANN201
+        """Refuse what is not a usable image before FilesPipeline stores it."""
+        if response.status != 200:
+            raise SkippedFile(f"download_error: HTTP {response.status}")
         try:
-            super().media_failed(failure, request, info)
+            stored_name(response.body)  # cached: file_path asks again
         except FileException as error:
-            raise FileException(_reason(failure.value)) from error
+            raise SkippedFile(str(error)) from error
+        return await super().media_downloaded(response, request, info, item=item)
+
+    def media_failed(self, failure, request, info):  # noqa: ANN001, ANN201
+        """One log line with the reason, which FilesPipeline would replace by a bare one."""
+        reason = _reason(failure.value)
+        logger.info("skipped (%s) %s", reason, request.url)
+        raise SkippedFile(reason) from failure.value
 
     def item_completed(self, results, item, info):  # noqa: ANN001, ANN201
         adapter = ItemAdapter(item)
         label, source = adapter["label"], adapter["source_name"]
+        adapter["files"] = [value for ok, value in results if ok]
+        adapter["errors"] = [str(value.value) for ok, value in results if not ok]
         for ok, value in results:
             if not ok:
                 self.failures[(str(value.value), label, source)] += 1
@@ -141,9 +164,9 @@ class DatasetPipeline(FilesPipeline):
                 "artist": adapter.get("artist", ""), "file_url": value["url"],
                 "extra": json.dumps(adapter.get("extra") or {}, sort_keys=True),
             }  # fmt: skip
-            if (row["id"], row["source_url"]) in self.seen:
+            if row_key(row) in self.seen:
                 continue
-            self.seen.add((row["id"], row["source_url"]))
+            self.seen.add(row_key(row))
             self.stored_by_url[row["file_url"]] = row["path"]
             self.writer.writerow(row)
             self.manifest.flush()
@@ -170,6 +193,14 @@ class DatasetPipeline(FilesPipeline):
             per_source_skips[f"{source}/{label}"] += count
         stored = Counter(f"{row['source_name']}/{row['label']}" for row in self.rows)
         per_label = Counter(row["label"] for row in self.rows)
+        per_category: dict[str, Counter[str]] = {}
+        for row in self.rows:
+            category = json.loads(row["extra"] or "{}").get("category")
+            if category:
+                per_category.setdefault(row["label"], Counter())[category] += 1
+        ids_per_label = {}
+        for row in self.rows:
+            ids_per_label.setdefault(row["id"], set()).add(row["label"])
         return {
             "requests": stats.get("downloader/request_count", 0),
             "items": stats.get("item_scraped_count", 0),
@@ -183,8 +214,34 @@ class DatasetPipeline(FilesPipeline):
             "per_source": dict(sorted(stored.items())),
             "skipped_per_source": dict(sorted(per_source_skips.items())),
             "skipped": {reason: dict(counts) for reason, counts in sorted(skipped.items())},
+            "per_category": {
+                label: dict(counts.most_common()) for label, counts in sorted(per_category.items())
+            },
+            "label_conflicts": sum(len(labels) > 1 for labels in ids_per_label.values()),
+            "in_several_categories": {
+                key.split("|")[1]: count
+                for key, count in stats.items()
+                if key.startswith("aiic/in_several_categories|")
+            },
+            "api_errors": {
+                key.split("|", 1)[1]: count
+                for key, count in stats.items()
+                if key.startswith("aiic/api_error|")
+            },
+            "stopped_sources": {
+                key.split("|", 1)[1]: why
+                for key, why in stats.items()
+                if key.startswith("aiic/stopped|")
+            },
+            "finish_reason": stats.get("finish_reason", ""),
             "elapsed_s": round(time.monotonic() - self.started, 2),
         }
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    """One manifest row per image, page and label: the same file listed under both labels keeps
+    both rows, so that prepare drops it as a label_conflict."""
+    return row["id"], row["source_url"], row["label"]
 
 
 def _reason(error: BaseException) -> str:

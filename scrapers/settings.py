@@ -18,6 +18,9 @@ DOWNLOADER_MIDDLEWARES = {
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
 RETRY_BACKOFF_BASE = 1.0
 RETRY_BACKOFF_MAX = 60.0
+# A Retry-After up to this long is waited out; a longer one stops that request (and, for the
+# MediaWiki API, that source) with a report line rather than stalling the crawl for hours.
+RETRY_AFTER_MAX = 600.0
 FILES_STORE = "data/raw"
 FILES_URLS_FIELD = "file_urls"
 FILES_RESULT_FIELD = "files"

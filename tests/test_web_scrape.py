@@ -7,13 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
-from fake_web import FakeWeb, jpeg
+from fake_web import CommonsFile, FakeWeb, jpeg
 
 from conftest import ROOT
+from pipeline.prepare import drop_duplicate_ids
 
 FAST = {  # politeness stays on; only the waits shrink so that the tests run in seconds
     "DOWNLOAD_TIMEOUT": 1,
@@ -21,6 +24,11 @@ FAST = {  # politeness stays on; only the waits shrink so that the tests run in 
     "RETRY_BACKOFF_BASE": 0.1,
     "AUTOTHROTTLE_START_DELAY": 0.01,
     "AUTOTHROTTLE_MAX_DELAY": 0.2,
+    "DOWNLOAD_SLOTS": {
+        "commons-api": {"concurrency": 1, "delay": 0.01},
+        "commons-media": {"concurrency": 2, "delay": 0.01},
+        "local-files": {"concurrency": 32, "delay": 0},
+    },
 }
 
 
@@ -50,6 +58,11 @@ def manifest(workdir: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+def thumb(name: str, step: int = 960) -> str:
+    """The path Commons serves a thumbnail of `name` at, at a standard step."""
+    return f"/upload/thumb/{name}/{step}px-{name}"
+
+
 def test_commons_api(tmp_path):
     with FakeWeb() as web:
         web.categories["Category:Real"] = [
@@ -61,15 +74,15 @@ def test_commons_api(tmp_path):
         web.subcategories["Category:AI"] = ["Category:AI by Midjourney"]
         web.categories["Category:AI by Midjourney"] = [("File:a7.jpg", "image/jpeg")]
         for i in (1, 2, 3, 4):
-            web.images[f"/upload/thumb/r{i}.jpg"] = jpeg(i)
+            web.images[thumb(f"r{i}.jpg")] = jpeg(i)
         web.images.update(
             {
-                "/upload/thumb/a1.jpg": jpeg(11),
-                "/upload/thumb/a2.jpg": "429-retry-after",
-                "/upload/thumb/a3.jpg": "500-then-ok",
-                "/upload/thumb/a4.jpg": "html",
-                "/upload/thumb/a5.jpg": "truncated",
-                "/upload/thumb/a7.jpg": jpeg(17),
+                thumb("a1.jpg"): jpeg(11),
+                thumb("a2.jpg"): "429-retry-after",
+                thumb("a3.jpg"): "500-then-ok",
+                thumb("a4.jpg"): "html",
+                thumb("a5.jpg"): "truncated",
+                thumb("a7.jpg"): jpeg(17),
             }
         )  # fmt: skip  (a6 answers 404)
         web.maxlag_once = True
@@ -89,8 +102,9 @@ def test_commons_api(tmp_path):
         assert row["license"] == "CC BY-SA 4.0" and row["artist"] == "Jane Doe"
         assert row["license_url"] == "https://creativecommons.org/licenses/by-sa/4.0"
         assert row["source_url"] == f"{web.base}/wiki/{title}"
-        assert row["file_url"] == f"{web.base}/upload/thumb/{title[5:]}"  # the thumbnail
-        assert json.loads(row["extra"])["api_sha1"] == f"sha1-of-{title[5:]}"
+        assert row["file_url"] == f"{web.base}{thumb(title[5:])}"  # the thumbnail
+        assert len(json.loads(row["extra"])["api_sha1"]) == 40
+        assert json.loads(row["extra"])["thumb_width"] == 960  # 640 is served at the 960 step
         assert (tmp_path / "data/raw" / row["path"]).is_file()
     assert report["skipped"] == {
         "download_error": {"ai": 1},
@@ -100,11 +114,182 @@ def test_commons_api(tmp_path):
         "truncated": {"ai": 1},
     }
     assert report["per_label"] == {"ai": 4, "real": 4} and report["class_ratio_real_to_ai"] == 1.0
-    retry = web.times["/upload/thumb/a2.jpg"]
+    assert report["per_category"]["ai"] == {"Category:AI": 3, "Category:AI by Midjourney": 1}
+    retry = web.times[thumb("a2.jpg")]
     assert len(retry) == 2 and retry[1] - retry[0] >= 1.9  # Retry-After: 2 honoured
-    assert web.hits["/upload/thumb/a3.jpg"] == 2  # 500, then success
+    assert web.hits[thumb("a3.jpg")] == 2  # 500, then success
     assert web.hits["/robots.txt"] >= 1 and web.hits["/w/api.php"] >= 6  # maxlag answer retried
     assert not any(path.startswith("/upload/r") for path in web.hits)  # never the originals
+    assert all("tests@example.org" in agent for agent in web.user_agents)
+
+
+def commons_config(web: FakeWeb, **extra) -> dict:
+    return {"spider": "commons", "api": f"{web.base}/w/api.php", **extra}
+
+
+@pytest.fixture(scope="module")
+def unkind_crawl(tmp_path_factory):
+    """One crawl of a fake Commons that does what the real one does to its clients."""
+    workdir = tmp_path_factory.mktemp("unkind")
+    with FakeWeb(page_size=500) as web:
+        web.serve_uploads = True
+        web.maxlag_responses, web.retry_after = 2, 1
+        web.categories["Category:Photos"] = [
+            CommonsFile("File:Wide photo.jpg", width=3000),
+            CommonsFile("File:Exactly 1280.png", "image/png", width=1280),  # step 1280: original
+            CommonsFile("File:Typical AI 1216.png", "image/png", width=1216),
+            CommonsFile("File:Huge.png", "image/png", width=20000, problem="thumberror"),
+            CommonsFile("File:Gone.jpg", problem="missing"),
+            CommonsFile("File:Both labels.jpg"),
+            *(CommonsFile(f"File:Batch {i:03d}.jpg") for i in range(60)),  # past 50 scaled
+        ]
+        web.subcategories["Category:AI"] = ["Category:AI by tool", "Category:Broken"]
+        web.subcategories["Category:AI by tool"] = ["Category:AI by tool/Midjourney"]
+        web.subcategories["Category:AI by tool/Midjourney"] = ["Category:AI by year"]
+        web.subcategories["Category:AI by year"] = ["Category:AI by tool"]  # a cycle
+        web.errors["Category:Broken"] = "permissiondenied"  # its files and its sub-categories
+        web.categories["Category:Broken"] = [CommonsFile("File:Unlisted.jpg")]
+        web.subcategories["Category:Broken"] = ["Category:Beyond"]
+        web.categories["Category:AI by tool/Midjourney"] = [
+            CommonsFile("File:Mj 1.jpg"), CommonsFile("File:Mj 2.jpg"),
+            CommonsFile("File:Both labels.jpg"),
+        ]  # fmt: skip
+        web.categories["Category:AI by year"] = [CommonsFile("File:Mj 1.jpg"),
+                                                 CommonsFile("File:Deep.jpg")]  # fmt: skip
+        rows, report = scrape(workdir, commons_config(
+            web, thumb_width=1024, page_size=100, segments=1,
+            sources=[{"category": "Category:Photos", "label": "real"},
+                     {"category": "Category:AI", "label": "ai"}],
+        ))  # fmt: skip
+    by_title: dict[str, list[dict]] = {}
+    for row in rows:
+        by_title.setdefault(json.loads(row["extra"])["title"], []).append(row)
+    return web, by_title, report, workdir
+
+
+def test_thumbnails_come_at_standard_steps_and_originals_are_never_stored(unkind_crawl):
+    web, by_title, report, _ = unkind_crawl
+    [wide] = by_title["File:Wide photo.jpg"]
+    assert wide["file_url"].endswith(thumb("Wide_photo.jpg", 1280))  # 1024 asked, 1280 served
+    assert json.loads(wide["extra"])["thumb_width"] == 1280
+    # step 1280 reaches 1280 and 1216 px originals: Commons would send the original file
+    assert "File:Exactly 1280.png" not in by_title and "File:Typical AI 1216.png" not in by_title
+    assert report["skipped"]["no_thumbnail_resample"] == {"real": 2}
+    assert not [path for path in web.hits if path.startswith("/upload/") and "/thumb/" not in path]
+
+
+def test_thumberror_and_missing_files_are_skipped_and_the_crawl_goes_on(unkind_crawl):
+    _, by_title, report, _ = unkind_crawl
+    assert report["skipped"]["thumberror"] == {"real": 1}
+    assert report["skipped"]["missing_file"] == {"real": 1}
+    assert "File:Huge.png" not in by_title and "File:Gone.jpg" not in by_title
+    assert {f"File:Batch {i:03d}.jpg" for i in range(60)} <= set(by_title)
+
+
+def test_iicontinue_brings_the_images_past_50_scaled_ones(unkind_crawl):
+    web, by_title, _, _ = unkind_crawl
+    continued = [q for q in web.api_queries if "iicontinue" in q]
+    assert continued and all(q["gcmtitle"] == "Category:Photos" for q in continued)
+    assert len([t for t in by_title if t.startswith("File:Batch")]) == 60
+
+
+def test_maxlag_answered_with_http_200_is_retried_after_retry_after(unkind_crawl):
+    web, _, report, _ = unkind_crawl
+    assert len(web.maxlagged) == 2
+    for query in web.maxlagged:
+        first, retry = web.api_times[query][:2]
+        assert retry - first >= web.retry_after - 0.05  # waited out, then asked again
+    assert report["stopped_sources"] == {}
+
+
+def test_deep_tree_with_a_cycle_is_walked_once_and_counted_per_category(unkind_crawl):
+    web, by_title, report, _ = unkind_crawl
+    assert "File:Deep.jpg" in by_title  # four levels down
+    listed = Counter(q["gcmtitle"] for q in web.api_queries if q.get("gcmtype") == "subcat")
+    assert max(listed.values()) == 1  # the cycle is not followed round
+    assert report["per_category"]["ai"] == {
+        "Category:AI by tool/Midjourney": 3, "Category:AI by year": 1,
+    }  # fmt: skip
+    assert report["api_errors"] == {"permissiondenied|Category:AI": 2}
+
+
+def test_a_file_in_several_sub_categories_is_stored_and_counted_once(unkind_crawl):
+    _, by_title, report, _ = unkind_crawl
+    assert len(by_title["File:Mj 1.jpg"]) == 1
+    assert report["in_several_categories"] == {"ai": 1}
+
+
+def test_a_file_under_both_labels_keeps_both_rows_for_prepare_to_drop(unkind_crawl):
+    _, by_title, report, workdir = unkind_crawl
+    assert sorted(row["label"] for row in by_title["File:Both labels.jpg"]) == ["ai", "real"]
+    assert report["label_conflicts"] == 1
+    manifest_frame = pd.read_csv(workdir / "data/raw/manifest.csv", dtype={"id": str})
+    _, dropped = drop_duplicate_ids(manifest_frame)
+    assert sorted(dropped.tolist()) == ["label_conflict", "label_conflict"]
+
+
+def test_media_downloads_are_two_at_a_time_across_hosts(unkind_crawl):
+    web, _, _, _ = unkind_crawl
+    assert 1 <= web.most_in_flight <= 2
+
+
+def test_the_user_agent_carries_the_contact(unkind_crawl):
+    web, _, _, _ = unkind_crawl
+    assert web.user_agents and all("tests@example.org" in agent for agent in web.user_agents)
+
+
+def test_each_label_reaches_max_items_with_unique_files_in_a_seeded_spread_sample(tmp_path):
+    names = [f"File:{letter}{i:02d}.jpg" for letter in "ABCDEFGHKMPRSTWZ" for i in range(10)]
+    samples = []
+    with FakeWeb(page_size=500) as web:
+        web.serve_uploads = True
+        web.subcategories["Category:AI"] = ["Category:AI one", "Category:AI two"]
+        web.categories["Category:AI one"] = [CommonsFile(n) for n in names]
+        web.categories["Category:AI two"] = [CommonsFile(n) for n in names]  # the same files
+        for seed in (0, 0, 1):
+            workdir = tmp_path / f"seed{seed}-{len(samples)}"
+            workdir.mkdir()
+            rows, report = scrape(workdir, commons_config(
+                web, seed=seed, segments=4, page_size=5, max_items=12,
+                sources=[{"category": "Category:AI", "label": "ai"}],
+            ))  # fmt: skip
+            titles = [json.loads(row["extra"])["title"] for row in rows]
+            assert len(rows) == len(set(titles)) == 12 and report["per_label"] == {"ai": 12}
+            samples.append(set(titles))
+    assert samples[0] == samples[1] and samples[0] != samples[2]  # seeded
+    first_letters = {title[5] for title in samples[0]}
+    assert len(first_letters) >= 3  # spread over the sort keys, not the first 12 files
+
+
+def test_retry_after_over_the_bound_stops_the_source_with_a_report_line(tmp_path):
+    with FakeWeb() as web:
+        web.maxlag_responses, web.retry_after = 1, 3600
+        web.categories["Category:Real"] = [CommonsFile("File:r.jpg")]
+        write_params(tmp_path, commons_config(
+            web, sources=[{"category": "Category:Real", "label": "real", "name": "quality"}],
+        ))  # fmt: skip
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        params["scrape"]["settings"]["RETRY_AFTER_MAX"] = 5
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        started = time.monotonic()
+        result = subprocess.run(command(tmp_path), cwd=tmp_path, env=env(), capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert result.returncode != 0 and "quality" in result.stderr + result.stdout
+    report = json.loads((tmp_path / "reports/scrape.json").read_text())
+    assert "maxlag" in report["stopped_sources"]["quality"]
+    assert (tmp_path / "data/raw/.crawl-incomplete").is_file()
+
+
+def test_the_commons_spider_refuses_to_start_without_a_contact(tmp_path):
+    config = {"spider": "commons", "contact": None,
+              "sources": [{"category": "Category:Real", "label": "real"}]}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"scrape": config}))
+    result = subprocess.run(command(tmp_path), cwd=tmp_path, env=env(), capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert "dvc exp run -S scrape.contact=you@example.org" in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_galleries_robots_redirects_timeouts_and_one_image_on_two_sources(tmp_path):
@@ -153,7 +338,7 @@ def test_kill_9_and_resume_keeps_the_manifest_consistent(tmp_path):
     with FakeWeb(page_size=10, image_delay=0.05) as web:
         web.categories["Category:Real"] = [(f"File:r{i}.jpg", "image/jpeg") for i in range(count)]
         for i in range(count):
-            web.images[f"/upload/thumb/r{i}.jpg"] = jpeg(i)
+            web.images[thumb(f"r{i}.jpg")] = jpeg(i)
         config = {"spider": "commons", "api": f"{web.base}/w/api.php",
                   "sources": [{"category": "Category:Real", "label": "real"}]}  # fmt: skip
         write_params(tmp_path, config)
@@ -196,7 +381,7 @@ def test_scale_5000_items_with_bounded_memory(tmp_path):
     with FakeWeb(page_size=500) as web:
         web.categories["Category:Real"] = [(f"File:r{i}.jpg", "image/jpeg") for i in range(count)]
         for i in range(count):
-            web.images[f"/upload/thumb/r{i}.jpg"] = jpeg(i, size=16)
+            web.images[thumb(f"r{i}.jpg")] = jpeg(i, size=16)
         write_params(
             tmp_path,
             {
