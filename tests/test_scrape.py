@@ -3,6 +3,7 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -10,13 +11,24 @@ import threading
 import pytest
 import yaml
 
-from conftest import make_image_folder, run
+from conftest import ROOT, make_image_folder
 
 
-def scrape(workdir, source, **extra):
+def run(args, cwd, timeout):
+    """Run with this checkout's code (not an installed copy), failing the test with its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def scrape(workdir, source, log=None, **extra):
     config = {"spider": "local", "source": str(source), "source_name": "fixture", **extra}
     (workdir / "params.yaml").write_text(yaml.safe_dump({"scrape": config}))
-    run([sys.executable, "-m", "pipeline.scrape"], workdir, timeout=300)
+    result = run([sys.executable, "-m", "pipeline.scrape"], workdir, timeout=300)
+    if log is not None:
+        log.extend((result.stdout + result.stderr).splitlines())
     with open(workdir / "data/raw/manifest.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     report = json.loads((workdir / "reports/scrape.json").read_text())
@@ -90,7 +102,43 @@ def test_bad_csv_label_is_a_clear_error(tmp_path):
     config = {"scrape": {"spider": "local", "source": str(table)}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.scrape"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "pipeline.scrape"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode != 0
     assert "list.csv:2: label must be one of" in result.stdout + result.stderr
+
+
+def test_each_skipped_file_is_one_log_line_and_counted(tmp_path):
+    source = make_image_folder(tmp_path / "source", per_class=2)
+    (source / "ai" / "page.jpg").write_bytes(b"<html>502 Bad Gateway</html>")
+    (source / "ai" / "zero.png").write_bytes(b"")
+    (source / "real" / "cut.png").write_bytes((source / "real" / "real_000.png").read_bytes()[:200])
+    (source / "real" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (source / "real" / "notes.txt").write_text("not an image, not counted")
+    log: list[str] = []
+    rows, report = scrape(tmp_path, source, log=log)
+
+    assert len(rows) == 4
+    assert report["skipped"] == {
+        "empty": {"ai": 1}, "mime_image/svg+xml": {"real": 1},
+        "not_an_image": {"ai": 1}, "truncated": {"real": 1},
+    }  # fmt: skip
+    for name in ("page.jpg", "zero.png", "cut.png", "logo.svg"):
+        lines = [line for line in log if name in line]
+        assert len(lines) == 1 and "skipped (" in lines[0], lines
+    assert not [line for line in log if "Traceback" in line]
+
+
+def test_symlinks_out_of_the_source_folder_are_refused_by_default(tmp_path):
+    source = make_image_folder(tmp_path / "source", per_class=2)
+    elsewhere = make_image_folder(tmp_path / "elsewhere", per_class=1, seed=5)
+    (source / "ai" / "outside.png").symlink_to(elsewhere / "ai" / "ai_000.png")
+    (source / "ai" / "inside.png").symlink_to(source / "real" / "real_000.png")
+    for name in ("refused", "followed"):
+        (tmp_path / name).mkdir()
+    rows, report = scrape(tmp_path / "refused", source)
+    assert report["skipped"] == {"symlink_outside_source": {"ai": 1}}
+    assert len(rows) == 5  # the link that stays inside is followed
+    rows, report = scrape(tmp_path / "followed", source, follow_outside_symlinks=True)
+    assert report["skipped"] == {} and len(rows) == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import mimetypes
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,37 @@ import scrapy
 from scrapy.exceptions import CloseSpider
 
 from pipeline.images import IMAGE_SUFFIXES, LABELS
-from scrapers.items import ImageItem
+from scrapers.items import ImageItem, skip
 
 
-def folder_entries(folder: Path) -> list[tuple[str, str]]:
-    """(file URL, label) for every image file under folder/real and folder/ai, sorted."""
-    entries = []
+def within(path: Path, folders: list[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
+def folder_entries(
+    folder: Path, follow_outside_symlinks: bool = False
+) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """(file URL, label) for every image file under folder/real and folder/ai, sorted, and
+    (path, label, reason) for the files passed over: images in formats that are not taken (such
+    as SVG, `mime_<type>` as the Commons spider says), and symbolic links that lead out of the
+    source folder (`symlink_outside_source`, unless `follow_outside_symlinks`)."""
+    entries, skipped = [], []
     for label in LABELS:
+        # folder/real itself may be a link to where the images are kept: a deliberate choice
+        inside = [folder.resolve(), (folder / label).resolve()]
         for path in sorted((folder / label).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                entries.append((path.resolve().as_uri(), label))
-    return entries
+            if not path.is_file():
+                continue
+            mime = mimetypes.guess_type(path.name)[0] or ""
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                if mime.startswith("image/"):
+                    skipped.append((str(path), label, f"mime_{mime}"))
+                continue
+            if not follow_outside_symlinks and not within(path.resolve(), inside):
+                skipped.append((str(path), label, "symlink_outside_source"))
+                continue
+            entries.append((path.resolve().as_uri(), label))
+    return entries, skipped
 
 
 def csv_entries(table: Path) -> list[tuple[str, str]]:
@@ -49,6 +70,7 @@ class LocalSpider(scrapy.Spider):
         source_name: str = "local",
         max_items: Any = None,
         urls: list[dict[str, str]] | None = None,
+        follow_outside_symlinks: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -56,6 +78,8 @@ class LocalSpider(scrapy.Spider):
         self.urls = urls or []
         self.source_name = source_name
         self.max_items = int(max_items) if max_items not in (None, "", "None") else None
+        self.follow_outside_symlinks = bool(follow_outside_symlinks)
+        self.passed_over: list[tuple[str, str, str]] = []
 
     def entries(self) -> list[tuple[str, str]]:
         if self.urls:
@@ -66,7 +90,8 @@ class LocalSpider(scrapy.Spider):
         if self.source is None:
             raise ValueError("give the local spider a source (folder or CSV) or a list of urls")
         if self.source.is_dir():
-            return folder_entries(self.source)
+            entries, self.passed_over = folder_entries(self.source, self.follow_outside_symlinks)
+            return entries
         if self.source.is_file():
             return csv_entries(self.source)
         raise FileNotFoundError(
@@ -79,6 +104,8 @@ class LocalSpider(scrapy.Spider):
             entries = self.entries()
         except (OSError, ValueError) as error:
             raise CloseSpider(f"bad source: {error}") from error
+        for path, label, reason in self.passed_over:
+            skip(self, reason, label, self.source_name, path)
         taken = dict.fromkeys(LABELS, 0)
         for url, label in entries:
             if self.max_items is not None and taken[label] >= self.max_items:
