@@ -7,6 +7,9 @@ start faster, and so do the CLI and the app.
 
 from pathlib import Path
 
+RAW_DIR = Path("data/raw")
+# present in RAW_DIR while a crawl has not finished with every source complete
+CRAWL_INCOMPLETE = RAW_DIR / ".crawl-incomplete"
 SPLITS = Path("data/prepared/splits.csv")
 CONFOUNDS = Path("reports/confounds.json")
 FEATURES_DIR = Path("data/features")

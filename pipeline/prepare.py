@@ -1,11 +1,14 @@
 """Stage `prepare`: validate, deduplicate and split the scraped images.
 
-Writes data/prepared/splits.csv (one row per kept image) and reports/prepare.json (kept and
-dropped images per reason per label).
+Writes data/prepared/splits.csv (one row per kept image), reports/prepare.json (kept and
+dropped images per reason per label), reports/confounds.json and the dataset card
+reports/dataset.md, all of them together or none (pipeline.io.atomic_outputs). It refuses the
+data of a crawl that has not finished.
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,13 +24,15 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from pipeline.images import UnreadableImage, decode
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_outputs, json_text, read_json
 from pipeline.params import load_params
-from pipeline.paths import CONFOUNDS, SPLITS
+from pipeline.paths import CONFOUNDS, CRAWL_INCOMPLETE, RAW_DIR, SPLITS
 
-MANIFEST = Path("data/raw/manifest.csv")
+MANIFEST = RAW_DIR / "manifest.csv"
 NORMALIZED_DIR = Path("data/prepared/images")
 REPORT = Path("reports/prepare.json")
+SCRAPE_REPORT = Path("reports/scrape.json")
+DATASET_CARD = Path("reports/dataset.md")
 NORMALIZED_QUALITY = 90
 CUES = ("format", "jpeg_quality", "exif", "width", "height", "bytes")
 SPLIT_NAMES = ("train", "val", "test")
@@ -254,10 +259,144 @@ def confound_report(images: pd.DataFrame, seed: int) -> dict[str, Any]:
     }
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table of a small frame (its index included)."""
+    frame = frame.reset_index()
+    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.to_numpy()]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + "---|" * len(frame.columns))
+    return "\n".join(lines)
+
+
+def per_label(frame: pd.DataFrame, column: str) -> str:
+    """Counts of each value of `column` per label, as a table."""
+    if column not in frame or frame.empty:
+        return "(not recorded)"
+    values = frame[column].fillna("(none)").astype(str)
+    table = pd.crosstab(values, frame["label"]).sort_values(list(frame["label"].unique())[0],
+                                                          ascending=False)  # fmt: skip
+    table.index.name, table.columns.name = column, None
+    return markdown_table(table)
+
+
+def dataset_card(
+    manifest: pd.DataFrame,
+    kept: pd.DataFrame,
+    report: dict[str, Any],
+    confounds: dict[str, Any],
+    scrape_report: dict[str, Any] | None,
+) -> str:
+    """reports/dataset.md: what the two classes are made of, so that a person sees at a glance
+    whether they differ in anything but their origin."""
+    kept = kept.copy()
+    extra = kept["extra"] if "extra" in kept else pd.Series("", index=kept.index)
+    kept["category"] = [
+        json.loads(value).get("category", "") if isinstance(value, str) and value else ""
+        for value in extra
+    ]
+    raw = manifest.drop_duplicates("id").set_index("id")
+    kept["scraped_format"] = kept["id"].map(raw["format"]) if "format" in raw else None
+    splits = pd.crosstab(kept["label"], kept["split"]).reindex(columns=list(SPLIT_NAMES))
+    splits.columns.name = None
+    widths = kept.groupby("label")["width"].describe(percentiles=[0.1, 0.5, 0.9])
+    widths = widths[["count", "min", "10%", "50%", "90%", "max"]].astype(int)
+    sources = (
+        kept.groupby(["label", "source_name", "category"]).size().rename("kept").to_frame()
+        if "source_name" in kept else pd.DataFrame()
+    )  # fmt: skip
+    dropped = pd.DataFrame(report["dropped"]).T.fillna(0).astype(int)
+    dropped.index.name = "reason"
+    lines = [
+        "# Dataset card",
+        "",
+        f"Written by `prepare` from {len(manifest)} manifest rows; {report['kept']} images kept. "
+        "Everything below is per label: a difference between the two columns other than the "
+        "images' origin is a shortcut a model can learn.",
+        "",
+        "## Images per label and split",
+        "",
+        markdown_table(splits.fillna(0).astype(int)),
+        "",
+        "## Per source and sub-category",
+        "",
+        markdown_table(sources) if not sources.empty else "(not recorded)",
+        "",
+        "## Licences",
+        "",
+        per_label(kept, "license"),
+        "",
+        "## File formats as scraped",
+        "",
+        per_label(kept, "scraped_format"),
+        "",
+        "## Widths (px)",
+        "",
+        markdown_table(widths),
+        "",
+        "## JPEG quality of the files the model reads (-1: not a JPEG)",
+        "",
+        per_label(kept, "jpeg_quality"),
+        "",
+        "## Skipped by the scrape",
+        "",
+    ]
+    skipped = (scrape_report or {}).get("skipped") or {}
+    if skipped:
+        table = pd.DataFrame(skipped).T.fillna(0).astype(int)
+        table.index.name = "reason"
+        lines.append(markdown_table(table))
+    else:
+        lines.append("(nothing, or no reports/scrape.json)")
+    for key, title in (("stopped_sources", "Sources stopped early"),
+                       ("label_conflicts", "Files listed under both labels")):  # fmt: skip
+        if (scrape_report or {}).get(key):
+            lines += ["", f"{title}: {scrape_report[key]}"]
+    lines += [
+        "",
+        "## Dropped by prepare",
+        "",
+        markdown_table(dropped) if not dropped.empty else "(nothing)",
+        "",
+        "## Confounds",
+        "",
+        "Test ROC-AUC of a small classifier that sees only these cues (0.5: no signal; the "
+        "further from 0.5, the more the classes differ in that cue alone):",
+        "",
+        f"- all cues together: {fmt_auc(confounds['all_cues']['roc_auc'])}",
+        *(f"- {cue}: {fmt_auc(auc)}" for cue, auc in confounds["per_cue"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def fmt_auc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def check_crawl_finished(raw_dir: Path) -> None:
+    """RuntimeError naming the interrupted crawl, and how to resume it, if raw_dir holds one."""
+    marker = raw_dir / CRAWL_INCOMPLETE.name
+    queue = raw_dir / ".jobdir"
+    if marker.is_file() or (queue.is_dir() and any(queue.iterdir())):
+        why = marker.read_text().strip() if marker.is_file() else "its queue is still there"
+        raise RuntimeError(
+            f"{raw_dir} holds an interrupted crawl ({why}): its images are a partial, possibly "
+            "one-sided, sample. Resume it with `dvc repro` (or `python -m pipeline.scrape`) "
+            "before preparing"
+        )
+
+
 def main() -> None:
     params = load_params()
+    try:
+        check_crawl_finished(MANIFEST.parent)
+    except RuntimeError as error:
+        raise SystemExit(f"prepare: {error}") from error
     manifest = pd.read_csv(MANIFEST, dtype={"id": str})
-    with atomic_path(SPLITS.parent) as out:
+    scrape_report = read_json(SCRAPE_REPORT) if SCRAPE_REPORT.is_file() else None
+    with atomic_outputs(SPLITS.parent, REPORT, CONFOUNDS, DATASET_CARD) as (
+        out, report_tmp, confounds_tmp, card_tmp,
+    ):  # fmt: skip
         out.mkdir()
         normalized = out / NORMALIZED_DIR.name if params["data"]["normalize"] else None
         if normalized:
@@ -275,13 +414,17 @@ def main() -> None:
             leftover.unlink()  # re-encoded copies of images dropped later (duplicates)
         columns = ["id", "path", "label", "split", "group", "phash", "source_name"]
         images[columns + list(CUES)].to_csv(out / SPLITS.name, index=False)
-    write_json(REPORT, report)
-    confounds = confound_report(images, params["seed"])
-    write_json(CONFOUNDS, confounds)
+        confounds = confound_report(images, params["seed"])
+        report_tmp.write_text(json_text(report), encoding="utf-8")
+        confounds_tmp.write_text(json_text(confounds), encoding="utf-8")
+        card_tmp.write_text(
+            dataset_card(manifest, images, report, confounds, scrape_report), encoding="utf-8"
+        )
     print(f"prepare: trivial cues alone reach ROC-AUC {confounds['all_cues']['roc_auc']}")
     for reason, counts in report["dropped"].items():
         print(f"prepare: dropped {sum(counts.values())} image(s): {reason} {counts}")
-    print(f"prepare: kept {report['kept']} image(s): {report['kept_per_split']}")
+    print(f"prepare: kept {report['kept']} image(s): {report['kept_per_split']}; "
+          f"the dataset card is {DATASET_CARD}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,17 +20,14 @@ from scrapy.utils.project import get_project_settings
 from pipeline import __version__
 from pipeline.io import write_json
 from pipeline.params import load_params
+from pipeline.paths import CRAWL_INCOMPLETE, RAW_DIR
 from scrapers.middlewares import LOOPBACK_ONLY_ENV
 
 # spiders whose sites block clients that give no contact in their User-Agent
 CONTACT_REQUIRED = {"commons"}
-RAW_DIR = Path("data/raw")
 REPORT = Path("reports/scrape.json")
 STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
-# present from the start of a crawl until it has finished with every source complete;
-# prepare refuses a RAW_DIR that holds it
-INCOMPLETE = ".crawl-incomplete"
-RESUME_COMMAND = "dvc repro scrape"
+RESUME_COMMAND = "dvc repro"  # DVC re-runs an unfinished scrape; data/raw persists
 
 
 def user_agent(contact: str | None) -> str:
@@ -96,7 +93,7 @@ def main() -> None:
         shutil.rmtree(jobdir, ignore_errors=True)
     running.parent.mkdir(parents=True, exist_ok=True)
     running.touch()
-    incomplete = RAW_DIR / INCOMPLETE
+    incomplete = CRAWL_INCOMPLETE
     incomplete.write_text(f"a {spider} crawl started and has not finished\n")
     stats = crawl(
         spider, config, RAW_DIR, REPORT,

@@ -1,8 +1,13 @@
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
+import yaml
 from PIL import Image
 
 from conftest import synthetic_image
+from pipeline import prepare as prepare_module
 from pipeline.prepare import (
     confound_report,
     jpeg_quality,
@@ -141,3 +146,74 @@ def test_normalized_cues_describe_the_re_encoded_files(tmp_path):
     kept, _ = prepare(manifest, tmp_path, PARAMS, 0, out)
     assert set(kept["format"]) == {"JPEG"} and set(kept["jpeg_quality"]) == {90}
     assert (kept["bytes"] > 1).all() and (kept["exif"] == 0).all()
+
+
+def prepare_project(folder, per_label: int = 20) -> None:
+    """A working directory with params.yaml and a scraped data/raw of generated images."""
+    raw = folder / "data" / "raw"
+    (raw / "images").mkdir(parents=True)
+    rows = manifest_rows(raw / "images", per_label, seed=3)
+    for row in rows:
+        row.update(path=f"images/{row['path']}", source_name=f"commons-{row['label']}",
+                   source_url=f"https://example.org/{row['id']}", format="PNG", bytes=1,
+                   license="CC BY-SA 4.0" if row["label"] == "real" else "CC0",
+                   extra=json.dumps({"category": f"Category:{row['label']} sub"}))  # fmt: skip
+    pd.DataFrame(rows).to_csv(raw / "manifest.csv", index=False)
+    params = {"seed": 0, "data": {**PARAMS, "split": {"val": 0.2, "test": 0.2}}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    (folder / "reports").mkdir()
+    (folder / "reports" / "scrape.json").write_text(
+        json.dumps({"skipped": {"no_thumbnail_resample": {"ai": 7}}, "label_conflicts": 1})
+    )
+
+
+OUTPUTS = ("data/prepared/splits.csv", "reports/prepare.json", "reports/confounds.json",
+           "reports/dataset.md")  # fmt: skip
+
+
+def test_prepare_writes_a_dataset_card_with_its_outputs(tmp_path, monkeypatch):
+    prepare_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    prepare_module.main()
+    assert all((tmp_path / name).is_file() for name in OUTPUTS)
+    card = (tmp_path / "reports" / "dataset.md").read_text()
+    for heading in ("Images per label and split", "Per source and sub-category", "Licences",
+                    "File formats as scraped", "Widths", "JPEG quality", "Skipped by the scrape",
+                    "Dropped by prepare", "Confounds"):  # fmt: skip
+        assert f"## {heading}" in card
+    assert "| real | commons-real | Category:real sub | 20 |" in card
+    assert "| CC BY-SA 4.0 | 0 | 20 |" in card and "| no_thumbnail_resample | 7 |" in card
+    assert "Files listed under both labels: 1" in card and "all cues together: " in card
+
+
+def test_prepare_outputs_land_together_or_not_at_all(tmp_path, monkeypatch):
+    prepare_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    prepare_module.main()
+    before = {name: (tmp_path / name).read_bytes() for name in OUTPUTS}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # a kill after splits.csv is written, before the confounds
+
+    monkeypatch.setattr(prepare_module, "confound_report", killed)
+    (tmp_path / "params.yaml").write_text(
+        (tmp_path / "params.yaml").read_text().replace("seed: 0", "seed: 1")
+    )
+    with pytest.raises(KeyboardInterrupt):
+        prepare_module.main()
+    assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "confounds.json", "dataset.md", "prepare.json", "scrape.json",
+    ]  # fmt: skip
+
+
+def test_prepare_refuses_the_data_of_an_interrupted_crawl(tmp_path, monkeypatch):
+    prepare_project(tmp_path)
+    (tmp_path / "data/raw/.crawl-incomplete").write_text("a commons crawl started and has not "
+                                                         "finished\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        prepare_module.main()
+    message = str(stop.value)
+    assert "interrupted crawl" in message and "a commons crawl started" in message
+    assert "dvc repro" in message and not (tmp_path / "data/prepared").exists()
