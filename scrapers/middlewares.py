@@ -79,6 +79,24 @@ class PoliteRetryMiddleware(RetryMiddleware):
             slot.lastseen = max(slot.lastseen, monotonic() + delay - slot.download_delay())
 
 
+class HoldBackMiddleware:
+    """Requests the spider no longer wants (its `hold_back(request)` says so: a Commons page whose
+    label's quota is full) are kept by the spider rather than sent."""
+
+    def __init__(self, crawler) -> None:  # noqa: ANN001
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):  # noqa: ANN001, ANN206
+        return cls(crawler)
+
+    def process_request(self, request: Request, spider=None) -> None:  # noqa: ANN001
+        hold_back = getattr(self.crawler.spider, "hold_back", None)
+        if hold_back is not None and hold_back(request):
+            raise IgnoreRequest(HELD_BACK)
+
+
+HELD_BACK = "held back by the spider"
 LOOPBACK_ONLY_ENV = "AIIC_LOOPBACK_ONLY"
 
 

@@ -99,6 +99,9 @@ class DatasetPipeline(FilesPipeline):
         self.report = self.crawler.settings.get("SCRAPE_REPORT")
         self.started = time.monotonic()
         self.rows = reconcile(self.root)
+        already_stored = getattr(self.crawler.spider, "already_stored", None)
+        if already_stored is not None:
+            already_stored(self.rows)
         self.seen = {row_key(row) for row in self.rows}
         self.stored_by_url = {row["file_url"]: row["path"] for row in self.rows}
         self.failures: Counter[tuple[str, str, str]] = Counter()

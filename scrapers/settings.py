@@ -12,6 +12,7 @@ ROBOTSTXT_OBEY = True
 ITEM_PIPELINES = {"scrapers.pipelines.DatasetPipeline": 100}
 DOWNLOADER_MIDDLEWARES = {
     "scrapers.middlewares.LoopbackOnlyMiddleware": 50,  # before robots.txt is fetched
+    "scrapers.middlewares.HoldBackMiddleware": 60,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scrapers.middlewares.PoliteRetryMiddleware": 550,
 }

@@ -17,6 +17,7 @@ from fake_web import CommonsFile, FakeWeb, jpeg
 
 from conftest import ROOT
 from pipeline.prepare import drop_duplicate_ids
+from scrapers.spiders.commons import segment_bounds
 
 FAST = {  # politeness stays on; only the waits shrink so that the tests run in seconds
     "DOWNLOAD_TIMEOUT": 1,
@@ -246,7 +247,7 @@ def test_each_label_reaches_max_items_with_unique_files_in_a_seeded_spread_sampl
         web.subcategories["Category:AI"] = ["Category:AI one", "Category:AI two"]
         web.categories["Category:AI one"] = [CommonsFile(n) for n in names]
         web.categories["Category:AI two"] = [CommonsFile(n) for n in names]  # the same files
-        for seed in (0, 0, 1):
+        for seed in (0, 1):
             workdir = tmp_path / f"seed{seed}-{len(samples)}"
             workdir.mkdir()
             rows, report = scrape(workdir, commons_config(
@@ -256,9 +257,19 @@ def test_each_label_reaches_max_items_with_unique_files_in_a_seeded_spread_sampl
             titles = [json.loads(row["extra"])["title"] for row in rows]
             assert len(rows) == len(set(titles)) == 12 and report["per_label"] == {"ai": 12}
             samples.append(set(titles))
-    assert samples[0] == samples[1] and samples[0] != samples[2]  # seeded
+    assert samples[0] != samples[1]  # seeded
     first_letters = {title[5] for title in samples[0]}
     assert len(first_letters) >= 3  # spread over the sort keys, not the first 12 files
+
+
+def test_segments_are_seeded_per_category_and_cover_its_whole_range():
+    bounds = segment_bounds("Category:AI", 4, seed=0)
+    assert bounds == segment_bounds("Category:AI", 4, seed=0)
+    assert bounds != segment_bounds("Category:AI", 4, seed=1)
+    assert bounds != segment_bounds("Category:Other", 4, seed=0)
+    assert bounds[0][0] == "" and bounds[-1][1] == "" and len(bounds) == 4
+    assert all(end == start for (_, end), (start, _) in zip(bounds[:-1], bounds[1:], strict=True))
+    assert segment_bounds("Category:AI", 1, seed=0) == [("", "")]
 
 
 def test_retry_after_over_the_bound_stops_the_source_with_a_report_line(tmp_path):
@@ -333,14 +344,15 @@ def test_galleries_robots_redirects_timeouts_and_one_image_on_two_sources(tmp_pa
     assert web.hits["/private/p.jpg"] == 0 and web.hits["/gallery/3.html"] == 0  # max_pages 2
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_keeps_the_manifest_consistent(tmp_path):
-    count = 80
+    count, quota = 100, 80
     with FakeWeb(page_size=10, image_delay=0.05) as web:
         web.categories["Category:Real"] = [(f"File:r{i}.jpg", "image/jpeg") for i in range(count)]
         for i in range(count):
             web.images[thumb(f"r{i}.jpg")] = jpeg(i)
-        config = {"spider": "commons", "api": f"{web.base}/w/api.php",
-                  "sources": [{"category": "Category:Real", "label": "real"}]}  # fmt: skip
+        sources = [{"category": "Category:Real", "label": "real"}]
+        config = commons_config(web, max_items=quota, sources=sources)
         write_params(tmp_path, config)
         crawl = subprocess.Popen(command(tmp_path), cwd=tmp_path, env=env(),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -353,16 +365,19 @@ def test_kill_9_and_resume_keeps_the_manifest_consistent(tmp_path):
         crawl.send_signal(signal.SIGKILL)
         crawl.wait()
         stored_before = len(manifest(tmp_path))
-        assert 0 < stored_before < count
+        assert 0 < stored_before < quota
         downloads_before = sum(n for p, n in web.hits.items() if p.startswith("/upload/"))
         rows, report = scrape(tmp_path, config)
         downloads_after = sum(n for p, n in web.hits.items() if p.startswith("/upload/"))
 
-    assert len(rows) == count and len({row["id"] for row in rows}) == count  # nothing duplicated
+    titles = [json.loads(row["extra"])["title"] for row in rows]
+    assert len(rows) == quota and len({row["id"] for row in rows}) == quota  # stored once each
+    assert len(set(titles)) == quota  # and the quota counts what the killed run stored
     files = {f"images/{path.name}" for path in (tmp_path / "data/raw/images").iterdir()}
     assert files == {row["path"] for row in rows}  # no file without a row, no row without a file
     # what was stored before the kill is not downloaded again (a few in flight may be)
-    assert downloads_after - downloads_before <= count - stored_before + 4
+    assert downloads_after - downloads_before <= quota - stored_before + 4
+    assert not (tmp_path / "data/raw/.crawl-incomplete").exists()
 
 
 def test_nothing_leaves_the_machine_in_tests(tmp_path):

@@ -24,6 +24,7 @@ Downloads that fail give their place back, and continuations held back by a full
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -37,11 +38,12 @@ from urllib.parse import urlencode
 
 import scrapy
 from scrapy import signals
-from scrapy.exceptions import DontCloseSpider
+from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 
 from pipeline.images import LABELS
 from scrapers.items import ImageItem, skip
+from scrapers.middlewares import HELD_BACK
 
 RASTER_MIME_TYPES = ("image/jpeg", "image/png", "image/webp")
 THUMBNAIL_STEPS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
@@ -205,6 +207,8 @@ class CommonsSpider(scrapy.Spider):
     def api_failed(self, failure) -> None:  # noqa: ANN001
         request = failure.request
         source = request.meta.get("source")
+        if failure.check(IgnoreRequest) and str(failure.value) == HELD_BACK:
+            return
         if failure.check(HttpError):
             response = failure.value.response
             why = f"HTTP {response.status}"
@@ -236,6 +240,24 @@ class CommonsSpider(scrapy.Spider):
                 yield self.subcategories_request(title, source, depth + 1)
         if "continue" in data:
             yield self.subcategories_request(meta["category"], source, depth, data["continue"])
+
+    def already_stored(self, rows: list[dict[str, str]]) -> None:
+        """Count the files an earlier, interrupted run stored (the dataset pipeline's manifest)
+        toward the quota, so that a rerun neither fetches nor counts them again."""
+        names = {source_name(source): source for source in self.sources}
+        for row in rows:
+            title = json.loads(row.get("extra") or "{}").get("title")
+            if title and row["source_name"] in names:
+                self.taken[row["label"]].add(title)
+                self.taken[row["source_name"]].add(title)
+                self.met[row["label"], title] = json.loads(row["extra"]).get("category", "")
+
+    def hold_back(self, request: scrapy.Request) -> bool:
+        """Keep, rather than send, a page of files whose label's quota is full."""
+        if request.callback != self.parse_files or not self.full(request.meta["source"]):
+            return False
+        self.parked.append(request)
+        return True
 
     def full(self, source: dict) -> bool:
         label, name = source["label"], source_name(source)
