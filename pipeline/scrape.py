@@ -2,7 +2,9 @@
 
 The crawl keeps its queue in data/raw/.jobdir (Scrapy's JOBDIR), so a crawl stopped with Ctrl-C
 resumes where it stopped; after a crash (kill -9), the manifest alone tells what is stored, and
-nothing stored is downloaded again. A change of the scrape settings starts afresh.
+nothing stored is downloaded again. A change of the scrape settings starts afresh. Until a crawl
+has finished with every source complete, data/raw/.crawl-incomplete says why, and prepare
+refuses the data. The Commons spider refuses to start without scrape.contact.
 """
 
 from __future__ import annotations

@@ -306,6 +306,9 @@ class CommonsSpider(scrapy.Spider):
         """The item of one file, or None after counting why it was skipped."""
         info, title = page["imageinfo"][0], page["title"]
         label, name = source["label"], source_name(source)
+        if info.get("filemissing") or info.get("filehidden"):
+            skip(self, "missing_file", label, name, title)
+            return None
         if info.get("mime") not in self.mime_types:
             skip(self, f"mime_{info.get('mime')}", label, name, title)
             return None
