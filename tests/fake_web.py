@@ -121,6 +121,9 @@ class FakeWeb:
         self.server.daemon_threads = True
         self.server.handle_error = lambda request, address: None  # clients that time out
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        # Commons spreads its media over several hosts (upload.wikimedia.org and mirrors): with
+        # two, files alternate between 127.0.0.1 and localhost
+        self.upload_hosts = ["127.0.0.1"]
 
     def __enter__(self) -> FakeWeb:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -250,7 +253,9 @@ class FakeWeb:
 
     def imageinfo(self, file: CommonsFile, query: dict[str, str]) -> tuple[dict, int]:
         """The imageinfo entry of a file, and how many transforms it took (0 or 1)."""
-        url = f"{self.base}/upload/{quote(file.dbkey)}"
+        host = self.upload_hosts[page_id(file.title) % len(self.upload_hosts)]
+        media = f"http://{host}:{self.server.server_address[1]}"
+        url = f"{media}/upload/{quote(file.dbkey)}"
         info = {
             "size": 123456, "width": file.width, "height": file.height,
             "descriptionurl": f"{self.base}/wiki/{quote(file.title.replace(' ', '_'), safe=':')}",
@@ -276,7 +281,7 @@ class FakeWeb:
             thumb = {"thumburl": url, "thumbwidth": file.width, "thumbheight": file.height}
         else:
             thumb = {
-                "thumburl": f"{self.base}/upload/thumb/{quote(file.dbkey)}/{step}px-"
+                "thumburl": f"{media}/upload/thumb/{quote(file.dbkey)}/{step}px-"
                             f"{quote(file.dbkey)}",
                 "thumbwidth": requested,
                 "thumbheight": round(file.height * requested / file.width),

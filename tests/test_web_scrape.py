@@ -132,8 +132,8 @@ def commons_config(web: FakeWeb, **extra) -> dict:
 def unkind_crawl(tmp_path_factory):
     """One crawl of a fake Commons that does what the real one does to its clients."""
     workdir = tmp_path_factory.mktemp("unkind")
-    with FakeWeb(page_size=500) as web:
-        web.serve_uploads = True
+    with FakeWeb(page_size=500, image_delay=0.05) as web:
+        web.serve_uploads, web.upload_hosts = True, ["127.0.0.1", "localhost"]
         web.maxlag_responses, web.retry_after = 2, 1
         web.categories["Category:Photos"] = [
             CommonsFile("File:Wide photo.jpg", width=3000),
@@ -230,8 +230,11 @@ def test_a_file_under_both_labels_keeps_both_rows_for_prepare_to_drop(unkind_cra
 
 
 def test_media_downloads_are_two_at_a_time_across_hosts(unkind_crawl):
-    web, _, _, _ = unkind_crawl
-    assert 1 <= web.most_in_flight <= 2
+    web, by_title, _, _ = unkind_crawl
+    hosts = {row["file_url"].split("/")[2].split(":")[0] for rows in by_title.values()
+             for row in rows}  # fmt: skip
+    assert hosts == {"127.0.0.1", "localhost"}  # two per host would allow four at once
+    assert web.most_in_flight == 2
 
 
 def test_the_user_agent_carries_the_contact(unkind_crawl):
