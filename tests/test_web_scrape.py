@@ -250,6 +250,8 @@ def test_each_label_reaches_max_items_with_unique_files_in_a_seeded_spread_sampl
         web.subcategories["Category:AI"] = ["Category:AI one", "Category:AI two"]
         web.categories["Category:AI one"] = [CommonsFile(n) for n in names]
         web.categories["Category:AI two"] = [CommonsFile(n) for n in names]  # the same files
+        for name in names[::3]:  # failed downloads give their place in the quota back
+            web.images[thumb(name[5:])] = "html"
         for seed in (0, 1):
             workdir = tmp_path / f"seed{seed}-{len(samples)}"
             workdir.mkdir()
@@ -259,6 +261,7 @@ def test_each_label_reaches_max_items_with_unique_files_in_a_seeded_spread_sampl
             ))  # fmt: skip
             titles = [json.loads(row["extra"])["title"] for row in rows]
             assert len(rows) == len(set(titles)) == 12 and report["per_label"] == {"ai": 12}
+            assert report["skipped"]["not_an_image"]["ai"] > 0
             samples.append(set(titles))
     assert samples[0] != samples[1]  # seeded
     first_letters = {title[5] for title in samples[0]}
