@@ -21,6 +21,7 @@ import urllib3
 from PIL import Image
 
 from pipeline import __version__
+from pipeline.errors import AiicError
 from pipeline.images import UnreadableImage, decode
 
 ALLOW_PRIVATE_ENV = "AIIC_ALLOW_PRIVATE_URLS"  # for local testing only; off by default
@@ -32,7 +33,7 @@ USER_AGENT = f"ai-image-classifier/{__version__}"
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class FetchRefused(Exception):
+class FetchRefused(AiicError, ValueError):
     """The URL was not fetched, or its body was not used; the message says why."""
 
 

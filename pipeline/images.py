@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.errors import AiicError
+
 LABELS = ("ai", "real")  # index = class id: the model's score is P(real)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(AiicError, ValueError):
     """An image that cannot be used; `reason` is a short machine-readable word."""
 
     def __init__(self, source: object, reason: str, detail: str) -> None:
