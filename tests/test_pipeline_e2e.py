@@ -131,10 +131,18 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", make_image_folder(tmp_path / "images"))
     first = dvc(project, "repro")
     assert ran_stages(first) == {
-        "scrape", "prepare", "train", "evaluate", "compare", "export",
-        *(f"{stage}@{name}" for name in BACKBONES for stage in
-          ("features", "balance", "robustness")),
-    }  # fmt: skip
+        "scrape",
+        "prepare",
+        "train",
+        "evaluate",
+        "compare",
+        "export",
+        *(
+            f"{stage}@{name}"
+            for name in BACKBONES
+            for stage in ("features", "balance", "robustness")
+        ),
+    }
     check_outputs(project)
     check_plots(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -192,9 +200,15 @@ def test_two_runs_from_scratch_are_identical(tmp_path):
         set_yaml(project / "params.yaml", backbone={"name": "vgg16"})
         dvc(project, "repro", "evaluate")
         outputs.append(
-            [(project / path).read_bytes() for path in
-             ("data/prepared/splits.csv", "metrics/vgg16.json", "data/scores/vgg16.csv")]
-        )  # fmt: skip
+            [
+                (project / path).read_bytes()
+                for path in (
+                    "data/prepared/splits.csv",
+                    "metrics/vgg16.json",
+                    "data/scores/vgg16.csv",
+                )
+            ]
+        )
     assert outputs[0] == outputs[1]
 
 
