@@ -176,14 +176,14 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     )
     run([sys.executable, "-m", "pipeline", "compose"], project)
     added = dvc(project, "repro")
-    assert ran_stages(added) == {
+    # only the new backbone's features are extracted; export may come from DVC's run cache
+    assert ran_stages(added) - {"export"} == {
         "features@mobilenetv2",
         "balance@mobilenetv2",
         "robustness@mobilenetv2",
         "train",
         "evaluate",
         "compare",
-        "export",  # configs/ recomposed: the head settings of the last experiment are undone
     }
     assert json.loads((project / "metrics/mobilenetv2.json").read_text())["images"]
     assert "| mobilenetv2 |" in (project / "reports/comparison.md").read_text()
