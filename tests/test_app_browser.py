@@ -111,6 +111,7 @@ def test_upload_and_produce_result_in_chromium(served_app, browser, tmp_path):
         lambda driver: driver.find_elements(By.CSS_SELECTOR, "[data-testid=stMetricValue]")
     )
     verdict, p_score = (element.text for element in metrics[:2])
-    browser.save_screenshot(str(ROOT / "tests" / "screenshots" / "app_result.png"))
+    # kept where a person can look at it: pytest's temporary folder, not the source tree
+    assert browser.save_screenshot(str(tmp_path / "app_result.png"))
     assert verdict in ("Real", "AI-generated")
     assert 0.0 <= float(p_score) <= 1.0

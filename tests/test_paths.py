@@ -1,7 +1,9 @@
 """dvc.yaml and pipeline.paths name the same files: what DVC tracks is what the code writes."""
 
+import shutil
 from pathlib import Path
 
+import pytest
 from dvc.repo import Repo
 
 from conftest import ROOT, compose_params
@@ -9,6 +11,18 @@ from pipeline import paths
 from pipeline.prepare import REPORT as PREPARE_REPORT
 from pipeline.scrape import RAW_DIR
 from pipeline.scrape import REPORT as SCRAPE_REPORT
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """DVC's own reading of dvc.yaml, in a copy: opening a repository writes into .dvc/tmp."""
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    with (tmp_path / ".dvc/config").open("a") as config:
+        config.write("    no_scm = true\n")
+    with Repo(str(tmp_path)) as opened:
+        yield opened
 
 
 def named_paths(backbones: list[str], exported: str) -> set[Path]:
@@ -44,11 +58,10 @@ def named_paths(backbones: list[str], exported: str) -> set[Path]:
     return named
 
 
-def test_every_output_and_data_dependency_in_dvc_yaml_is_named_in_pipeline_paths():
+def test_every_output_and_data_dependency_in_dvc_yaml_is_named_in_pipeline_paths(repo):
     params = compose_params()
     named = named_paths(list(params["backbones"]), params["backbone"]["name"])
-    with Repo(str(ROOT)) as repo:
-        stages = list(repo.index.stages)
+    stages = list(repo.index.stages)
     tracked = set()
     for stage in stages:
         tracked |= {Path(str(out.def_path)) for out in stage.outs}
@@ -63,10 +76,9 @@ def test_every_output_and_data_dependency_in_dvc_yaml_is_named_in_pipeline_paths
     }
 
 
-def test_top_level_metrics_and_plots_are_the_folders_the_code_writes():
-    with Repo(str(ROOT)) as repo:
-        (metrics,) = repo.index._metrics.values()
-        (plots,) = repo.index._plots.values()
+def test_top_level_metrics_and_plots_are_the_folders_the_code_writes(repo):
+    (metrics,) = repo.index._metrics.values()
+    (plots,) = repo.index._plots.values()
     assert [Path(path) for path in metrics] == [paths.METRICS_DIR]
     folders = {Path(next(iter(plot))) for plot in plots}
     assert paths.HISTORY_DIR in folders
