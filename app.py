@@ -12,24 +12,25 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from pipeline.entry import message
+from pipeline.errors import AiicError
 from pipeline.fetch import FetchRefused, fetch_image
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.inference import (
-    EXPORT_DIR,
-    ModelNotFound,
     describe,
     load_exported,
     reading_bands,
     score_images,
     verdict,
 )
+from pipeline.paths import EXPORT_DIR
 
 MODEL_DIR = Path(os.environ.get("AIIC_MODEL_DIR", EXPORT_DIR))
 VERDICTS = {"real": "Real", "ai": "AI-generated"}
 
 
 @st.cache_resource
-def model_and_info(model_dir: str):  # noqa: ANN201
+def model_and_info(model_dir: str) -> tuple:
     return load_exported(Path(model_dir))
 
 
@@ -38,8 +39,8 @@ st.title("Real photograph or AI-generated?")
 
 try:
     model, info = model_and_info(str(MODEL_DIR))
-except ModelNotFound as error:
-    st.error(f"{error} Then reload this page.")
+except AiicError as error:
+    st.error(f"{message(error)} Then reload this page.")
     st.stop()
 
 upload_tab, url_tab = st.tabs(["Upload", "Image URL"])

@@ -1,43 +1,66 @@
-"""Feature extractors: frozen keras.applications backbones and a weight-free frequency spectrum.
+"""Feature extractors, from a registry driven by config: any keras.applications model, a
+weight-free frequency spectrum, and whatever else registers in EXTRACTORS.
 
-Each extractor is a Keras model from RGB pixels (0..255) to one feature vector per image, with its
-preprocessing inside, so that the exported model is one self-contained file.
+A backbone is one entry of params.yaml's `backbones` (one file in configs/backbones/): its
+`extractor` kind (`keras_application` by default) and that kind's options. Each extractor is a
+Keras model from RGB pixels (0..255) to one feature vector per image, with its preprocessing
+inside, so that the exported model is one self-contained file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import keras
 import numpy as np
+from keras.src.utils import file_utils
+
+from pipeline.errors import ConfigError, MissingWeights, not_one_of
 
 OFFLINE_ENV = "AIIC_OFFLINE"
 RESIZE, CENTER_CROP = "resize", "center_crop"  # how an image becomes input_size x input_size
-SPEC_KEYS = ("name", "weights", "input_size", "batch_size")  # the rest are extractor options
+SPEC_KEYS = ("name", "extractor", "weights", "input_size", "batch_size", "precision")
+DEFAULT_EXTRACTOR = "keras_application"
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # precision -> Keras policy
 
 
-class MissingWeights(SystemExit):
-    """ImageNet weights are neither cached nor downloadable: a one-paragraph explanation."""
+def application_names() -> list[str]:
+    """Every model constructor keras.applications offers."""
+    return sorted(name for name in dir(keras.applications) if name[:1].isupper())
+
+
+def application(name: str) -> Callable[..., keras.Model]:
+    constructor = getattr(keras.applications, str(name), None)
+    if not name or not str(name)[:1].isupper() or not callable(constructor):
+        raise not_one_of("application", name, application_names())
+    return constructor
+
+
+def preprocess_input(application_name: str) -> Callable[[Any], Any]:
+    """The application's own `preprocess_input`, from the module that defines it."""
+    return importlib.import_module(application(application_name).__module__).preprocess_input
 
 
 @keras.saving.register_keras_serializable(package="aiic")
 class Preprocess(keras.layers.Layer):
-    """Applies a keras.applications backbone's own `preprocess_input` to RGB pixels in 0..255."""
+    """Applies a keras.applications model's own `preprocess_input` to RGB pixels in 0..255."""
 
-    def __init__(self, backbone: str, **kwargs: Any) -> None:
+    def __init__(self, application: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backbone = backbone
+        self.application = application
+        self.preprocess = preprocess_input(application)
 
     def call(self, images: Any) -> Any:
-        return BACKBONES[self.backbone].preprocess(keras.ops.cast(images, "float32"))
+        return self.preprocess(keras.ops.cast(images, "float32"))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "backbone": self.backbone}
+        return {**super().get_config(), "application": self.application}
 
 
 def radial_bins(size: int, bins: int) -> np.ndarray:
@@ -87,94 +110,128 @@ class SpectrumFeatures(keras.layers.Layer):
         return {**super().get_config(), "bins": self.bins}
 
 
-@dataclass(frozen=True)
-class KerasApplication:
-    constructor: Any
-    preprocess: Any
-    notop_weights_file: str  # the file name Keras caches ImageNet weights under
-    min_size: int
-    input_mode: str = RESIZE
-
-    def features(self, name: str, inputs: Any, weights: str | None) -> Any:
-        resolved = _resolve_weights(self, name, weights)
-        try:
-            backbone = self.constructor(
-                include_top=False, weights=resolved, input_shape=inputs.shape[1:], pooling="avg"
-            )
-        except Exception as error:  # Keras raises a bare Exception when a download fails
-            if resolved == "imagenet" and "fetch failure" in str(error).lower():
-                raise _missing_weights(self, name, error) from error
-            raise
-        backbone.trainable = False
-        return backbone(Preprocess(name)(inputs), training=False)
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """Needs no weights and sees pixels at native resolution: resampling would smear the traces."""
-
-    min_size: int = 8
-    input_mode: str = CENTER_CROP
-
-    def features(self, name: str, inputs: Any, weights: str | None, bins: int = 16) -> Any:
-        if weights is not None:
-            raise SystemExit(f"backbones.{name}.weights must be null: the spectrum has no weights")
-        return SpectrumFeatures(bins)(inputs)
-
-
-BACKBONES: dict[str, KerasApplication | Spectrum] = {
-    "inceptionv3": KerasApplication(
-        keras.applications.InceptionV3,
-        keras.applications.inception_v3.preprocess_input,
-        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        75,
-    ),
-    "vgg16": KerasApplication(
-        keras.applications.VGG16,
-        keras.applications.vgg16.preprocess_input,
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        32,
-    ),
-    "spectrum": Spectrum(),
-}
-
-
 def keras_cache_dir() -> Path:
+    """Where keras.applications keeps downloaded weights (Keras' `cache_subdir="models"`)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
 
 
-def backbone(name: str) -> KerasApplication | Spectrum:
-    if name not in BACKBONES:
-        raise SystemExit(f"Unknown backbone {name!r}; known: {', '.join(BACKBONES)}.")
-    return BACKBONES[name]
-
-
-def _missing_weights(application: KerasApplication, name: str, cause: object) -> MissingWeights:
-    file, folder = application.notop_weights_file, keras_cache_dir()
+def missing_weights(name: str, file: str, cause: object) -> MissingWeights:
+    folder = keras_cache_dir()
     return MissingWeights(
-        f"Cannot load the ImageNet weights of {name}: the file {file} is not in Keras' cache "
-        f"folder {folder} and could not be downloaded ({cause}). Copy that file into {folder}/ "
-        f"(from any machine where keras.applications has downloaded it), or set "
+        f"Cannot load the ImageNet weights of backbone {name}: the file {file} is not in Keras' "
+        f"cache folder {folder} and could not be downloaded ({cause}). Copy that file into "
+        f"{folder}/ (from any machine where keras.applications has downloaded it), or set "
         f"backbones.{name}.weights to the path of a local .h5 file, or set it to null to run "
         "with random weights (for tests and smoke runs: features from a random network are far "
         "weaker)."
     )
 
 
-def _resolve_weights(application: KerasApplication, name: str, weights: str | None) -> str | None:
-    if weights is None:
-        return None
-    if weights != "imagenet":
-        if not Path(weights).is_file():
-            raise SystemExit(f"backbones.{name}.weights: no such weights file: {weights}")
-        return weights
-    cached = keras_cache_dir() / application.notop_weights_file
-    if not cached.is_file() and os.environ.get(OFFLINE_ENV):
-        raise _missing_weights(application, name, f"{OFFLINE_ENV} is set")
-    return "imagenet"
+@contextlib.contextmanager
+def weights_downloads_for(name: str) -> Iterator[None]:
+    """While a keras.applications model is built, a weights file missing from Keras' cache is
+    downloaded only when allowed, and a failure names the file (each application asks Keras'
+    `get_file` for its own file name, so no name is written down here)."""
+    real_get_file = file_utils.get_file
+
+    def get_file(fname: str | None = None, origin: str | None = None, *args: Any, **kwargs: Any):
+        file = fname or Path(urlsplit(origin or "").path).name
+        cached = keras_cache_dir().parent / kwargs.get("cache_subdir", "datasets") / file
+        if cached.is_file():
+            return real_get_file(fname, origin, *args, **kwargs)
+        if os.environ.get(OFFLINE_ENV):
+            raise missing_weights(name, file, f"{OFFLINE_ENV} is set")
+        try:
+            return real_get_file(fname, origin, *args, **kwargs)
+        except Exception as error:  # Keras raises a bare Exception when a download fails
+            raise missing_weights(name, file, error) from error
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    finally:
+        file_utils.get_file = real_get_file
 
 
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # precision -> Keras policy
+class KerasApplication:
+    """Any keras.applications model (`application`: its name there), without its top and with
+    global average pooling, behind its own preprocess_input; weights `imagenet`, a .h5 file, or
+    null (random)."""
+
+    options = ("application",)
+    input_mode = RESIZE
+
+    def check(self, spec: dict[str, Any]) -> None:
+        application(spec.get("application"))
+        weights = spec.get("weights")
+        if weights not in (None, "imagenet") and not Path(weights).is_file():
+            raise ConfigError(f"backbones.{spec['name']}.weights: no such weights file: {weights}")
+
+    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
+        name, weights = spec["name"], spec.get("weights")
+        try:
+            with weights_downloads_for(name):
+                backbone = application(spec["application"])(
+                    include_top=False,
+                    weights=weights,
+                    input_shape=inputs.shape[1:],
+                    pooling="avg",
+                )
+        except ValueError as error:  # Keras' own checks, e.g. of the input size
+            raise ConfigError(f"backbones.{name}: {error}") from error
+        backbone.trainable = False
+        return backbone(Preprocess(spec["application"])(inputs), training=False)
+
+
+class Spectrum:
+    """Needs no weights and sees pixels at native resolution: resampling would smear the traces."""
+
+    options = ("bins",)
+    input_mode = CENTER_CROP
+    min_size = 8
+
+    def check(self, spec: dict[str, Any]) -> None:
+        if spec.get("weights") is not None:
+            raise ConfigError(
+                f"backbones.{spec['name']}.weights must be null: the spectrum has no weights"
+            )
+        if spec["input_size"] < self.min_size:
+            raise ConfigError(
+                f"backbones.{spec['name']}.input_size must be at least {self.min_size}, "
+                f"got {spec['input_size']}"
+            )
+
+    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
+        return SpectrumFeatures(spec.get("bins", 16))(inputs)
+
+
+EXTRACTORS: dict[str, KerasApplication | Spectrum] = {
+    "keras_application": KerasApplication(),
+    "spectrum": Spectrum(),
+}
+
+
+def extractor_kind(spec: dict[str, Any]) -> KerasApplication | Spectrum:
+    """The registered extractor a backbone spec names (`extractor`, default keras_application)."""
+    kind = spec.get("extractor", DEFAULT_EXTRACTOR)
+    if kind not in EXTRACTORS:
+        raise not_one_of(f"backbones.{spec.get('name')}.extractor", kind, EXTRACTORS)
+    return EXTRACTORS[kind]
+
+
+def check_spec(spec: dict[str, Any]) -> KerasApplication | Spectrum:
+    """Validate a backbone spec before any work: its keys, extractor and their values."""
+    kind = extractor_kind(spec)
+    allowed = (*SPEC_KEYS, *kind.options)
+    for key in spec:
+        if key not in allowed:
+            raise not_one_of(f"backbones.{spec.get('name')} key", key, allowed)
+    precision = spec.get("precision", "float32")
+    precisions = ["float32"] if isinstance(kind, Spectrum) else list(PRECISIONS)
+    if precision not in precisions:
+        raise not_one_of(f"backbones.{spec['name']}.precision", precision, precisions)
+    kind.check(spec)
+    return kind
 
 
 @contextlib.contextmanager
@@ -188,30 +245,17 @@ def dtype_policy(policy: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def build_extractor(
-    name: str, input_size: int, weights: str | None, precision: str = "float32", **options: Any
-) -> keras.Model:
-    """RGB pixels (input_size x input_size, 0..255) in, one float32 feature vector per image out.
-
-    precision bfloat16 computes in bfloat16 with float32 weights (Keras' mixed_bfloat16 policy):
-    1.6x to 2x as fast on this project's AVX512-BF16 CPU (BENCHMARKS.md).
-    """
-    kind = backbone(name)
-    if input_size < kind.min_size:
-        raise SystemExit(f"{name} needs input_size >= {kind.min_size}, got {input_size}")
-    if precision not in PRECISIONS or (precision != "float32" and isinstance(kind, Spectrum)):
-        raise SystemExit(
-            f"backbones.{name}.precision must be float32"
-            f"{'' if isinstance(kind, Spectrum) else ' or bfloat16'}, got {precision!r}"
-        )
-    inputs = keras.Input((input_size, input_size, 3), name="rgb")
-    with dtype_policy(PRECISIONS[precision]):
-        features = kind.features(name, inputs, weights, **options)
-    features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(features)
-    return keras.Model(inputs, features, name=f"{name}_features")
-
-
 def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
-    """build_extractor for one entry of params.yaml's `backbones`."""
-    options = {key: value for key, value in spec.items() if key not in SPEC_KEYS}
-    return build_extractor(spec["name"], spec["input_size"], spec["weights"], **options)
+    """RGB pixels (input_size x input_size, 0..255) in, one float32 feature vector per image out,
+    for one entry of params.yaml's `backbones`.
+
+    precision bfloat16 computes in bfloat16 with float32 weights (Keras' mixed_bfloat16 policy),
+    much faster on CPUs with AVX512-BF16 (BENCHMARKS.md).
+    """
+    kind = check_spec(spec)
+    size = spec["input_size"]
+    inputs = keras.Input((size, size, 3), name="rgb")
+    with dtype_policy(PRECISIONS[spec.get("precision", "float32")]):
+        features = kind.features(spec, inputs)
+    features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(features)
+    return keras.Model(inputs, features, name=f"{spec['name']}_features")

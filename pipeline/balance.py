@@ -1,25 +1,24 @@
 """Stage `balance`: SMOTE on the training features only; validation and test stay untouched.
 
-`python -m pipeline.balance <backbone>` writes data/balanced/<backbone>/train.npz (features,
+`python -m pipeline balance <backbone>` writes data/balanced/<backbone>/train.npz (features,
 labels) and reports/balance/<backbone>.json (class counts before and after).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from imblearn.over_sampling import SMOTE
 
-from pipeline.features import load_features
+from pipeline.entry import run
+from pipeline.errors import not_one_of
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, write_json
-from pipeline.params import load_params
-from pipeline.paths import BALANCED_DIR, FEATURES_DIR
-
-REPORT_DIR = Path("reports/balance")
+from pipeline.params import BALANCE_METHODS, load_params
+from pipeline.paths import BALANCE_REPORTS_DIR, balanced_file, features_dir
+from pipeline.runtime import load_features
 
 
 def balance(
@@ -34,10 +33,10 @@ def balance(
     if method == "none":
         return features, labels
     if method != "smote":
-        raise SystemExit(f"balance.method must be smote or none, got {method!r}")
+        raise not_one_of("balance.method", method, BALANCE_METHODS)
     minority = int(np.bincount(labels, minlength=len(LABELS)).min())
     if minority <= k_neighbors:
-        raise SystemExit(
+        raise ValueError(
             f"SMOTE needs more than k_neighbors={k_neighbors} training images in each class, "
             f"the smallest class has {minority}: lower balance.k_neighbors or add images"
         )
@@ -57,19 +56,20 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     config = dict(params["balance"])
-    features, labels, _ = load_features(FEATURES_DIR / args.backbone, "train")
+    features, labels, _ = load_features(features_dir(args.backbone), "train")
     balanced, balanced_labels = balance(features, labels, seed=params["seed"], **config)
-    with atomic_path(BALANCED_DIR / args.backbone) as out:
+    out_file = balanced_file(args.backbone)
+    with atomic_path(out_file.parent) as out:
         out.mkdir()
-        np.savez(out / "train.npz", features=balanced, labels=balanced_labels)
+        np.savez(out / out_file.name, features=balanced, labels=balanced_labels)
     report = {
         "method": config["method"],
         "before": class_counts(labels),
         "after": class_counts(balanced_labels),
     }
-    write_json(REPORT_DIR / f"{args.backbone}.json", report)
+    write_json(BALANCE_REPORTS_DIR / f"{args.backbone}.json", report)
     print(f"balance {args.backbone}: {report['before']} -> {report['after']}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "balance")

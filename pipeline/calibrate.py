@@ -17,6 +17,9 @@ from scipy.optimize import minimize_scalar
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from pipeline.errors import not_one_of
+from pipeline.params import CALIBRATION_METHODS, THRESHOLD_RULES
+
 EPSILON = 1e-7
 
 
@@ -87,7 +90,7 @@ def fit_calibration(labels: np.ndarray, p_real: np.ndarray, method: str) -> Cali
         )
     if method == "none":
         return Calibration("none")
-    raise SystemExit(f"calibration.method must be temperature, platt, isotonic or none: {method!r}")
+    raise not_one_of("calibration.method", method, CALIBRATION_METHODS)
 
 
 def apply_calibration(calibration: Calibration, p_real: np.ndarray) -> np.ndarray:
@@ -105,7 +108,7 @@ def choose_threshold(
     if rule == "fpr_real":
         return float(np.quantile(p_real[labels == 1], target_fpr_real, method="lower"))
     if rule != "balanced_accuracy":
-        raise SystemExit(f"calibration.threshold must be balanced_accuracy or fpr_real: {rule!r}")
+        raise not_one_of("calibration.threshold", rule, THRESHOLD_RULES)
     candidates = np.unique(np.append(p_real, 0.5))
     ai, real = np.sort(p_real[labels == 0]), np.sort(p_real[labels == 1])
     ai_correct = np.searchsorted(ai, candidates, side="left")  # AI images scored below the cut

@@ -1,14 +1,16 @@
-"""`aiic`: one entry point for every stage (`aiic prepare` = `python -m pipeline.prepare`)."""
+"""`aiic`: one entry point for every stage and command (`aiic prepare` = `python -m pipeline
+prepare`); it applies the start-up tuning of pipeline.entry before the stage's libraries load."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-STAGES = (
-    "scrape", "prepare", "features", "balance", "robustness", "train", "evaluate",
-    "compare", "export",
-)  # fmt: skip
+from pipeline.entry import run, tune_startup
+
+STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "evaluate")
+STAGES += ("compare", "export")
+COMMANDS = {"predict": "pipeline.predict", "compose": "pipeline.params"}
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 
 commands:
@@ -27,15 +29,13 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
-    if command == "compose":
-        from pipeline.params import compose
-
-        compose(rest)
-        return
-    if command not in (*STAGES, "predict"):
-        sys.exit(f"aiic: unknown command {command!r}\n{USAGE}")
+    if command not in (*STAGES, *COMMANDS):
+        print(f"aiic: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    tune_startup()
+    module = importlib.import_module(COMMANDS.get(command, f"pipeline.{command}"))
     sys.argv = [f"aiic {command}", *rest]
-    importlib.import_module(f"pipeline.{command}").main()
+    run(module.main, f"aiic {command}")
 
 
 if __name__ == "__main__":

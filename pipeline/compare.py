@@ -6,14 +6,12 @@ results per source, the confound check, and which backbone is exported and why.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from pipeline.entry import run
 from pipeline.io import atomic_path, read_json
 from pipeline.params import load_params
-from pipeline.paths import CONFOUNDS, METRICS_DIR
-
-REPORT = Path("reports/comparison.md")
+from pipeline.paths import COMPARISON_REPORT, CONFOUNDS, metrics_file
 
 
 def with_interval(metrics: dict[str, Any], name: str) -> str:
@@ -129,13 +127,13 @@ def report(
 def main() -> None:
     params = load_params()
     names = list(params["backbones"])
-    results = {name: read_json(METRICS_DIR / f"{name}.json") for name in names}
-    robustness = {name: read_json(METRICS_DIR / f"{name}_robustness.json") for name in names}
+    results = {name: read_json(metrics_file(name)) for name in names}
+    robustness = {name: read_json(metrics_file(name, "robustness")) for name in names}
     confounds = read_json(CONFOUNDS) if CONFOUNDS.is_file() else None
-    with atomic_path(REPORT) as tmp:
+    with atomic_path(COMPARISON_REPORT) as tmp:
         tmp.write_text(report(results, robustness, params["backbone"]["name"], confounds))
-    print(f"compare: wrote {REPORT}")
+    print(f"compare: wrote {COMPARISON_REPORT}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "compare")

@@ -1,11 +1,11 @@
 """Stage `evaluate`: test-split metrics of every backbone's calibrated head, from its scores.
 
-`python -m pipeline.evaluate` reads, for each backbone <b> in params.yaml's `backbones`, the
+`python -m pipeline evaluate` reads, for each backbone <b> in params.yaml's `backbones`, the
 per-image test scores that the train stage wrote to data/scores/<b>.csv, and writes
 metrics/<b>.json (discrimination with bootstrap intervals, calibration before and after,
 breakdowns per source, format and size band), metrics/<b>_robustness.json (the same metrics under
 each perturbation), and the data of the ROC, precision-recall, confusion-matrix, reliability and
-robustness plots in eval/<b>/plots/.
+robustness plots in eval/<plot>/<b>.json (dvc.yaml declares each folder as a plot).
 
 Its start-up is part of every head experiment, so it imports no TensorFlow, and one process
 evaluates every backbone: importing pandas and scikit-learn takes longer than the work
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.entry import run
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import (
@@ -32,9 +33,18 @@ from pipeline.metrics import (
     robustness_metrics,
 )
 from pipeline.params import load_params
-from pipeline.paths import CONFOUNDS, HEADS_DIR, METRICS_DIR, SCORES_DIR, SPLITS
+from pipeline.paths import (
+    CALIBRATION_FILE,
+    CONFOUNDS,
+    EVAL_DIR,
+    HEADS_DIR,
+    METRICS_DIR,
+    SPLITS,
+    metrics_file,
+    plot_file,
+    scores_file,
+)
 
-EVAL_DIR = Path("eval")
 CONFOUND_WARNING_AUC = 0.75
 
 
@@ -50,10 +60,10 @@ def warn_about_confounds(path: Path) -> None:
 
 
 def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
-    """Write `metrics_dir`/<name>.json, `metrics_dir`/<name>_robustness.json and `eval_dir`/<name>/
-    from data/scores/<name>.csv and the calibration record."""
-    scores = pd.read_csv(SCORES_DIR / f"{name}.csv", dtype={"id": str})
-    fitted = read_json(HEADS_DIR / name / "calibration.json")
+    """Write <name>.json and <name>_robustness.json into `metrics_dir`, and the plot data
+    `eval_dir`/<plot>/<name>.json, from data/scores/<name>.csv and the calibration record."""
+    scores = pd.read_csv(scores_file(name), dtype={"id": str})
+    fitted = read_json(HEADS_DIR / name / CALIBRATION_FILE)
     threshold = fitted["threshold"]
     labels = scores["label"].map(LABELS.index).to_numpy(dtype=np.int64)
     raw, p_real = scores["p_raw"].to_numpy(), scores["p_real"].to_numpy()
@@ -66,24 +76,24 @@ def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
     }
     images = scores[["id"]].merge(pd.read_csv(SPLITS, dtype={"id": str}), on="id")
     results["breakdown"] = breakdowns(images, labels, p_real, threshold)
-    write_json(metrics_dir / f"{name}.json", results)
+    write_json(metrics_dir / metrics_file(name).name, results)
     perturbed = {
         column.removeprefix(PERTURBED_PREFIX): scores[column].to_numpy()
         for column in scores.columns
         if column.startswith(PERTURBED_PREFIX)
     }
     robust_results = robustness_metrics(labels, {"none": p_real} | perturbed, threshold)
-    write_json(metrics_dir / f"{name}_robustness.json", robust_results)
-    plots = eval_dir / name / "plots"
-    plots.mkdir(parents=True)
-    for stem, rows in curve_rows(labels, p_real, threshold).items():
-        write_json(plots / f"{stem}.json", rows)
-    for kind, values in (("uncalibrated", raw), ("calibrated", p_real)):
-        write_json(plots / f"reliability_{kind}.json", reliability_rows(labels, values))
-    write_json(
-        plots / "robustness.json",
-        [{"perturbation": kind, **values} for kind, values in robust_results.items()],
-    )
+    write_json(metrics_dir / metrics_file(name, "robustness").name, robust_results)
+    plots = curve_rows(labels, p_real, threshold) | {
+        f"reliability_{kind}": reliability_rows(labels, values)
+        for kind, values in (("uncalibrated", raw), ("calibrated", p_real))
+    }
+    plots["robustness"] = [
+        {"perturbation": kind, **values} for kind, values in robust_results.items()
+    ]
+    for plot, rows in plots.items():
+        plot_file(eval_dir, plot, name).parent.mkdir(exist_ok=True)
+        write_json(plot_file(eval_dir, plot, name), rows)
     print(
         f"evaluate {name}: accuracy {results['accuracy']:.4f}, ROC-AUC "
         f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "
@@ -104,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "evaluate")

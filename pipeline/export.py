@@ -20,13 +20,27 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.backbones import CENTER_CROP, RESIZE, backbone, extractor_from_spec
+from pipeline.backbones import CENTER_CROP, RESIZE, check_spec, extractor_from_spec
 from pipeline.calibrate import Calibration
+from pipeline.entry import run
+from pipeline.errors import StageFailed
 from pipeline.head import build_head
-from pipeline.inference import EXPORT_DIR, INFO_FILE, MODEL_FILE, score_files
+from pipeline.inference import score_files
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.params import backbone_spec, load_params
-from pipeline.paths import FEATURES_DIR, HEADS_DIR, METRICS_DIR, SCORES_DIR, SPLITS
+from pipeline.paths import (
+    BACKBONE_WEIGHTS_FILE,
+    CALIBRATION_FILE,
+    EXPORT_DIR,
+    HEAD_WEIGHTS_FILE,
+    HEADS_DIR,
+    INFO_FILE,
+    MODEL_FILE,
+    SPLITS,
+    features_dir,
+    metrics_file,
+    scores_file,
+)
 
 CHECK_IMAGES = 8  # an error of preprocessing, weights or calibration shows on any image
 TOLERANCE = 1e-4
@@ -53,11 +67,11 @@ def build_inference_model(
 def trained_model(params: dict[str, Any], name: str) -> tuple[keras.Model, dict[str, Any]]:
     """The inference model of one backbone as the pipeline trained it, and its calibration.json
     (calibrator, threshold and threshold rule)."""
-    fitted = read_json(HEADS_DIR / name / "calibration.json")
+    fitted = read_json(HEADS_DIR / name / CALIBRATION_FILE)
     model = build_inference_model(
         backbone_spec(params, name),
-        FEATURES_DIR / name / "backbone.weights.h5",
-        HEADS_DIR / name / "head.weights.h5",
+        features_dir(name) / BACKBONE_WEIGHTS_FILE,
+        HEADS_DIR / name / HEAD_WEIGHTS_FILE,
         params["head"],
         Calibration(fitted["method"], fitted["parameters"]),
     )
@@ -73,8 +87,8 @@ def check_against_evaluation(
     p_real, _ = score_files(model, sample["path"].tolist(), info["input_size"], info["input_mode"])
     difference = float(np.max(np.abs(p_real - sample["p_real"].to_numpy()), initial=0.0))
     if not difference <= TOLERANCE:
-        raise SystemExit(
-            f"export: the saved model's scores differ from data/scores/ by {difference:.2e}"
+        raise StageFailed(
+            f"the saved model's scores differ from data/scores/ by {difference:.2e}"
             f" (> {TOLERANCE}) on test images; the export is not trustworthy"
         )
     return difference
@@ -98,7 +112,7 @@ def main() -> None:
     spec = backbone_spec(params, name)
     model, calibration = trained_model(params, name)
     threshold = calibration["threshold"]
-    input_mode = backbone(name).input_mode
+    input_mode = check_spec(spec).input_mode
     used_params = {key: params[key] for key in ("data", "balance", "head", "calibration", "seed")}
     info = {
         "backbone": name,
@@ -113,20 +127,20 @@ def main() -> None:
         "threshold_rule": f"{calibration['threshold_rule']}, on the validation split",
         "calibrated": calibration["method"] != "none",
         "calibration": f"{calibration['method']}, fitted on the validation split",
-        "test_metrics": read_json(METRICS_DIR / f"{name}.json"),
+        "test_metrics": read_json(metrics_file(name)),
         "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
         "data_sha256": digest(SPLITS.read_bytes()),
         "aiic_version": __version__,
     }
     with atomic_path(EXPORT_DIR) as out:
         out.mkdir()
-        shutil.copyfile(HEADS_DIR / name / "head.weights.h5", out / f"{name}.weights.h5")
+        shutil.copyfile(HEADS_DIR / name / HEAD_WEIGHTS_FILE, out / f"{name}.weights.h5")
         model.save(out / MODEL_FILE)
         write_json(out / INFO_FILE, info)
         reloaded = keras.saving.load_model(out / MODEL_FILE, safe_mode=True)
         difference = check_against_evaluation(
             reloaded,
-            pd.read_csv(SCORES_DIR / f"{name}.csv", dtype={"id": str}),
+            pd.read_csv(scores_file(name), dtype={"id": str}),
             pd.read_csv(SPLITS, dtype={"id": str}),
             info,
         )
@@ -137,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "export")

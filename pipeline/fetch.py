@@ -21,6 +21,7 @@ import urllib3
 from PIL import Image
 
 from pipeline import __version__
+from pipeline.errors import AiicError
 from pipeline.images import UnreadableImage, decode
 
 ALLOW_PRIVATE_ENV = "AIIC_ALLOW_PRIVATE_URLS"  # for local testing only; off by default
@@ -32,7 +33,7 @@ USER_AGENT = f"ai-image-classifier/{__version__}"
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class FetchRefused(Exception):
+class FetchRefused(AiicError, ValueError):
     """The URL was not fetched, or its body was not used; the message says why."""
 
 
@@ -76,14 +77,22 @@ class Fetched:
     body: bytes
 
 
-def _connection_pool(scheme: str, host: str, address: Address, port: int):  # noqa: ANN202
+def _connection_pool(
+    scheme: str, host: str, address: Address, port: int
+) -> urllib3.HTTPConnectionPool:
     timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
     if scheme == "https":
         # Connect to the checked address; SNI and certificate checks still use the host name.
         return urllib3.HTTPSConnectionPool(
-            str(address), port, timeout=timeout, retries=False, server_hostname=host,
-            assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
-        )  # fmt: skip
+            str(address),
+            port,
+            timeout=timeout,
+            retries=False,
+            server_hostname=host,
+            assert_hostname=host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
     return urllib3.HTTPConnectionPool(str(address), port, timeout=timeout, retries=False)
 
 

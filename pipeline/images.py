@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.errors import AiicError
+
 LABELS = ("ai", "real")  # index = class id: the model's score is P(real)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 # Pillow's modes of one-channel images with more than 8 bits per sample, and their full scale;
@@ -16,7 +18,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 WIDE_GREY_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(AiicError, ValueError):
     """An image that cannot be used; `reason` is a short machine-readable word."""
 
     def __init__(self, source: object, reason: str, detail: str) -> None:

@@ -1,4 +1,8 @@
-"""Loading the exported model and scoring image files: shared by export, the CLI and the app."""
+"""Loading the exported model and scoring image files: shared by export, the CLI and the app.
+
+Importing it registers the project's Keras layers (preprocessing, spectrum, calibration), which
+the saved model needs to load.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,14 @@ from typing import Any
 import keras
 import numpy as np
 
-# Registers the custom layers (Preprocess, SpectrumFeatures, Calibration) for deserialisation.
-import pipeline.backbones  # noqa: F401
-import pipeline.calibrate  # noqa: F401
-from pipeline.features import compiled, image_batches
+from pipeline.backbones import Preprocess, SpectrumFeatures
+from pipeline.calibrate import Calibration
+from pipeline.errors import ModelNotFound
 from pipeline.io import read_json
+from pipeline.paths import EXPORT_DIR, INFO_FILE, MODEL_FILE
+from pipeline.runtime import compiled, image_batches
 
-EXPORT_DIR = Path("models/export")
-MODEL_FILE = "model.keras"
-INFO_FILE = "model.json"
-
-
-class ModelNotFound(SystemExit):
-    pass
+CUSTOM_LAYERS = (Preprocess, SpectrumFeatures, Calibration)  # registered for safe-mode loading
 
 
 def load_exported(model_dir: Path = EXPORT_DIR) -> tuple[keras.Model, dict[str, Any]]:
@@ -62,6 +61,7 @@ def verdict(p_real: float, threshold: float) -> str:
     return "real" if p_real >= threshold else "ai"
 
 
+UNCERTAIN_READING = "uncertain: the model cannot tell; possibly an edited or blended image"
 UNCERTAIN_MARGIN = 0.1  # p-scores this close to the threshold are read as uncertain
 CONFIDENT = (0.2, 0.8)  # beyond these, calibrated scores say "likely"
 
@@ -72,11 +72,10 @@ def reading_bands(threshold: float) -> list[tuple[str, str]]:
     return [
         (f"under {min(CONFIDENT[0], low):.2f}", "likely AI-generated"),
         (f"{min(CONFIDENT[0], low):.2f} to {low:.2f}", "leans towards AI-generated"),
-        (f"{low:.2f} to {high:.2f}", "uncertain: the model cannot tell; possibly an edited or "
-         "blended image"),
+        (f"{low:.2f} to {high:.2f}", UNCERTAIN_READING),
         (f"{high:.2f} to {max(CONFIDENT[1], high):.2f}", "leans towards a real photograph"),
         (f"{max(CONFIDENT[1], high):.2f} and up", "likely a real photograph"),
-    ]  # fmt: skip
+    ]
 
 
 def describe(p_real: float, threshold: float) -> str:

@@ -68,9 +68,13 @@ def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: fl
     calibration (ECE, Brier, log-loss) and bootstrap 95 % intervals."""
     predicted = (p_real >= threshold).astype(int)
     report = metrics.classification_report(
-        labels, predicted, labels=range(len(LABELS)), target_names=LABELS, output_dict=True,
+        labels,
+        predicted,
+        labels=range(len(LABELS)),
+        target_names=LABELS,
+        output_dict=True,
         zero_division=0,
-    )  # fmt: skip
+    )
     both_classes = len(np.unique(labels)) == len(LABELS)
     return {
         "images": len(labels),

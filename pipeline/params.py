@@ -1,20 +1,54 @@
-"""params.yaml: the composed configuration every stage reads."""
+"""params.yaml: the composed configuration every stage reads, validated before any work.
+
+The settings with a fixed vocabulary are named here, TensorFlow-free, so that every stage can check
+them at start; a backbone's own settings are checked by pipeline.backbones where it is built.
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipeline.errors import ConfigError, MissingInput, not_one_of
+
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("configs")
 CONFIG_NAME = "config"
+BALANCE_METHODS = ("smote", "none")
+CALIBRATION_METHODS = ("temperature", "platt", "isotonic", "none")
+THRESHOLD_RULES = ("balanced_accuracy", "fpr_real")
+CHOICES = {
+    ("balance", "method"): BALANCE_METHODS,
+    ("calibration", "method"): CALIBRATION_METHODS,
+    ("calibration", "threshold"): THRESHOLD_RULES,
+}
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    """Raise ConfigError for a setting outside its vocabulary, naming the allowed values.
+
+    Sections that are absent are not checked: a stage reads only its own.
+    """
+    for (section, key), allowed in CHOICES.items():
+        if section in params and params[section].get(key) not in allowed:
+            raise not_one_of(f"{section}.{key}", params[section].get(key), allowed)
+    for key, spec in (params.get("backbones") or {}).items():
+        if spec.get("name") != key:
+            raise ConfigError(f"backbones.{key}.name must be {key!r}, got {spec.get('name')!r}.")
+    if "backbone" in params:
+        backbone_spec(params, params["backbone"]["name"])
+    return params
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml, validated."""
+    if not Path(path).is_file():
+        raise MissingInput(f"{path} not found: run `aiic compose` (or `dvc exp run`) to write it.")
     with open(path, encoding="utf-8") as file:
-        return yaml.safe_load(file)
+        return validate(yaml.safe_load(file))
 
 
 def compose(
@@ -34,8 +68,16 @@ def backbone_spec(params: dict[str, Any], name: str) -> dict[str, Any]:
     """The settings of one backbone from the `backbones` dict, with a clear error for a typo."""
     backbones = params["backbones"]
     if name not in backbones:
-        raise SystemExit(
+        raise ConfigError(
             f"Backbone {name!r} is not in params.yaml's `backbones` ({', '.join(backbones)}); "
             "add it to the defaults list in configs/config.yaml."
         )
     return backbones[name]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="aiic compose", description="Compose configs/ into params.yaml (Hydra overrides)."
+    )
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    compose(parser.parse_args().overrides)

@@ -1,8 +1,8 @@
-"""Where the stages hand their outputs to each other (dvc.yaml declares the same paths).
+"""Every file the stages hand to each other, named once: the code reads these names, and
+tests/test_paths.py checks that dvc.yaml's deps and outs name the same files.
 
 Named here rather than in the module of the stage that writes them, so that a stage can read
-another's outputs without importing that stage and its libraries: the head experiment's stages
-start faster, and so do the CLI and the app.
+another's outputs without importing that stage and its libraries.
 """
 
 from pathlib import Path
@@ -12,9 +12,54 @@ RAW_DIR = Path("data/raw")
 CRAWL_INCOMPLETE = RAW_DIR / ".crawl-incomplete"
 SPLITS = Path("data/prepared/splits.csv")
 CONFOUNDS = Path("reports/confounds.json")
-FEATURES_DIR = Path("data/features")
-BALANCED_DIR = Path("data/balanced")
-ROBUSTNESS_DIR = Path("data/robustness")
-HEADS_DIR = Path("models/heads")
-SCORES_DIR = Path("data/scores")
-METRICS_DIR = Path("metrics")
+
+FEATURES_DIR = Path("data/features")  # <backbone>/: the three files below
+FEATURES_FILE = "features.npy"  # float32, one row per row of splits.csv
+INDEX_FILE = "index.csv"  # id, label, split, ok, reason
+BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the exact extractor the features came from
+
+BALANCED_DIR = Path("data/balanced")  # <backbone>/train.npz
+BALANCED_FILE = "train.npz"
+BALANCE_REPORTS_DIR = Path("reports/balance")  # <backbone>.json
+
+ROBUSTNESS_DIR = Path("data/robustness")  # <backbone>/features.npz
+ROBUSTNESS_FILE = "features.npz"
+
+HEADS_DIR = Path("models/heads")  # <backbone>/: the three files below
+HEAD_WEIGHTS_FILE = "head.weights.h5"
+CALIBRATION_FILE = "calibration.json"
+HISTORY_DIR = HEADS_DIR / "history"  # <backbone>.csv: training curves (Keras' CSVLogger)
+
+SCORES_DIR = Path("data/scores")  # <backbone>.csv
+METRICS_DIR = Path("metrics")  # <backbone>.json, <backbone>_robustness.json
+EVAL_DIR = Path("eval")  # <plot>/<backbone>.json: one folder per kind of plot (dvc.yaml)
+COMPARISON_REPORT = Path("reports/comparison.md")
+
+EXPORT_DIR = Path("models/export")
+MODEL_FILE = "model.keras"
+INFO_FILE = "model.json"
+
+
+def features_dir(backbone: str) -> Path:
+    return FEATURES_DIR / backbone
+
+
+def balanced_file(backbone: str) -> Path:
+    return BALANCED_DIR / backbone / BALANCED_FILE
+
+
+def robustness_file(backbone: str) -> Path:
+    return ROBUSTNESS_DIR / backbone / ROBUSTNESS_FILE
+
+
+def scores_file(backbone: str) -> Path:
+    return SCORES_DIR / f"{backbone}.csv"
+
+
+def metrics_file(backbone: str, kind: str = "") -> Path:
+    """metrics/<backbone>.json, or metrics/<backbone>_<kind>.json."""
+    return METRICS_DIR / f"{backbone}{'_' + kind if kind else ''}.json"
+
+
+def plot_file(eval_dir: Path, plot: str, backbone: str) -> Path:
+    return eval_dir / plot / f"{backbone}.json"

@@ -16,9 +16,11 @@ from typing import Any
 
 import keras
 
+from pipeline.entry import run
 from pipeline.fetch import FetchRefused, fetch_image
 from pipeline.images import IMAGE_SUFFIXES, UnreadableImage, shape_for_model
-from pipeline.inference import EXPORT_DIR, load_exported, score_files, score_images, verdict
+from pipeline.inference import load_exported, score_files, score_images, verdict
+from pipeline.paths import EXPORT_DIR
 
 
 def is_url(source: str) -> bool:
@@ -112,4 +114,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "predict")

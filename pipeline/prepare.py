@@ -23,6 +23,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from pipeline.entry import run
+from pipeline.errors import StageFailed
 from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_outputs, json_text, read_json
 from pipeline.params import load_params
@@ -184,7 +186,7 @@ def prepare(
     images = images.astype({"exif": int, "jpeg_quality": int})
     if images.empty:
         reasons = pd.concat(dropped)["reason"].value_counts().to_dict()
-        raise SystemExit(f"prepare: no usable image among {len(manifest)} ({reasons})")
+        raise StageFailed(f"no usable image among {len(manifest)} ({reasons})")
 
     images["group"] = near_duplicate_groups(images["phash"].to_numpy(), params["max_hamming"])
     kept = keep_one_per_group_and_label(images)
@@ -202,8 +204,8 @@ def prepare(
         if not ((images["split"] == split) & (images["label"] == label)).any()
     ]
     if missing:
-        raise SystemExit(
-            f"prepare: too few images to split: {', '.join(missing)} ({report_counts(images)})"
+        raise StageFailed(
+            f"too few images to split: {', '.join(missing)} ({report_counts(images)})"
         )
     images["phash"] = images["phash"].map(lambda h: f"{h:016x}")
     images = images.sort_values(["split", "id"]).reset_index(drop=True)
@@ -374,12 +376,12 @@ def fmt_auc(value: float | None) -> str:
 
 
 def check_crawl_finished(raw_dir: Path) -> None:
-    """RuntimeError naming the interrupted crawl, and how to resume it, if raw_dir holds one."""
+    """StageFailed naming the interrupted crawl, and how to resume it, if raw_dir holds one."""
     marker = raw_dir / CRAWL_INCOMPLETE.name
     queue = raw_dir / ".jobdir"
     if marker.is_file() or (queue.is_dir() and any(queue.iterdir())):
         why = marker.read_text().strip() if marker.is_file() else "its queue is still there"
-        raise RuntimeError(
+        raise StageFailed(
             f"{raw_dir} holds an interrupted crawl ({why}): its images are a partial, possibly "
             "one-sided, sample. Resume it with `dvc repro` (or `python -m pipeline.scrape`) "
             "before preparing"
@@ -388,10 +390,7 @@ def check_crawl_finished(raw_dir: Path) -> None:
 
 def main() -> None:
     params = load_params()
-    try:
-        check_crawl_finished(MANIFEST.parent)
-    except RuntimeError as error:
-        raise SystemExit(f"prepare: {error}") from error
+    check_crawl_finished(MANIFEST.parent)
     manifest = pd.read_csv(MANIFEST, dtype={"id": str})
     scrape_report = read_json(SCRAPE_REPORT) if SCRAPE_REPORT.is_file() else None
     with atomic_outputs(SPLITS.parent, REPORT, CONFOUNDS, DATASET_CARD) as (
@@ -428,4 +427,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "prepare")

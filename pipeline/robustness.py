@@ -1,6 +1,6 @@
 """Stage `robustness`: backbone features of perturbed test images, computed once per backbone.
 
-`python -m pipeline.robustness <backbone>` extracts features of the test images after JPEG
+`python -m pipeline robustness <backbone>` extracts features of the test images after JPEG
 re-compression (quality 90, 75, 50), downscaling to half size, a central crop and a Gaussian
 blur, all in memory: no perturbed image is written. Each image is decoded once and perturbed in
 turn. The features go to data/robustness/<backbone>/features.npz; the train stage scores them
@@ -18,12 +18,13 @@ import pandas as pd
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from pipeline.backbones import backbone, extractor_from_spec
-from pipeline.features import compiled
+from pipeline.backbones import check_spec, extractor_from_spec
+from pipeline.entry import run
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
-from pipeline.paths import FEATURES_DIR, ROBUSTNESS_DIR, SPLITS
+from pipeline.paths import BACKBONE_WEIGHTS_FILE, SPLITS, features_dir, robustness_file
+from pipeline.runtime import compiled
 
 CHUNK = 64
 
@@ -91,20 +92,21 @@ def main() -> None:
     args = parser.parse_args()
     spec = backbone_spec(load_params(), args.backbone)
     extractor = extractor_from_spec({**spec, "weights": None})
-    extractor.load_weights(FEATURES_DIR / args.backbone / "backbone.weights.h5")
+    extractor.load_weights(features_dir(args.backbone) / BACKBONE_WEIGHTS_FILE)
     test = pd.read_csv(SPLITS, dtype={"id": str}).query("split == 'test'")
     outputs = perturbed_outputs(
         compiled(extractor),
         test["path"].tolist(),
         spec["input_size"],
-        backbone(args.backbone).input_mode,
+        check_spec(spec).input_mode,
         extractor.output_shape[-1],
     )
-    with atomic_path(ROBUSTNESS_DIR / args.backbone) as out:
+    out_file = robustness_file(args.backbone)
+    with atomic_path(out_file.parent) as out:
         out.mkdir()
-        np.savez(out / "features.npz", ids=test["id"].to_numpy(dtype=str), **outputs)
+        np.savez(out / out_file.name, ids=test["id"].to_numpy(dtype=str), **outputs)
     print(f"robustness {args.backbone}: features of {len(test)} test images x {len(outputs)}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "robustness")

@@ -20,6 +20,8 @@ from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings
 
 from pipeline import __version__
+from pipeline.entry import run
+from pipeline.errors import ConfigError, StageFailed
 from pipeline.io import write_json
 from pipeline.params import load_params
 from pipeline.paths import CRAWL_INCOMPLETE, RAW_DIR
@@ -39,9 +41,9 @@ def user_agent(contact: str | None) -> str:
 
 
 def require_contact(spider: str, contact: str | None) -> None:
-    """ValueError, saying how to set it, when `spider` needs scrape.contact and it is unset."""
+    """ConfigError, saying how to set it, when `spider` needs scrape.contact and it is unset."""
     if spider in CONTACT_REQUIRED and not (contact or "").strip():
-        raise ValueError(
+        raise ConfigError(
             f"the {spider} spider needs scrape.contact (your e-mail or project URL): Wikimedia's "
             "User-Agent policy rate-limits, then blocks, clients that give no contact. Set it "
             f"with: dvc exp run -S scrape.contact=you@example.org   (or set contact: in "
@@ -71,10 +73,7 @@ def crawl(
 def main() -> None:
     config = dict(load_params()["scrape"])
     contact = config.pop("contact", None)
-    try:
-        require_contact(config["spider"], contact)
-    except ValueError as error:
-        raise SystemExit(f"scrape: {error}") from error
+    require_contact(config["spider"], contact)
     settings = config.pop("settings", None) or {}  # Scrapy settings to override, if any
     state = RAW_DIR / STATE
     if state.is_file() and json.loads(state.read_text()) != config:
@@ -104,21 +103,21 @@ def main() -> None:
     running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
     if stats.get("finish_reason") != "finished":
         incomplete.write_text(f"the {spider} crawl stopped early: {stats.get('finish_reason')}\n")
-        raise SystemExit(f"scrape: the crawl stopped early: {stats.get('finish_reason')}; "
-                         f"{RESUME_COMMAND} resumes it")  # fmt: skip
+        raise StageFailed(f"the crawl stopped early: {stats.get('finish_reason')}; "
+                          f"{RESUME_COMMAND} resumes it")  # fmt: skip
     shutil.rmtree(jobdir)  # done: a later run starts its requests afresh (and retries failures)
     report = json.loads(REPORT.read_text())
     if report.get("stopped_sources"):
         stopped = "; ".join(f"{name}: {why}" for name, why in report["stopped_sources"].items())
         incomplete.write_text(f"sources stopped early: {stopped}\n")
-        raise SystemExit(
-            f"scrape: sources stopped early ({stopped}); the images stored are kept, and "
+        raise StageFailed(
+            f"sources stopped early ({stopped}); the images stored are kept, and "
             f"{RESUME_COMMAND} later resumes without fetching them again"
         )
     incomplete.unlink()
     if not report["stored"]:
-        raise SystemExit(f"scrape: no image was stored; {REPORT} and the log above say why")
+        raise StageFailed(f"no image was stored; {REPORT} and the log above say why")
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "scrape")

@@ -1,17 +1,17 @@
 """Stage `train`: for every backbone, the dense head on (balanced) training features, early-stopped
 on validation, calibrated on validation, and the test split scored.
 
-`python -m pipeline.train` writes, for each backbone <b> in params.yaml's `backbones`:
+`python -m pipeline train` writes, for each backbone <b> in params.yaml's `backbones`:
 - models/heads/<b>/head.weights.h5, models/heads/<b>/calibration.json (the calibrator and the
-  decision threshold, see pipeline.calibrate) and models/heads/<b>/history.csv (loss and accuracy
+  decision threshold, see pipeline.calibrate) and models/heads/history/<b>.csv (loss and accuracy
   on train and validation per epoch, from Keras' CSVLogger: dvc.yaml's training-curve plots);
 - data/scores/<b>.csv: each test image's uncalibrated (p_raw) and calibrated (p_real) P(real),
   and its calibrated P(real) after each of the robustness stage's perturbations (p_real_<name>,
   empty where the perturbed image could not be scored).
 
-One process trains every head: a head trains in one to two seconds, and importing TensorFlow takes
-about three (BENCHMARKS.md). So a head experiment pays that import once, and the
-evaluate stage, which only reads scores, needs no TensorFlow at all.
+One process trains every head: a head trains faster than TensorFlow imports (BENCHMARKS.md), so
+a head experiment pays that import once, and the evaluate stage, which only reads scores, needs no
+TensorFlow at all.
 """
 
 from __future__ import annotations
@@ -26,14 +26,23 @@ import pandas as pd
 import tensorflow as tf
 
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
-from pipeline.features import load_features
+from pipeline.entry import run
 from pipeline.head import build_head, head_scores
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import PERTURBED_PREFIX
 from pipeline.params import load_params
-from pipeline.paths import BALANCED_DIR, FEATURES_DIR, HEADS_DIR, ROBUSTNESS_DIR, SCORES_DIR
-
-HISTORY_FILE = "history.csv"
+from pipeline.paths import (
+    CALIBRATION_FILE,
+    HEAD_WEIGHTS_FILE,
+    HEADS_DIR,
+    HISTORY_DIR,
+    SCORES_DIR,
+    balanced_file,
+    features_dir,
+    robustness_file,
+    scores_file,
+)
+from pipeline.runtime import load_features
 
 
 def seed_everything(seed: int) -> None:
@@ -105,33 +114,35 @@ def score_test_split(
 
 
 def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path) -> None:
-    """Train, calibrate and score one backbone's head, writing into `heads`/<name>/ and
-    `scores`/<name>.csv."""
-    with np.load(BALANCED_DIR / name / "train.npz") as balanced:
+    """Train, calibrate and score one backbone's head, writing into `heads` (in place of
+    models/heads/) and `scores` (in place of data/scores/)."""
+    with np.load(balanced_file(name)) as balanced:
         train = (balanced["features"], balanced["labels"])
-    val_features, val_labels, _ = load_features(FEATURES_DIR / name, "val")
+    val_features, val_labels, _ = load_features(features_dir(name), "val")
     (heads / name).mkdir()
+    history = heads / HISTORY_DIR.relative_to(HEADS_DIR) / f"{name}.csv"
+    history.parent.mkdir(exist_ok=True)
     model = train_head(
         train,
         (val_features, val_labels),
         params["head"],
         params["seed"],
-        callbacks=[keras.callbacks.CSVLogger(heads / name / HISTORY_FILE)],
+        callbacks=[keras.callbacks.CSVLogger(history)],
     )
     fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
-    model.save_weights(heads / name / "head.weights.h5")
+    model.save_weights(heads / name / HEAD_WEIGHTS_FILE)
     write_json(
-        heads / name / "calibration.json",
+        heads / name / CALIBRATION_FILE,
         {**fitted, "fitted_on": "val", "val_images": len(val_labels)},
     )
-    test_features, _, test_index = load_features(FEATURES_DIR / name, "test")
+    test_features, _, test_index = load_features(features_dir(name), "test")
     score_test_split(
         model,
         Calibration(fitted["method"], fitted["parameters"]),
         test_features,
         test_index,
-        perturbed_features(ROBUSTNESS_DIR / name / "features.npz", test_index["id"]),
-    ).to_csv(scores / f"{name}.csv", index=False)
+        perturbed_features(robustness_file(name), test_index["id"]),
+    ).to_csv(scores / scores_file(name).name, index=False)
     print(f"train {name}: calibration {fitted['method']}, threshold {fitted['threshold']:.4f}")
 
 
@@ -147,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "train")

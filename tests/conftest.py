@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +24,25 @@ SMALL_BACKBONES = {"inceptionv3": 75, "vgg16": 32}
 
 os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
 os.environ["AIIC_LOOPBACK_ONLY"] = "1"  # no test crawl may leave the machine
+
+
+@functools.lru_cache
+def _composed(overrides: tuple[str, ...]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        return OmegaConf.to_container(compose("config", list(overrides)), resolve=True)
+
+
+def compose_params(*overrides: str) -> dict[str, Any]:
+    """configs/ composed by Hydra with `overrides`, as `dvc exp run -S` composes params.yaml."""
+    return copy.deepcopy(_composed(tuple(overrides)))
+
+
+def backbone_config(name: str, **values: Any) -> dict[str, Any]:
+    """The composed settings of backbone `name` (configs/backbones/<name>.yaml), with `values`."""
+    return {**compose_params()["backbones"][name], **values}
 
 
 def synthetic_image(label: str, size: int, rng: np.random.Generator) -> Image.Image:
@@ -101,7 +123,7 @@ def make_project(
     set_yaml(configs / "scrape" / "local.yaml", source=str(source))
     set_yaml(configs / "head" / "dense.yaml", epochs=epochs, units=32, batch_size=16, patience=2)
     set_yaml(configs / "balance" / "smote.yaml", k_neighbors=3)
-    run([sys.executable, "-m", "pipeline.cli", "compose"], destination)
+    run([sys.executable, "-m", "pipeline", "compose"], destination)
     for command in (
         ["git", "init", "-q"],
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
@@ -120,12 +142,12 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     """A small exported model (spectrum features and an untrained head) laid out as export does."""
     import keras
 
-    from pipeline.backbones import build_extractor
+    from pipeline.backbones import extractor_from_spec
     from pipeline.head import build_head
     from pipeline.io import write_json
 
     keras.utils.set_random_seed(seed)
-    extractor = build_extractor("spectrum", 32, None, bins=8)
+    extractor = extractor_from_spec(backbone_config("spectrum", input_size=32, bins=8))
     head = build_head(8, units=4, dropout=0.0)
     inputs = keras.Input((32, 32, 3))
     folder.mkdir(parents=True, exist_ok=True)

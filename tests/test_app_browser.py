@@ -14,10 +14,13 @@ import pytest
 from conftest import ROOT, synthetic_image
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed",
-)
+pytestmark = [
+    pytest.mark.slow,  # a browser and a Streamlit server
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+        reason="Debian's chromium and chromium-driver are not installed",
+    ),
+]
 
 
 def free_port() -> int:
@@ -31,9 +34,18 @@ def served_app(exported_model):
     port = free_port()
     env = {**os.environ, "AIIC_MODEL_DIR": str(exported_model)}
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+    ]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -59,10 +71,16 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1200,1400",
-    ):  # fmt: skip
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,1400",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
@@ -93,6 +111,7 @@ def test_upload_and_produce_result_in_chromium(served_app, browser, tmp_path):
         lambda driver: driver.find_elements(By.CSS_SELECTOR, "[data-testid=stMetricValue]")
     )
     verdict, p_score = (element.text for element in metrics[:2])
-    browser.save_screenshot(str(ROOT / "tests" / "screenshots" / "app_result.png"))
+    # kept where a person can look at it: pytest's temporary folder, not the source tree
+    assert browser.save_screenshot(str(tmp_path / "app_result.png"))
     assert verdict in ("Real", "AI-generated")
     assert 0.0 <= float(p_score) <= 1.0

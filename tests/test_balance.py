@@ -3,9 +3,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from conftest import compose_params
 from pipeline import balance as balance_stage
 from pipeline.balance import balance
+from pipeline.errors import ConfigError
 
 
 def imbalanced(n_real=40, n_ai=10, dim=4, seed=0):
@@ -25,9 +28,9 @@ def test_smote_balances_and_keeps_every_original_row():
 def test_none_returns_the_input_and_bad_settings_are_explained():
     features, labels = imbalanced()
     assert balance(features, labels, "none", seed=1)[0] is features
-    with pytest.raises(SystemExit, match="k_neighbors=10"):
+    with pytest.raises(ValueError, match="k_neighbors=10"):
         balance(features, labels, "smote", seed=1, k_neighbors=10)
-    with pytest.raises(SystemExit, match="smote or none"):
+    with pytest.raises(ConfigError, match="method is 'adasyn'; allowed values: 'smote', 'none'"):
         balance(features, labels, "adasyn", seed=1)
 
 
@@ -42,9 +45,8 @@ def test_stage_oversamples_train_only(tmp_path, monkeypatch):
     pd.DataFrame(
         {"id": range(90), "label": np.array(["ai", "real"])[labels], "split": split, "ok": True}
     ).to_csv(folder / "index.csv", index=False)
-    (tmp_path / "params.yaml").write_text(
-        "seed: 0\nbalance: {method: smote, k_neighbors: 3, sampling_strategy: auto}\n"
-    )
+    params = compose_params("balance=smote", "balance.k_neighbors=3", "seed=0")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setattr("sys.argv", ["balance", "bb"])
     balance_stage.main()
 

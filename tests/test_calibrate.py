@@ -4,6 +4,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from pipeline.calibrate import apply_calibration, choose_threshold, fit_calibration
+from pipeline.errors import ConfigError
 from pipeline.metrics import expected_calibration_error
 
 
@@ -64,7 +65,7 @@ def test_thresholds():
     real = np.linspace(0, 1, 101)
     threshold = choose_threshold(np.ones(101, int), real, "fpr_real", target_fpr_real=0.1)
     assert (real < threshold).mean() <= 0.1
-    with pytest.raises(SystemExit, match="balanced_accuracy or fpr_real"):
+    with pytest.raises(ConfigError, match="allowed values: 'balanced_accuracy', 'fpr_real'"):
         choose_threshold(labels, p, "f1")
 
 

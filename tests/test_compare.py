@@ -26,10 +26,12 @@ def fake_results(seed: int) -> dict:
 def test_report_shows_every_backbone_and_names_the_export():
     results = {"inceptionv3": fake_results(0), "spectrum": fake_results(1)}
     robustness = {
-        name: {"none": {"images": 200, "skipped": 0, "accuracy": 0.8, "roc_auc": 0.9},
-               "downscale_0.5": {"images": 0, "skipped": 200, "accuracy": None, "roc_auc": None}}
+        name: {
+            "none": {"images": 200, "skipped": 0, "accuracy": 0.8, "roc_auc": 0.9},
+            "downscale_0.5": {"images": 0, "skipped": 200, "accuracy": None, "roc_auc": None},
+        }
         for name in results
-    }  # fmt: skip
+    }
     confounds = {"all_cues": {"roc_auc": 0.5}, "per_cue": {"format": 0.5}}
     text = report(results, robustness, "spectrum", confounds)
     assert "**Exported: `spectrum`**" in text

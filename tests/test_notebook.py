@@ -4,10 +4,12 @@ import json
 
 import nbformat
 import numpy as np
+import pytest
+import yaml
 from nbclient import NotebookClient
 from test_compare import fake_results
 
-from conftest import ROOT
+from conftest import ROOT, compose_params
 from pipeline.metrics import reliability_rows
 
 NOTEBOOK = ROOT / "notebooks" / "compare_backbones.ipynb"
@@ -20,19 +22,21 @@ def test_notebook_is_committed_without_outputs():
             assert not cell.outputs and cell.execution_count is None
 
 
+@pytest.mark.slow  # starts a Jupyter kernel
 def test_notebook_executes(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    for seed, name in enumerate(("inceptionv3", "spectrum")):
+    params = compose_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for seed, name in enumerate(params["backbones"]):
         (tmp_path / "metrics").mkdir(exist_ok=True)
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(fake_results(seed)))
         robustness = {"none": {"images": 9, "skipped": 0, "accuracy": 0.7, "roc_auc": 0.8}}
         (tmp_path / "metrics" / f"{name}_robustness.json").write_text(json.dumps(robustness))
-        plots = tmp_path / "eval" / name / "plots"
-        plots.mkdir(parents=True)
         labels, p = rng.integers(0, 2, 100), rng.uniform(size=100)
         for kind in ("uncalibrated", "calibrated"):
-            rows = reliability_rows(labels, p)
-            (plots / f"reliability_{kind}.json").write_text(json.dumps(rows))
+            plot = tmp_path / "eval" / f"reliability_{kind}" / f"{name}.json"
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot.write_text(json.dumps(reliability_rows(labels, p)))
     monkeypatch.setenv("AIIC_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -42,4 +46,4 @@ def test_notebook_executes(tmp_path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     ).execute()
-    assert "inceptionv3" in str(notebook.cells[1].outputs)
+    assert all(name in str(notebook.cells[1].outputs) for name in params["backbones"])

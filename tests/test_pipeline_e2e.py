@@ -8,13 +8,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, SHARED_DATA, make_image_folder, make_project, run
+from conftest import (
+    ROOT,
+    SHARED_DATA,
+    compose_params,
+    make_image_folder,
+    make_project,
+    run,
+    set_yaml,
+)
 from pipeline.metrics import classification_metrics, robustness_metrics
 from pipeline.robustness import PERTURBATIONS
 
-BACKBONES = ("inceptionv3", "vgg16", "spectrum")
+pytestmark = pytest.mark.slow  # whole `dvc repro` runs: CI runs them, `pytest -m slow` too
+BACKBONES = tuple(compose_params()["backbones"])
+EXPORTED = compose_params()["backbone"]["name"]
 
 
 def dvc(project, *args, timeout=900):
@@ -42,7 +53,7 @@ def check_outputs(project):
         report = json.loads((project / f"reports/balance/{name}.json").read_text())
         assert report["after"]["ai"] == report["after"]["real"]
         assert (project / f"models/heads/{name}/head.weights.h5").is_file()
-        history = pd.read_csv(project / f"models/heads/{name}/history.csv")
+        history = pd.read_csv(project / f"models/heads/history/{name}.csv")
         assert {"epoch", "loss", "val_loss"} <= set(history.columns) and len(history)
         # the metrics file says what the train stage's per-image scores say
         metrics = json.loads((project / f"metrics/{name}.json").read_text())
@@ -59,7 +70,7 @@ def check_outputs(project):
         assert set(metrics["calibration"]) == {"method", "fitted_on", "before", "after"}
         assert set(metrics["breakdown"]) == {"source_name", "format", "size_band"}
         for kind in ("uncalibrated", "calibrated"):
-            assert (project / f"eval/{name}/plots/reliability_{kind}.json").is_file()
+            assert (project / f"eval/reliability_{kind}/{name}.json").is_file()
         robustness = json.loads((project / f"metrics/{name}_robustness.json").read_text())
         assert robustness["none"]["images"] == metrics["images"]
         perturbed = {
@@ -70,36 +81,41 @@ def check_outputs(project):
         assert robustness == robustness_metrics(
             labels, {"none": predictions["p_real"].to_numpy()} | perturbed, threshold
         )
-        assert (project / f"eval/{name}/plots/robustness.json").is_file()
+        assert (project / f"eval/robustness/{name}.json").is_file()
         assert set(robustness) == {"none", *PERTURBATIONS}
-    assert "**Exported: `inceptionv3`**" in (project / "reports/comparison.md").read_text()
+    assert f"**Exported: `{EXPORTED}`**" in (project / "reports/comparison.md").read_text()
     assert json.loads((project / "reports/confounds.json").read_text())["all_cues"]
     info = json.loads((project / "models/export/model.json").read_text())
-    assert info["backbone"] == "inceptionv3" and info["input_size"] == 75
-    assert info["test_metrics"] == json.loads((project / "metrics/inceptionv3.json").read_text())
+    assert info["backbone"] == EXPORTED and info["input_size"] == 75
+    assert info["test_metrics"] == json.loads((project / f"metrics/{EXPORTED}.json").read_text())
     assert (project / "models/export/model.keras").is_file()
-    assert (project / "models/export/inceptionv3.weights.h5").is_file()
+    assert (project / f"models/export/{EXPORTED}.weights.h5").is_file()
 
 
-def check_plots(project):
-    """Every plot that dvc.yaml declares finds its data (files and columns) for every backbone."""
+def check_plots(project, backbones=BACKBONES):
+    """Every plot folder that dvc.yaml declares has a plot with data (files and columns) for every
+    backbone, and `dvc metrics show` lists every backbone's metrics."""
+    declared = [
+        next(iter(plot)) for plot in yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
+    ]
     shown = json.loads(dvc(project, "plots", "show", "--json"))
     assert "errors" not in shown, shown["errors"]  # e.g. a column that the file lacks
-    plots = shown["data"]
-    assert len(plots) == 8
-    for title, (plot,) in plots.items():
-        rows = plot["content"]["data"]["values"]
-        assert {row["filename"].split("/")[0] for row in rows} == set(BACKBONES), title
+    for folder in declared:
+        for name in backbones:
+            (plot,) = shown["data"][f"{folder}/{name}.{'csv' if 'history' in folder else 'json'}"]
+            assert plot["content"]["data"]["values"], (folder, name)
+    assert len(shown["data"]) == len(declared) * len(backbones)
+    metrics = dvc(project, "metrics", "show", "--json")
+    for name in backbones:
+        assert f"metrics/{name}.json" in metrics and f"metrics/{name}_robustness.json" in metrics
 
 
 def check_app_and_cli_agree_with_evaluation(project, monkeypatch):
     """One preprocessing code path: evaluate, `aiic predict` and the app score a file alike."""
-    predictions = pd.read_csv(project / "data/scores/inceptionv3.csv").head(3)
+    predictions = pd.read_csv(project / f"data/scores/{EXPORTED}.csv").head(3)
     splits = pd.read_csv(project / "data/prepared/splits.csv").set_index("id")
     paths = [str(project / splits.loc[i, "path"]) for i in predictions["id"]]
-    output = run(
-        [sys.executable, "-m", "pipeline.cli", "predict", *paths, "--format", "json"], project
-    )
+    output = run([sys.executable, "-m", "pipeline", "predict", *paths, "--format", "json"], project)
     cli_scores = [row["p_real"] for row in json.loads(output.stdout)]
     assert cli_scores == pytest.approx(predictions["p_real"].tolist(), abs=1e-5)
 
@@ -115,10 +131,18 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", make_image_folder(tmp_path / "images"))
     first = dvc(project, "repro")
     assert ran_stages(first) == {
-        "scrape", "prepare", "train", "evaluate", "compare", "export",
-        *(f"{stage}@{name}" for name in BACKBONES for stage in
-          ("features", "balance", "robustness")),
-    }  # fmt: skip
+        "scrape",
+        "prepare",
+        "train",
+        "evaluate",
+        "compare",
+        "export",
+        *(
+            f"{stage}@{name}"
+            for name in BACKBONES
+            for stage in ("features", "balance", "robustness")
+        ),
+    }
     check_outputs(project)
     check_plots(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -137,6 +161,33 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
     shown = dvc(project, "metrics", "show")
     assert "metrics/inceptionv3.json" in shown and "metrics/vgg16.json" in shown
+    commit(project)
+
+    # A backbone is one config file and one line in the defaults list: nothing else is edited.
+    (project / "configs/backbones/mobilenetv2.yaml").write_text(
+        "name: mobilenetv2\napplication: MobileNetV2\nweights: null\ninput_size: 32\n"
+        "batch_size: 32\n"
+    )
+    config = project / "configs/config.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "  - scrape:", "  - backbones@backbones.mobilenetv2: mobilenetv2\n  - scrape:"
+        )
+    )
+    run([sys.executable, "-m", "pipeline", "compose"], project)
+    added = dvc(project, "repro")
+    # only the new backbone's features are extracted; export may come from DVC's run cache
+    assert ran_stages(added) - {"export"} == {
+        "features@mobilenetv2",
+        "balance@mobilenetv2",
+        "robustness@mobilenetv2",
+        "train",
+        "evaluate",
+        "compare",
+    }
+    assert json.loads((project / "metrics/mobilenetv2.json").read_text())["images"]
+    assert "| mobilenetv2 |" in (project / "reports/comparison.md").read_text()
+    check_plots(project, (*BACKBONES, "mobilenetv2"))
 
 
 def test_two_runs_from_scratch_are_identical(tmp_path):
@@ -146,14 +197,18 @@ def test_two_runs_from_scratch_are_identical(tmp_path):
         project = make_project(
             tmp_path / name, images, epochs=2, backbones={"vgg16": 32}, only=("vgg16",)
         )
-        (project / "params.yaml").write_text(
-            (project / "params.yaml").read_text().replace("name: inceptionv3", "name: vgg16")
-        )
+        set_yaml(project / "params.yaml", backbone={"name": "vgg16"})
         dvc(project, "repro", "evaluate")
         outputs.append(
-            [(project / path).read_bytes() for path in
-             ("data/prepared/splits.csv", "metrics/vgg16.json", "data/scores/vgg16.csv")]
-        )  # fmt: skip
+            [
+                (project / path).read_bytes()
+                for path in (
+                    "data/prepared/splits.csv",
+                    "metrics/vgg16.json",
+                    "data/scores/vgg16.csv",
+                )
+            ]
+        )
     assert outputs[0] == outputs[1]
 
 
@@ -168,6 +223,4 @@ def test_whole_pipeline_on_the_shared_sample(tmp_path):
         assert metrics["images"] >= 80
         # random-init features still carry signal on this set (32 px CIFAKE vs 512 px others)
         assert metrics["roc_auc"] > 0.6, metrics
-    assert (
-        json.loads((project / "models/export/model.json").read_text())["backbone"] == "inceptionv3"
-    )
+    assert json.loads((project / "models/export/model.json").read_text())["backbone"] == EXPORTED

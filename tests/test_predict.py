@@ -6,6 +6,7 @@ from PIL import Image
 
 from conftest import synthetic_image
 from pipeline import predict
+from pipeline.errors import ModelNotFound
 from pipeline.images import load_for_model
 from pipeline.inference import load_exported
 
@@ -61,7 +62,7 @@ def test_batch_scores_equal_single_image_scores(mixed_folder, exported_model):
 
 
 def test_missing_model_is_a_clear_error(tmp_path, mixed_folder):
-    with pytest.raises(SystemExit, match="run `dvc repro`"):
+    with pytest.raises(ModelNotFound, match="run `dvc repro`"):
         predict.main([str(mixed_folder), "--model", str(tmp_path / "none")])
 
 

@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import synthetic_image
 from pipeline import prepare as prepare_module
+from pipeline.errors import StageFailed
 from pipeline.prepare import (
     CUES,
     confound_report,
@@ -220,7 +221,7 @@ def test_prepare_refuses_the_data_of_an_interrupted_crawl(tmp_path, monkeypatch)
     (tmp_path / "data/raw/.crawl-incomplete").write_text("a commons crawl started and has not "
                                                          "finished\n")  # fmt: skip
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(StageFailed) as stop:
         prepare_module.main()
     message = str(stop.value)
     assert "interrupted crawl" in message and "a commons crawl started" in message

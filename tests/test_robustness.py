@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_image_folder
-from pipeline.backbones import build_extractor
-from pipeline.features import compiled
+from conftest import backbone_config, make_image_folder
+from pipeline.backbones import extractor_from_spec
 from pipeline.metrics import robustness_metrics
 from pipeline.robustness import PERTURBATIONS, perturbed_outputs
+from pipeline.runtime import compiled
 
 
 def test_perturbations_change_pixels_but_not_files(tmp_path):
@@ -29,7 +29,7 @@ def test_scores_per_perturbation_on_a_small_fixture(tmp_path, name, size, mode):
     before = {p: (tmp_path / p).stat().st_mtime for p in paths}
     files_before = sorted(folder.rglob("*"))
     keras.utils.set_random_seed(0)
-    extractor = build_extractor(name, size, None)
+    extractor = extractor_from_spec(backbone_config(name, input_size=size, weights=None))
     forward = compiled(keras.Sequential([extractor, keras.layers.Dense(1, activation="sigmoid")]))
     outputs = perturbed_outputs(forward, paths, size, mode, width=1)
     assert set(outputs) == set(PERTURBATIONS)

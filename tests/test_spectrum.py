@@ -3,7 +3,12 @@ import numpy as np
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.backbones import build_extractor
+from conftest import backbone_config
+from pipeline.backbones import extractor_from_spec
+
+
+def spectrum(input_size: int, bins: int) -> keras.Model:
+    return extractor_from_spec(backbone_config("spectrum", input_size=input_size, bins=bins))
 
 
 def reference_spectrum(image: np.ndarray, bins: int) -> np.ndarray:
@@ -23,7 +28,7 @@ def reference_spectrum(image: np.ndarray, bins: int) -> np.ndarray:
 def test_layer_matches_a_direct_numpy_computation():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
-    model = build_extractor("spectrum", 32, None, bins=12)
+    model = spectrum(32, 12)
     features = model.predict(images, verbose=0)
     expected = np.stack([reference_spectrum(image, 12) for image in images])
     np.testing.assert_allclose(features, expected, atol=2e-3)
@@ -48,14 +53,14 @@ def test_separates_upsampled_images_from_their_originals():
     originals = smooth_images(120, 64, rng)
     images = np.stack([np.asarray(im) for im in originals + [upsampled(im) for im in originals]])
     labels = np.array([1] * 120 + [0] * 120)
-    features = build_extractor("spectrum", 64, None, bins=16).predict(images, verbose=0)
+    features = spectrum(64, 16).predict(images, verbose=0)
     train = np.arange(240) % 4 != 0
     classifier = LogisticRegression(max_iter=2000).fit(features[train], labels[train])
     assert classifier.score(features[~train], labels[~train]) >= 0.95
 
 
 def test_saved_model_loads_in_safe_mode_and_gives_the_same_features(tmp_path):
-    model = build_extractor("spectrum", 32, None, bins=8)
+    model = spectrum(32, 8)
     model.save(tmp_path / "spectrum.keras")
     reloaded = keras.saving.load_model(tmp_path / "spectrum.keras", safe_mode=True)
     images = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)

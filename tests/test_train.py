@@ -4,23 +4,31 @@ import json
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from conftest import compose_params
 from pipeline import train
 from pipeline.calibrate import Calibration, apply_calibration
-from pipeline.features import load_features
+from pipeline.runtime import load_features
 
 SPLITS = np.repeat(["train", "val", "test"], [20, 12, 10])
 LABELS = np.tile(["ai", "real"], 21)
 
 
 def write_params(root, backbones):
-    (root / "params.yaml").write_text(
-        f"backbones: {{{', '.join(f'{name}: {{name: {name}}}' for name in backbones)}}}\n"
-        "head: {units: 4, dropout: 0.2, learning_rate: 0.01, epochs: 3, batch_size: 8, "
-        "patience: 2}\n"
-        "calibration: {method: temperature, threshold: balanced_accuracy, target_fpr_real: 0.05}\n"
-        "seed: 0\n"
+    """The project's composed params, with these (feature-less) backbones and a tiny head."""
+    params = compose_params(
+        "head.units=4",
+        "head.dropout=0.2",
+        "head.learning_rate=0.01",
+        "head.epochs=3",
+        "head.batch_size=8",
+        "head.patience=2",
+        "seed=0",
     )
+    params["backbones"] = {name: {"name": name} for name in backbones}
+    params["backbone"] = {"name": backbones[0]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def write_backbone(root, name, width, seed):
@@ -66,6 +74,7 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
     assert fitted["fitted_on"] == "val" and fitted["val_images"] == 12
     assert fitted["method"] == "temperature" and fitted["parameters"]["temperature"] > 0
     assert (tmp_path / "models/heads/bb/head.weights.h5").is_file()
+    assert (tmp_path / "models/heads/history/bb.csv").is_file()
 
     scores = pd.read_csv(tmp_path / "data/scores/bb.csv")
     assert scores["id"].tolist() == list(range(32, 42))

@@ -1,0 +1,87 @@
+"""dvc.yaml and pipeline.paths name the same files: what DVC tracks is what the code writes."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+from conftest import ROOT, compose_params
+from pipeline import paths
+from pipeline.prepare import DATASET_CARD
+from pipeline.prepare import REPORT as PREPARE_REPORT
+from pipeline.scrape import RAW_DIR
+from pipeline.scrape import REPORT as SCRAPE_REPORT
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """DVC's own reading of dvc.yaml, in a copy: opening a repository writes into .dvc/tmp."""
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    with (tmp_path / ".dvc/config").open("a") as config:
+        config.write("    no_scm = true\n")
+    with Repo(str(tmp_path)) as opened:
+        yield opened
+
+
+def named_paths(backbones: list[str], exported: str) -> set[Path]:
+    """Every path a stage writes or reads, built from pipeline.paths alone."""
+    named = {
+        RAW_DIR,
+        SCRAPE_REPORT,
+        PREPARE_REPORT,
+        DATASET_CARD,
+        paths.SPLITS,
+        paths.SPLITS.parent,
+        paths.CONFOUNDS,
+        paths.FEATURES_DIR,
+        paths.BALANCED_DIR,
+        paths.ROBUSTNESS_DIR,
+        paths.HEADS_DIR,
+        paths.SCORES_DIR,
+        paths.METRICS_DIR,
+        paths.EVAL_DIR,
+        paths.COMPARISON_REPORT,
+        paths.EXPORT_DIR,
+        paths.HEADS_DIR / exported,
+        paths.metrics_file(exported),
+        paths.scores_file(exported),
+    }
+    for name in backbones:
+        named |= {
+            paths.features_dir(name),
+            paths.features_dir(name) / paths.BACKBONE_WEIGHTS_FILE,
+            paths.balanced_file(name).parent,
+            paths.BALANCE_REPORTS_DIR / f"{name}.json",
+            paths.robustness_file(name).parent,
+        }
+    return named
+
+
+def test_every_output_and_data_dependency_in_dvc_yaml_is_named_in_pipeline_paths(repo):
+    params = compose_params()
+    named = named_paths(list(params["backbones"]), params["backbone"]["name"])
+    stages = list(repo.index.stages)
+    tracked = set()
+    for stage in stages:
+        tracked |= {Path(str(out.def_path)) for out in stage.outs}
+        tracked |= {
+            Path(str(dep.def_path))
+            for dep in stage.deps
+            if not str(dep.def_path).startswith(("pipeline", "scrapers", "params.yaml"))
+        }
+    assert tracked - named == set()
+    assert {Path(str(out.def_path)) for stage in stages for out in stage.outs} >= {
+        paths.features_dir(name) for name in params["backbones"]
+    }
+
+
+def test_top_level_metrics_and_plots_are_the_folders_the_code_writes(repo):
+    (metrics,) = repo.index._metrics.values()
+    (plots,) = repo.index._plots.values()
+    assert [Path(path) for path in metrics] == [paths.METRICS_DIR]
+    folders = {Path(next(iter(plot))) for plot in plots}
+    assert paths.HISTORY_DIR in folders
+    assert {folder.parent for folder in folders - {paths.HISTORY_DIR}} == {paths.EVAL_DIR}
