@@ -7,10 +7,16 @@ another's outputs without importing that stage and its libraries.
 
 from pathlib import Path
 
-RAW_DIR = Path("data/raw")
+RAW_DIR = Path("data/raw")  # images/<sha256>.<ext> and the manifest, written by Scrapy
+MANIFEST_FILE = "manifest.csv"
+MANIFEST = RAW_DIR / MANIFEST_FILE
+SCRAPE_REPORT = Path("reports/scrape.json")
 # present in RAW_DIR while a crawl has not finished with every source complete
 CRAWL_INCOMPLETE = RAW_DIR / ".crawl-incomplete"
 SPLITS = Path("data/prepared/splits.csv")
+NORMALIZED_DIR = SPLITS.parent / "images"  # with data.normalize: the re-encoded images
+PREPARE_REPORT = Path("reports/prepare.json")
+DATASET_CARD = Path("reports/dataset.md")
 CONFOUNDS = Path("reports/confounds.json")
 
 FEATURES_DIR = Path("data/features")  # <backbone>/: the three files below

@@ -28,13 +28,17 @@ from pipeline.errors import StageFailed
 from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_outputs, json_text, read_json
 from pipeline.params import load_params
-from pipeline.paths import CONFOUNDS, CRAWL_INCOMPLETE, RAW_DIR, SPLITS
+from pipeline.paths import (
+    CONFOUNDS,
+    CRAWL_INCOMPLETE,
+    DATASET_CARD,
+    MANIFEST,
+    NORMALIZED_DIR,
+    SCRAPE_REPORT,
+    SPLITS,
+)
+from pipeline.paths import PREPARE_REPORT as REPORT
 
-MANIFEST = RAW_DIR / "manifest.csv"
-NORMALIZED_DIR = Path("data/prepared/images")
-REPORT = Path("reports/prepare.json")
-SCRAPE_REPORT = Path("reports/scrape.json")
-DATASET_CARD = Path("reports/dataset.md")
 NORMALIZED_QUALITY = 90
 CUES = ("format", "jpeg_quality", "exif", "width", "height", "bytes")
 SPLIT_NAMES = ("train", "val", "test")
@@ -70,8 +74,12 @@ def inspect(path: Path, min_size: int, normalized: Path | None = None) -> dict[s
     if normalized is not None:
         image.save(normalized, format="JPEG", quality=NORMALIZED_QUALITY)
         with Image.open(normalized) as header:  # the cues of what the model will see
-            cues = {"exif": int(bool(header.getexif())), "jpeg_quality": jpeg_quality(header),
-                    "format": "JPEG", "bytes": normalized.stat().st_size}  # fmt: skip
+            cues = {
+                "exif": int(bool(header.getexif())),
+                "jpeg_quality": jpeg_quality(header),
+                "format": "JPEG",
+                "bytes": normalized.stat().st_size,
+            }
     return {"reason": "ok", "phash": int(str(imagehash.phash(image)), 16), **cues}
 
 
@@ -91,8 +99,9 @@ def inspect_all(
                 unit="img",
             )
         )
-    found = pd.DataFrame(results).reindex(columns=["reason", "phash", "exif", "jpeg_quality",
-                                                    "format", "bytes"])  # fmt: skip
+    found = pd.DataFrame(results).reindex(
+        columns=["reason", "phash", "exif", "jpeg_quality", "format", "bytes"]
+    )
     return found.astype({"phash": np.uint64})
 
 
@@ -275,8 +284,9 @@ def per_label(frame: pd.DataFrame, column: str) -> str:
     if column not in frame or frame.empty:
         return "(not recorded)"
     values = frame[column].fillna("(none)").astype(str)
-    table = pd.crosstab(values, frame["label"]).sort_values(list(frame["label"].unique())[0],
-                                                          ascending=False)  # fmt: skip
+    table = pd.crosstab(values, frame["label"]).sort_values(
+        list(frame["label"].unique())[0], ascending=False
+    )
     table.index.name, table.columns.name = column, None
     return markdown_table(table)
 
@@ -304,8 +314,9 @@ def dataset_card(
     widths = widths[["count", "min", "10%", "50%", "90%", "max"]].astype(int)
     sources = (
         kept.groupby(["label", "source_name", "category"]).size().rename("kept").to_frame()
-        if "source_name" in kept else pd.DataFrame()
-    )  # fmt: skip
+        if "source_name" in kept
+        else pd.DataFrame()
+    )
     dropped = pd.DataFrame(report["dropped"]).T.fillna(0).astype(int)
     dropped.index.name = "reason"
     lines = [
@@ -349,8 +360,10 @@ def dataset_card(
         lines.append(markdown_table(table))
     else:
         lines.append("(nothing, or no reports/scrape.json)")
-    for key, title in (("stopped_sources", "Sources stopped early"),
-                       ("label_conflicts", "Files listed under both labels")):  # fmt: skip
+    for key, title in (
+        ("stopped_sources", "Sources stopped early"),
+        ("label_conflicts", "Files listed under both labels"),
+    ):
         if (scrape_report or {}).get(key):
             lines += ["", f"{title}: {scrape_report[key]}"]
     lines += [
@@ -394,8 +407,11 @@ def main() -> None:
     manifest = pd.read_csv(MANIFEST, dtype={"id": str})
     scrape_report = read_json(SCRAPE_REPORT) if SCRAPE_REPORT.is_file() else None
     with atomic_outputs(SPLITS.parent, REPORT, CONFOUNDS, DATASET_CARD) as (
-        out, report_tmp, confounds_tmp, card_tmp,
-    ):  # fmt: skip
+        out,
+        report_tmp,
+        confounds_tmp,
+        card_tmp,
+    ):
         out.mkdir()
         normalized = out / NORMALIZED_DIR.name if params["data"]["normalize"] else None
         if normalized:
@@ -422,8 +438,10 @@ def main() -> None:
     print(f"prepare: trivial cues alone reach ROC-AUC {confounds['all_cues']['roc_auc']}")
     for reason, counts in report["dropped"].items():
         print(f"prepare: dropped {sum(counts.values())} image(s): {reason} {counts}")
-    print(f"prepare: kept {report['kept']} image(s): {report['kept_per_split']}; "
-          f"the dataset card is {DATASET_CARD}")  # fmt: skip
+    print(
+        f"prepare: kept {report['kept']} image(s): {report['kept_per_split']}; "
+        f"the dataset card is {DATASET_CARD}"
+    )
 
 
 if __name__ == "__main__":

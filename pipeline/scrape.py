@@ -25,11 +25,11 @@ from pipeline.errors import ConfigError, StageFailed
 from pipeline.io import write_json
 from pipeline.params import load_params
 from pipeline.paths import CRAWL_INCOMPLETE, RAW_DIR
+from pipeline.paths import SCRAPE_REPORT as REPORT
 from scrapers.middlewares import LOOPBACK_ONLY_ENV
 
 # spiders whose sites block clients that give no contact in their User-Agent
 CONTACT_REQUIRED = {"commons"}
-REPORT = Path("reports/scrape.json")
 STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
 RESUME_COMMAND = "dvc repro"  # DVC re-runs an unfinished scrape; data/raw persists
 
@@ -81,8 +81,10 @@ def main() -> None:
     write_json(state, config)
     spider = config.pop("spider")
     if not contact and spider != "local":
-        print("scrape: WARNING: scrape.contact is not set; sites such as Wikimedia ask every "
-              "client for a contact in its User-Agent and may block those without one")  # fmt: skip
+        print(
+            "scrape: WARNING: scrape.contact is not set; sites such as Wikimedia ask every "
+            "client for a contact in its User-Agent and may block those without one"
+        )
     if os.environ.get(LOOPBACK_ONLY_ENV) == "1":
         settings["HTTPPROXY_ENABLED"] = False
     jobdir = RAW_DIR / ".jobdir" / spider
@@ -97,14 +99,20 @@ def main() -> None:
     incomplete = CRAWL_INCOMPLETE
     incomplete.write_text(f"a {spider} crawl started and has not finished\n")
     stats = crawl(
-        spider, config, RAW_DIR, REPORT,
-        USER_AGENT=user_agent(contact), JOBDIR=str(jobdir), **settings,
-    )  # fmt: skip
+        spider,
+        config,
+        RAW_DIR,
+        REPORT,
+        USER_AGENT=user_agent(contact),
+        JOBDIR=str(jobdir),
+        **settings,
+    )
     running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
     if stats.get("finish_reason") != "finished":
         incomplete.write_text(f"the {spider} crawl stopped early: {stats.get('finish_reason')}\n")
-        raise StageFailed(f"the crawl stopped early: {stats.get('finish_reason')}; "
-                          f"{RESUME_COMMAND} resumes it")  # fmt: skip
+        raise StageFailed(
+            f"the crawl stopped early: {stats.get('finish_reason')}; {RESUME_COMMAND} resumes it"
+        )
     shutil.rmtree(jobdir)  # done: a later run starts its requests afresh (and retries failures)
     report = json.loads(REPORT.read_text())
     if report.get("stopped_sources"):

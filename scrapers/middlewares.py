@@ -39,13 +39,13 @@ class PoliteRetryMiddleware(RetryMiddleware):
     retried (`retry_after_over_bound` in the request's meta says so to the spider). Without
     Retry-After, RETRY_BACKOFF_BASE * 2**attempt seconds, never more than RETRY_BACKOFF_MAX."""
 
-    def __init__(self, settings) -> None:  # noqa: ANN001
+    def __init__(self, settings) -> None:
         super().__init__(settings)
         self.backoff_base = settings.getfloat("RETRY_BACKOFF_BASE", 1.0)
         self.backoff_max = settings.getfloat("RETRY_BACKOFF_MAX", 60.0)
         self.retry_after_max = settings.getfloat("RETRY_AFTER_MAX", 600.0)
 
-    async def process_response(self, request: Request, response: Response, spider=None):  # noqa: ANN001, ANN201
+    async def process_response(self, request: Request, response: Response, spider=None):
         if request.meta.get("dont_retry", False):
             return response
         maxlag = response.headers.get("MediaWiki-API-Error") == b"maxlag"
@@ -55,8 +55,11 @@ class PoliteRetryMiddleware(RetryMiddleware):
         if delay is not None and delay > self.retry_after_max:
             logger.error(
                 "%s asks to wait %.0f s (Retry-After), longer than RETRY_AFTER_MAX (%.0f s): "
-                "not retried", request.url, delay, self.retry_after_max,
-            )  # fmt: skip
+                "not retried",
+                request.url,
+                delay,
+                self.retry_after_max,
+            )
             request.meta["retry_after_over_bound"] = delay
             return response
         retry = self._retry(
@@ -65,8 +68,9 @@ class PoliteRetryMiddleware(RetryMiddleware):
         if retry is None:
             return response
         if delay is None:
-            delay = min(self.backoff_base * 2 ** request.meta.get("retry_times", 0),
-                        self.backoff_max)  # fmt: skip
+            delay = min(
+                self.backoff_base * 2 ** request.meta.get("retry_times", 0), self.backoff_max
+            )
         self.hold_slot(request, delay)
         await asyncio.sleep(delay)
         return retry
@@ -83,14 +87,14 @@ class HoldBackMiddleware:
     """Requests the spider no longer wants (its `hold_back(request)` says so: a Commons page whose
     label's quota is full) are kept by the spider rather than sent."""
 
-    def __init__(self, crawler) -> None:  # noqa: ANN001
+    def __init__(self, crawler) -> None:
         self.crawler = crawler
 
     @classmethod
-    def from_crawler(cls, crawler):  # noqa: ANN001, ANN206
+    def from_crawler(cls, crawler):
         return cls(crawler)
 
-    def process_request(self, request: Request, spider=None) -> None:  # noqa: ANN001
+    def process_request(self, request: Request, spider=None) -> None:
         hold_back = getattr(self.crawler.spider, "hold_back", None)
         if hold_back is not None and hold_back(request):
             raise IgnoreRequest(HELD_BACK)
@@ -104,7 +108,7 @@ class LoopbackOnlyMiddleware:
     """With AIIC_LOOPBACK_ONLY=1 (set by the tests and benchmarks), no request leaves the machine:
     anything but file:// and loopback hosts is refused before it is sent."""
 
-    def process_request(self, request: Request, spider=None) -> None:  # noqa: ANN001
+    def process_request(self, request: Request, spider=None) -> None:
         if os.environ.get(LOOPBACK_ONLY_ENV) != "1":
             return None
         if request.meta.get("proxy"):

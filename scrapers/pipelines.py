@@ -26,12 +26,25 @@ from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 
 from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_path, write_json
+from pipeline.paths import MANIFEST_FILE
 from scrapers.items import SKIPPED
 
 MANIFEST_COLUMNS = [
-    "id", "path", "label", "source_url", "source_name", "bytes", "format", "width", "height",
-    "license", "license_url", "artist", "file_url", "extra",
-]  # fmt: skip
+    "id",
+    "path",
+    "label",
+    "source_url",
+    "source_name",
+    "bytes",
+    "format",
+    "width",
+    "height",
+    "license",
+    "license_url",
+    "artist",
+    "file_url",
+    "extra",
+]
 logger = logging.getLogger(__name__)
 FILES_DIR = "images"
 # Reading local files needs no politeness: their own download slot, not throttled (settings.py).
@@ -67,7 +80,7 @@ def stored_name(body: bytes) -> str:
 
 def reconcile(store: Path, sort: bool = False) -> list[dict[str, str]]:
     """The manifest's complete rows whose files exist; files without a row are deleted."""
-    manifest = store / "manifest.csv"
+    manifest = store / MANIFEST_FILE
     rows: list[dict[str, str]] = []
     if manifest.is_file():
         text = manifest.read_text(encoding="utf-8")
@@ -93,7 +106,7 @@ class DatasetPipeline(FilesPipeline):
 
     LOG_FAILED_RESULTS = False  # each failure is already logged once and counted in the report
 
-    def open_spider(self, spider=None) -> None:  # noqa: ANN001
+    def open_spider(self, spider=None) -> None:
         super().open_spider()
         self.root = Path(self.store.basedir)
         self.report = self.crawler.settings.get("SCRAPE_REPORT")
@@ -106,10 +119,10 @@ class DatasetPipeline(FilesPipeline):
         self.stored_by_url = {row["file_url"]: row["path"] for row in self.rows}
         self.failures: Counter[tuple[str, str, str]] = Counter()
         # open for the whole crawl, one flushed row per stored image; closed in close_spider
-        self.manifest = open(self.root / "manifest.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self.manifest = open(self.root / MANIFEST_FILE, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.DictWriter(self.manifest, fieldnames=MANIFEST_COLUMNS)
 
-    def get_media_requests(self, item, info):  # noqa: ANN001, ANN201
+    def get_media_requests(self, item, info):
         requests = super().get_media_requests(item, info)
         # a spider may share one download slot among all its media hosts (Commons: at most
         # two downloads at once across the upload hosts)
@@ -121,17 +134,17 @@ class DatasetPipeline(FilesPipeline):
                 request.meta["download_slot"] = media_slot
         return requests
 
-    async def media_to_download(self, request, info, *, item=None):  # noqa: ANN001, ANN201
+    async def media_to_download(self, request, info, *, item=None):
         """Already stored (an earlier, interrupted run): no second download."""
         path = self.stored_by_url.get(request.url)
         if path:
             return {"url": request.url, "path": path, "checksum": None, "status": "uptodate"}
         return None
 
-    def file_path(self, request, response=None, info=None, *, item=None) -> str:  # noqa: ANN001
+    def file_path(self, request, response=None, info=None, *, item=None) -> str:
         return stored_name(response.body)
 
-    async def media_downloaded(self, response, request, info, *, item=None):  # noqa: ANN001, ANN201
+    async def media_downloaded(self, response, request, info, *, item=None):
         """Refuse what is not a usable image before FilesPipeline stores it."""
         if response.status != 200:
             raise SkippedFile(f"download_error: HTTP {response.status}")
@@ -141,13 +154,13 @@ class DatasetPipeline(FilesPipeline):
             raise SkippedFile(str(error)) from error
         return await super().media_downloaded(response, request, info, item=item)
 
-    def media_failed(self, failure, request, info):  # noqa: ANN001, ANN201
+    def media_failed(self, failure, request, info):
         """One log line with the reason, which FilesPipeline would replace by a bare one."""
         reason = _reason(failure.value)
         logger.info("skipped (%s) %s", reason, request.url)
         raise SkippedFile(reason) from failure.value
 
-    def item_completed(self, results, item, info):  # noqa: ANN001, ANN201
+    def item_completed(self, results, item, info):
         adapter = ItemAdapter(item)
         label, source = adapter["label"], adapter["source_name"]
         adapter["files"] = [value for ok, value in results if ok]
@@ -159,14 +172,21 @@ class DatasetPipeline(FilesPipeline):
             body = (self.root / value["path"]).read_bytes()
             image_format, width, height = header(body)
             row = {
-                "id": Path(value["path"]).stem, "path": value["path"], "label": label,
-                "source_url": adapter.get("source_url") or value["url"], "source_name": source,
-                "bytes": len(body), "format": image_format, "width": width, "height": height,
+                "id": Path(value["path"]).stem,
+                "path": value["path"],
+                "label": label,
+                "source_url": adapter.get("source_url") or value["url"],
+                "source_name": source,
+                "bytes": len(body),
+                "format": image_format,
+                "width": width,
+                "height": height,
                 "license": adapter.get("license", ""),
                 "license_url": adapter.get("license_url", ""),
-                "artist": adapter.get("artist", ""), "file_url": value["url"],
+                "artist": adapter.get("artist", ""),
+                "file_url": value["url"],
                 "extra": json.dumps(adapter.get("extra") or {}, sort_keys=True),
-            }  # fmt: skip
+            }
             if row_key(row) in self.seen:
                 continue
             self.seen.add(row_key(row))
@@ -176,7 +196,7 @@ class DatasetPipeline(FilesPipeline):
             self.rows.append(row)
         return item
 
-    def close_spider(self, spider=None) -> None:  # noqa: ANN001
+    def close_spider(self, spider=None) -> None:
         self.manifest.close()
         reconcile(self.root, sort=True)  # a finished manifest reads in a stable order
         if self.report:

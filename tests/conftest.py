@@ -113,10 +113,11 @@ def make_project(
     lines = config.read_text().replace("- scrape: commons", "- scrape: local").splitlines(True)
     if only is not None:
         lines = [
-            line for line in lines
+            line
+            for line in lines
             if not (match := re.match(r"\s*- backbones@backbones\.(\w+):", line))
             or match[1] in only
-        ]  # fmt: skip
+        ]
     config.write_text("".join(lines))
     for name, size in backbones.items():
         set_yaml(configs / "backbones" / f"{name}.yaml", weights=None, input_size=size)
@@ -126,15 +127,27 @@ def make_project(
     run([sys.executable, "-m", "pipeline", "compose"], destination)
     for command in (
         ["git", "init", "-q"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
-         "-m", "empty"],
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "empty",
+        ],
         [sys.executable, "-m", "dvc", "init", "-q", "--force"],
-    ):  # fmt: skip
+    ):
         run(command, destination)
     shutil.copy(ROOT / ".dvc" / "config", destination / ".dvc" / "config")
     run(["git", "add", "-A"], destination)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
-        destination)  # fmt: skip
+    run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"],
+        destination,
+    )
     return destination
 
 

@@ -141,8 +141,10 @@ class FakeWeb:
         self.maxlag_responses = int(value)
 
     def files(self, category: str) -> list[CommonsFile]:
-        return [f if isinstance(f, CommonsFile) else CommonsFile(*f)
-                for f in self.categories.get(category, [])]  # fmt: skip
+        return [
+            f if isinstance(f, CommonsFile) else CommonsFile(*f)
+            for f in self.categories.get(category, [])
+        ]
 
     # -- the API --------------------------------------------------------------------------
 
@@ -198,10 +200,17 @@ class FakeWeb:
         members, values, failure = self.members(query, "cm")
         if failure:
             return 200, {"MediaWiki-API-Error": failure["error"]["code"]}, failure
-        body: dict = {"batchcomplete": True, "query": {"categorymembers": [
-            {"pageid": page_id(m), "ns": 14, "title": m} if isinstance(m, str)
-            else {"pageid": page_id(m.title), "ns": 6, "title": m.title} for m in members
-        ]}}  # fmt: skip
+        body: dict = {
+            "batchcomplete": True,
+            "query": {
+                "categorymembers": [
+                    {"pageid": page_id(m), "ns": 14, "title": m}
+                    if isinstance(m, str)
+                    else {"pageid": page_id(m.title), "ns": 6, "title": m.title}
+                    for m in members
+                ]
+            },
+        }
         if values:
             body["continue"] = {**values, "continue": "-||"}
         return 200, {}, body
@@ -220,8 +229,12 @@ class FakeWeb:
                 if "categoryinfo" in props:
                     files = len(self.files(member))
                     subcats = len(self.subcategories.get(member, []))
-                    page["categoryinfo"] = {"size": files + subcats, "pages": 0,
-                                            "files": files, "subcats": subcats}  # fmt: skip
+                    page["categoryinfo"] = {
+                        "size": files + subcats,
+                        "pages": 0,
+                        "files": files,
+                        "subcats": subcats,
+                    }
                 pages.append(page)
                 continue
             page = {"pageid": page_id(member.title), "ns": 6, "title": member.title}
@@ -243,8 +256,11 @@ class FakeWeb:
         body: dict = {"query": {"pages": sorted(pages, key=lambda p: p.get("pageid", -1))}}
         if iicontinue:
             generator = {k: query[k] for k in ("gcmcontinue",) if k in query}
-            body["continue"] = {"iicontinue": iicontinue, **generator,
-                                "continue": f"{'|'.join(generator)}||"}  # fmt: skip
+            body["continue"] = {
+                "iicontinue": iicontinue,
+                **generator,
+                "continue": f"{'|'.join(generator)}||",
+            }
         else:
             body["batchcomplete"] = True
             if values:
@@ -257,35 +273,45 @@ class FakeWeb:
         media = f"http://{host}:{self.server.server_address[1]}"
         url = f"{media}/upload/{quote(file.dbkey)}"
         info = {
-            "size": 123456, "width": file.width, "height": file.height,
+            "size": 123456,
+            "width": file.width,
+            "height": file.height,
             "descriptionurl": f"{self.base}/wiki/{quote(file.title.replace(' ', '_'), safe=':')}",
             "descriptionshorturl": f"{self.base}/w/index.php?curid={page_id(file.title)}",
-            "mime": file.mime, "sha1": hashlib.sha1(file.title.encode()).hexdigest(),
+            "mime": file.mime,
+            "sha1": hashlib.sha1(file.title.encode()).hexdigest(),
             "extmetadata": {
                 "DateTime": {"value": "2024-05-01 10:00:00", "source": "mediawiki-metadata"},
                 "LicenseShortName": {"value": "CC BY-SA 4.0", "source": "commons-desc-page"},
-                "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0",
-                               "source": "commons-desc-page"},
-                "Artist": {"value": '<a href="//x/User:Jane_Doe">Jane Doe</a>',
-                           "source": "commons-desc-page"},
+                "LicenseUrl": {
+                    "value": "https://creativecommons.org/licenses/by-sa/4.0",
+                    "source": "commons-desc-page",
+                },
+                "Artist": {
+                    "value": '<a href="//x/User:Jane_Doe">Jane Doe</a>',
+                    "source": "commons-desc-page",
+                },
             },
-        }  # fmt: skip
+        }
         if "iiurlwidth" not in query:
             return {**info, "url": url}, 0
         requested = int(query["iiurlwidth"])
         if file.problem == "thumberror":
-            return {**info, "thumberror": "Error creating thumbnail: File with dimensions "
-                    "greater than 12.5 MP", "url": url}, 1  # fmt: skip
+            return {
+                **info,
+                "thumberror": "Error creating thumbnail: File with dimensions greater than 12.5 MP",
+                "url": url,
+            }, 1
         step = thumbnail_step(requested)
         if step >= file.width:
             thumb = {"thumburl": url, "thumbwidth": file.width, "thumbheight": file.height}
         else:
             thumb = {
                 "thumburl": f"{media}/upload/thumb/{quote(file.dbkey)}/{step}px-"
-                            f"{quote(file.dbkey)}",
+                f"{quote(file.dbkey)}",
                 "thumbwidth": requested,
                 "thumbheight": round(file.height * requested / file.width),
-            }  # fmt: skip
+            }
         return {**info, **thumb, "url": url}, 1
 
     # -- HTTP -----------------------------------------------------------------------------
@@ -297,8 +323,13 @@ class FakeWeb:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def reply(self, status: int, body: bytes = b"", headers: dict | None = None,
-                      content_type: str = "image/jpeg") -> None:  # fmt: skip
+            def reply(
+                self,
+                status: int,
+                body: bytes = b"",
+                headers: dict | None = None,
+                content_type: str = "image/jpeg",
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -307,7 +338,7 @@ class FakeWeb:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 with web.lock:
                     web.hits[parts.path] += 1
@@ -336,8 +367,11 @@ class FakeWeb:
                     web.maxlagged.append(raw)
                     body = error("maxlag", "Waiting for 10.64.48.35: 7.2 seconds lagged.")
                     body["error"].update({"host": "10.64.48.35", "lag": 7.2, "type": "db"})
-                    headers = {"MediaWiki-API-Error": "maxlag", "X-Database-Lag": "7",
-                               "Retry-After": str(web.retry_after)}  # fmt: skip
+                    headers = {
+                        "MediaWiki-API-Error": "maxlag",
+                        "X-Database-Lag": "7",
+                        "Retry-After": str(web.retry_after),
+                    }
                     return self.reply(200, json.dumps(body).encode(), headers, "application/json")
                 query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
                 status, headers, body = web.api(query)
@@ -376,8 +410,9 @@ def error(code: str, info: str) -> dict:
     """An API error in formatversion=2 with the default errorformat (bc)."""
     return {
         "error": {
-            "code": code, "info": info,
+            "code": code,
+            "info": info,
             "docref": "See https://commons.wikimedia.org/w/api.php for API usage.",
         },
         "servedby": "mw-api-ext.fake",
-    }  # fmt: skip
+    }

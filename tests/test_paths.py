@@ -8,10 +8,6 @@ from dvc.repo import Repo
 
 from conftest import ROOT, compose_params
 from pipeline import paths
-from pipeline.prepare import DATASET_CARD
-from pipeline.prepare import REPORT as PREPARE_REPORT
-from pipeline.scrape import RAW_DIR
-from pipeline.scrape import REPORT as SCRAPE_REPORT
 
 
 @pytest.fixture
@@ -29,10 +25,10 @@ def repo(tmp_path):
 def named_paths(backbones: list[str], exported: str) -> set[Path]:
     """Every path a stage writes or reads, built from pipeline.paths alone."""
     named = {
-        RAW_DIR,
-        SCRAPE_REPORT,
-        PREPARE_REPORT,
-        DATASET_CARD,
+        paths.RAW_DIR,
+        paths.SCRAPE_REPORT,
+        paths.PREPARE_REPORT,
+        paths.DATASET_CARD,
         paths.SPLITS,
         paths.SPLITS.parent,
         paths.CONFOUNDS,

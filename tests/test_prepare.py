@@ -156,10 +156,15 @@ def prepare_project(folder, per_label: int = 20) -> None:
     (raw / "images").mkdir(parents=True)
     rows = manifest_rows(raw / "images", per_label, seed=3)
     for row in rows:
-        row.update(path=f"images/{row['path']}", source_name=f"commons-{row['label']}",
-                   source_url=f"https://example.org/{row['id']}", format="PNG", bytes=1,
-                   license="CC BY-SA 4.0" if row["label"] == "real" else "CC0",
-                   extra=json.dumps({"category": f"Category:{row['label']} sub"}))  # fmt: skip
+        row.update(
+            path=f"images/{row['path']}",
+            source_name=f"commons-{row['label']}",
+            source_url=f"https://example.org/{row['id']}",
+            format="PNG",
+            bytes=1,
+            license="CC BY-SA 4.0" if row["label"] == "real" else "CC0",
+            extra=json.dumps({"category": f"Category:{row['label']} sub"}),
+        )
     pd.DataFrame(rows).to_csv(raw / "manifest.csv", index=False)
     params = {"seed": 0, "data": {**PARAMS, "split": {"val": 0.2, "test": 0.2}}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
@@ -169,8 +174,12 @@ def prepare_project(folder, per_label: int = 20) -> None:
     )
 
 
-OUTPUTS = ("data/prepared/splits.csv", "reports/prepare.json", "reports/confounds.json",
-           "reports/dataset.md")  # fmt: skip
+OUTPUTS = (
+    "data/prepared/splits.csv",
+    "reports/prepare.json",
+    "reports/confounds.json",
+    "reports/dataset.md",
+)
 
 
 def quick_confounds(images, seed):
@@ -185,9 +194,17 @@ def test_prepare_writes_a_dataset_card_with_its_outputs(tmp_path, monkeypatch):
     prepare_module.main()
     assert all((tmp_path / name).is_file() for name in OUTPUTS)
     card = (tmp_path / "reports" / "dataset.md").read_text()
-    for heading in ("Images per label and split", "Per source and sub-category", "Licences",
-                    "File formats as scraped", "Widths", "JPEG quality", "Skipped by the scrape",
-                    "Dropped by prepare", "Confounds"):  # fmt: skip
+    for heading in (
+        "Images per label and split",
+        "Per source and sub-category",
+        "Licences",
+        "File formats as scraped",
+        "Widths",
+        "JPEG quality",
+        "Skipped by the scrape",
+        "Dropped by prepare",
+        "Confounds",
+    ):
         assert f"## {heading}" in card
     assert "| real | commons-real | Category:real sub | 20 |" in card
     assert "| CC BY-SA 4.0 | 0 | 20 |" in card and "| no_thumbnail_resample | 7 |" in card
@@ -212,14 +229,18 @@ def test_prepare_outputs_land_together_or_not_at_all(tmp_path, monkeypatch):
         prepare_module.main()
     assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
-        "confounds.json", "dataset.md", "prepare.json", "scrape.json",
-    ]  # fmt: skip
+        "confounds.json",
+        "dataset.md",
+        "prepare.json",
+        "scrape.json",
+    ]
 
 
 def test_prepare_refuses_the_data_of_an_interrupted_crawl(tmp_path, monkeypatch):
     prepare_project(tmp_path)
-    (tmp_path / "data/raw/.crawl-incomplete").write_text("a commons crawl started and has not "
-                                                         "finished\n")  # fmt: skip
+    (tmp_path / "data/raw/.crawl-incomplete").write_text(
+        "a commons crawl started and has not finished\n"
+    )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageFailed) as stop:
         prepare_module.main()

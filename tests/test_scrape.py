@@ -17,8 +17,7 @@ from conftest import ROOT, make_image_folder
 def run(args, cwd, timeout):
     """Run with this checkout's code (not an installed copy), failing the test with its output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 
@@ -87,8 +86,11 @@ def test_csv_source_with_local_and_http_urls(tmp_path, http_server):
     rows, report = scrape(tmp_path, table)
 
     assert sorted((row["label"], row["source_url"].split(":")[0]) for row in rows) == [
-        ("ai", "file"), ("ai", "file"), ("real", "file"), ("real", "http"),
-    ]  # fmt: skip
+        ("ai", "file"),
+        ("ai", "file"),
+        ("real", "file"),
+        ("real", "http"),
+    ]
     # the same bytes from two sources: one stored file, both provenances in the manifest
     same = [row for row in rows if row["label"] == "real"]
     assert same[0]["id"] == same[1]["id"]
@@ -102,7 +104,10 @@ def test_bad_csv_label_is_a_clear_error(tmp_path):
     config = {"scrape": {"spider": "local", "source": str(table)}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.scrape"], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-m", "pipeline.scrape"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode != 0
@@ -121,9 +126,11 @@ def test_each_skipped_file_is_one_log_line_and_counted(tmp_path):
 
     assert len(rows) == 4
     assert report["skipped"] == {
-        "empty": {"ai": 1}, "mime_image/svg+xml": {"real": 1},
-        "not_an_image": {"ai": 1}, "truncated": {"real": 1},
-    }  # fmt: skip
+        "empty": {"ai": 1},
+        "mime_image/svg+xml": {"real": 1},
+        "not_an_image": {"ai": 1},
+        "truncated": {"real": 1},
+    }
     for name in ("page.jpg", "zero.png", "cut.png", "logo.svg"):
         lines = [line for line in log if name in line]
         assert len(lines) == 1 and "skipped (" in lines[0], lines

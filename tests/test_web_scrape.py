@@ -48,8 +48,9 @@ def env() -> dict:
 
 def scrape(workdir: Path, config: dict) -> tuple[list[dict], dict]:
     write_params(workdir, config)
-    result = subprocess.run(command(workdir), cwd=workdir, env=env(), capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        command(workdir), cwd=workdir, env=env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return manifest(workdir), json.loads((workdir / "reports/scrape.json").read_text())
 
@@ -85,13 +86,21 @@ def test_commons_api(tmp_path):
                 thumb("a5.jpg"): "truncated",
                 thumb("a7.jpg"): jpeg(17),
             }
-        )  # fmt: skip  (a6 answers 404)
+        )  # a6 answers 404
         web.maxlag_once = True
-        rows, report = scrape(tmp_path, {
-            "spider": "commons", "api": f"{web.base}/w/api.php", "depth": 1, "thumb_width": 640,
-            "sources": [{"category": "Category:Real", "label": "real", "name": "commons-real"},
-                        {"category": "Category:AI", "label": "ai", "name": "commons-ai"}],
-        })  # fmt: skip
+        rows, report = scrape(
+            tmp_path,
+            {
+                "spider": "commons",
+                "api": f"{web.base}/w/api.php",
+                "depth": 1,
+                "thumb_width": 640,
+                "sources": [
+                    {"category": "Category:Real", "label": "real", "name": "commons-real"},
+                    {"category": "Category:AI", "label": "ai", "name": "commons-ai"},
+                ],
+            },
+        )
 
     titles = sorted(json.loads(row["extra"])["title"] for row in rows)
     assert titles == [f"File:a{i}.jpg" for i in (1, 2, 3, 7)] + [
@@ -152,16 +161,27 @@ def unkind_crawl(tmp_path_factory):
         web.categories["Category:Broken"] = [CommonsFile("File:Unlisted.jpg")]
         web.subcategories["Category:Broken"] = ["Category:Beyond"]
         web.categories["Category:AI by tool/Midjourney"] = [
-            CommonsFile("File:Mj 1.jpg"), CommonsFile("File:Mj 2.jpg"),
+            CommonsFile("File:Mj 1.jpg"),
+            CommonsFile("File:Mj 2.jpg"),
             CommonsFile("File:Both labels.jpg"),
-        ]  # fmt: skip
-        web.categories["Category:AI by year"] = [CommonsFile("File:Mj 1.jpg"),
-                                                 CommonsFile("File:Deep.jpg")]  # fmt: skip
-        rows, report = scrape(workdir, commons_config(
-            web, thumb_width=1024, page_size=100, segments=1,
-            sources=[{"category": "Category:Photos", "label": "real"},
-                     {"category": "Category:AI", "label": "ai"}],
-        ))  # fmt: skip
+        ]
+        web.categories["Category:AI by year"] = [
+            CommonsFile("File:Mj 1.jpg"),
+            CommonsFile("File:Deep.jpg"),
+        ]
+        rows, report = scrape(
+            workdir,
+            commons_config(
+                web,
+                thumb_width=1024,
+                page_size=100,
+                segments=1,
+                sources=[
+                    {"category": "Category:Photos", "label": "real"},
+                    {"category": "Category:AI", "label": "ai"},
+                ],
+            ),
+        )
     by_title: dict[str, list[dict]] = {}
     for row in rows:
         by_title.setdefault(json.loads(row["extra"])["title"], []).append(row)
@@ -209,8 +229,9 @@ def test_deep_tree_with_a_cycle_is_walked_once_and_counted_per_category(unkind_c
     listed = Counter(q["gcmtitle"] for q in web.api_queries if q.get("gcmtype") == "subcat")
     assert max(listed.values()) == 1  # the cycle is not followed round
     assert report["per_category"]["ai"] == {
-        "Category:AI by tool/Midjourney": 3, "Category:AI by year": 1,
-    }  # fmt: skip
+        "Category:AI by tool/Midjourney": 3,
+        "Category:AI by year": 1,
+    }
     assert report["api_errors"] == {"permissiondenied|Category:AI": 2}
 
 
@@ -231,8 +252,9 @@ def test_a_file_under_both_labels_keeps_both_rows_for_prepare_to_drop(unkind_cra
 
 def test_media_downloads_are_two_at_a_time_across_hosts(unkind_crawl):
     web, by_title, _, _ = unkind_crawl
-    hosts = {row["file_url"].split("/")[2].split(":")[0] for rows in by_title.values()
-             for row in rows}  # fmt: skip
+    hosts = {
+        row["file_url"].split("/")[2].split(":")[0] for rows in by_title.values() for row in rows
+    }
     assert hosts == {"127.0.0.1", "localhost"}  # two per host would allow four at once
     assert web.most_in_flight == 2
 
@@ -255,10 +277,17 @@ def test_each_label_reaches_max_items_with_unique_files_in_a_seeded_spread_sampl
         for seed in (0, 1):
             workdir = tmp_path / f"seed{seed}-{len(samples)}"
             workdir.mkdir()
-            rows, report = scrape(workdir, commons_config(
-                web, seed=seed, segments=4, page_size=5, max_items=12,
-                sources=[{"category": "Category:AI", "label": "ai"}],
-            ))  # fmt: skip
+            rows, report = scrape(
+                workdir,
+                commons_config(
+                    web,
+                    seed=seed,
+                    segments=4,
+                    page_size=5,
+                    max_items=12,
+                    sources=[{"category": "Category:AI", "label": "ai"}],
+                ),
+            )
             titles = [json.loads(row["extra"])["title"] for row in rows]
             assert len(rows) == len(set(titles)) == 12 and report["per_label"] == {"ai": 12}
             assert report["skipped"]["not_an_image"]["ai"] > 0
@@ -282,15 +311,20 @@ def test_retry_after_over_the_bound_stops_the_source_with_a_report_line(tmp_path
     with FakeWeb() as web:
         web.maxlag_responses, web.retry_after = 1, 3600
         web.categories["Category:Real"] = [CommonsFile("File:r.jpg")]
-        write_params(tmp_path, commons_config(
-            web, sources=[{"category": "Category:Real", "label": "real", "name": "quality"}],
-        ))  # fmt: skip
+        write_params(
+            tmp_path,
+            commons_config(
+                web,
+                sources=[{"category": "Category:Real", "label": "real", "name": "quality"}],
+            ),
+        )
         params = yaml.safe_load((tmp_path / "params.yaml").read_text())
         params["scrape"]["settings"]["RETRY_AFTER_MAX"] = 5
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         started = time.monotonic()
-        result = subprocess.run(command(tmp_path), cwd=tmp_path, env=env(), capture_output=True,
-                                text=True, timeout=120)  # fmt: skip
+        result = subprocess.run(
+            command(tmp_path), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120
+        )
     assert time.monotonic() - started < 60
     assert result.returncode != 0 and "quality" in result.stderr + result.stdout
     report = json.loads((tmp_path / "reports/scrape.json").read_text())
@@ -299,11 +333,15 @@ def test_retry_after_over_the_bound_stops_the_source_with_a_report_line(tmp_path
 
 
 def test_the_commons_spider_refuses_to_start_without_a_contact(tmp_path):
-    config = {"spider": "commons", "contact": None,
-              "sources": [{"category": "Category:Real", "label": "real"}]}  # fmt: skip
+    config = {
+        "spider": "commons",
+        "contact": None,
+        "sources": [{"category": "Category:Real", "label": "real"}],
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"scrape": config}))
-    result = subprocess.run(command(tmp_path), cwd=tmp_path, env=env(), capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        command(tmp_path), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
     assert "dvc exp run -S scrape.contact=you@example.org" in result.stderr
     assert not (tmp_path / "data").exists()
@@ -320,21 +358,39 @@ def test_galleries_robots_redirects_timeouts_and_one_image_on_two_sources(tmp_pa
             '<a rel="next" href="/gallery/3.html">next</a>'
         )
         web.pages["/other/index.html"] = '<div class="pic"><img src="/img/copy.jpg"></div>'
-        web.images.update({
-            "/img/g1.jpg": jpeg(1), "/img/g2.jpg": jpeg(2), "/img/same.jpg": jpeg(3),
-            "/img/copy.jpg": jpeg(3), "/private/p.jpg": jpeg(4), "/img/loop.jpg": "loop",
-            "/img/slow.jpg": "slow",
-        })  # fmt: skip
-        rows, report = scrape(tmp_path, {
-            "spider": "gallery",
-            "sources": [
-                {"name": "gallery", "label": "ai", "start_urls": [f"{web.base}/gallery/1.html"],
-                 "image_css": "img::attr(src)", "next_css": "a[rel=next]::attr(href)",
-                 "max_pages": 2},
-                {"name": "other", "label": "ai", "start_urls": [f"{web.base}/other/index.html"],
-                 "image_xpath": "//div[@class='pic']/img/@src"},
-            ],
-        })  # fmt: skip
+        web.images.update(
+            {
+                "/img/g1.jpg": jpeg(1),
+                "/img/g2.jpg": jpeg(2),
+                "/img/same.jpg": jpeg(3),
+                "/img/copy.jpg": jpeg(3),
+                "/private/p.jpg": jpeg(4),
+                "/img/loop.jpg": "loop",
+                "/img/slow.jpg": "slow",
+            }
+        )
+        rows, report = scrape(
+            tmp_path,
+            {
+                "spider": "gallery",
+                "sources": [
+                    {
+                        "name": "gallery",
+                        "label": "ai",
+                        "start_urls": [f"{web.base}/gallery/1.html"],
+                        "image_css": "img::attr(src)",
+                        "next_css": "a[rel=next]::attr(href)",
+                        "max_pages": 2,
+                    },
+                    {
+                        "name": "other",
+                        "label": "ai",
+                        "start_urls": [f"{web.base}/other/index.html"],
+                        "image_xpath": "//div[@class='pic']/img/@src",
+                    },
+                ],
+            },
+        )
 
     by_file = {row["file_url"].rsplit("/", 1)[1]: row for row in rows}
     assert sorted(by_file) == ["copy.jpg", "g1.jpg", "g2.jpg", "same.jpg"]
@@ -360,8 +416,13 @@ def test_kill_9_and_resume_keeps_the_manifest_consistent(tmp_path):
         sources = [{"category": "Category:Real", "label": "real"}]
         config = commons_config(web, max_items=quota, sources=sources)
         write_params(tmp_path, config)
-        crawl = subprocess.Popen(command(tmp_path), cwd=tmp_path, env=env(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        crawl = subprocess.Popen(
+            command(tmp_path),
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             path = tmp_path / "data/raw/manifest.csv"
@@ -389,8 +450,10 @@ def test_kill_9_and_resume_keeps_the_manifest_consistent(tmp_path):
 def test_nothing_leaves_the_machine_in_tests(tmp_path):
     with FakeWeb() as web:
         web.images["/img/ok.jpg"] = jpeg(1)
-        urls = [{"url": f"{web.base}/img/ok.jpg", "label": "real"},
-                {"url": "http://example.org/never.jpg", "label": "ai"}]  # fmt: skip
+        urls = [
+            {"url": f"{web.base}/img/ok.jpg", "label": "real"},
+            {"url": "http://example.org/never.jpg", "label": "ai"},
+        ]
         rows, report = scrape(tmp_path, {"spider": "urls", "urls": urls})
     assert [row["file_url"] for row in rows] == [f"{web.base}/img/ok.jpg"]
     assert report["skipped"] == {"filtered": {"ai": 1}}
@@ -419,9 +482,14 @@ def test_scale_5000_items_with_bounded_memory(tmp_path):
             "if line.startswith('VmHWM:')))"
         )
         result = subprocess.run(
-            [sys.executable, "-c", measure], cwd=tmp_path, env=env(), capture_output=True,
-            text=True, timeout=1800, check=True,
-        )  # fmt: skip
+            [sys.executable, "-c", measure],
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
     report = json.loads((tmp_path / "reports/scrape.json").read_text())
     peak_mib = int(result.stdout.strip().splitlines()[-1]) / 1024
     rate = report["stored"] / report["elapsed_s"]

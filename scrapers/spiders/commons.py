@@ -118,11 +118,14 @@ class CommonsSpider(scrapy.Spider):
         self.parked: list[scrapy.Request] = []  # continuations held back by a full quota
         self.stopped: dict[str, str] = {}  # source name -> why it stopped
         if self.step != self.thumb_width:
-            self.logger.info("thumb_width %d is served at Commons' standard step %d px",
-                             self.thumb_width, self.step)  # fmt: skip
+            self.logger.info(
+                "thumb_width %d is served at Commons' standard step %d px",
+                self.thumb_width,
+                self.step,
+            )
 
     @classmethod
-    def from_crawler(cls, crawler, *args: Any, **kwargs: Any):  # noqa: ANN001, ANN206
+    def from_crawler(cls, crawler, *args: Any, **kwargs: Any):
         spider = super().from_crawler(crawler, *args, **kwargs)
         crawler.signals.connect(spider.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(spider.spider_idle, signal=signals.spider_idle)
@@ -130,7 +133,7 @@ class CommonsSpider(scrapy.Spider):
 
     # -- requests -----------------------------------------------------------------------------
 
-    def api_request(self, params: dict[str, Any], callback, priority: int = 0, **meta: Any):  # noqa: ANN001, ANN201
+    def api_request(self, params: dict[str, Any], callback, priority: int = 0, **meta: Any):
         query = {"action": "query", "format": "json", "formatversion": 2, "maxlag": self.maxlag}
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return scrapy.Request(
@@ -147,19 +150,36 @@ class CommonsSpider(scrapy.Spider):
             dont_filter=True,
         )
 
-    def files_request(self, category: str, source: dict, bounds: tuple[str, str],
-                      page: int = 0, cont: dict | None = None) -> scrapy.Request:  # fmt: skip
+    def files_request(
+        self,
+        category: str,
+        source: dict,
+        bounds: tuple[str, str],
+        page: int = 0,
+        cont: dict | None = None,
+    ) -> scrapy.Request:
         start, end = bounds
         params = {
-            "generator": "categorymembers", "gcmtitle": category, "gcmtype": "file",
-            "gcmlimit": self.page_size, "prop": "imageinfo",
-            "iiprop": "url|size|mime|sha1|extmetadata", "iiurlwidth": self.thumb_width,
+            "generator": "categorymembers",
+            "gcmtitle": category,
+            "gcmtype": "file",
+            "gcmlimit": self.page_size,
+            "prop": "imageinfo",
+            "iiprop": "url|size|mime|sha1|extmetadata",
+            "iiurlwidth": self.thumb_width,
             **({"gcmstartsortkeyprefix": start} if start else {}),
             **({"gcmendsortkeyprefix": end} if end else {}),
             **(cont or {}),
-        }  # fmt: skip
-        return self.api_request(params, self.parse_files, -page, source=source,
-                                category=category, bounds=bounds, page=page)  # fmt: skip
+        }
+        return self.api_request(
+            params,
+            self.parse_files,
+            -page,
+            source=source,
+            category=category,
+            bounds=bounds,
+            page=page,
+        )
 
     def category_files(self, category: str, source: dict, files: int | None) -> Iterator[Any]:
         """The first page of each segment of a category (`files`: its size, where known)."""
@@ -169,11 +189,23 @@ class CommonsSpider(scrapy.Spider):
         for bounds in segment_bounds(category, max(min(self.segments, pages), 1), self.seed):
             yield self.files_request(category, source, bounds)
 
-    def subcategories_request(self, category: str, source: dict, depth: int, cont=None):  # noqa: ANN001, ANN201
-        params = {"generator": "categorymembers", "gcmtitle": category, "gcmtype": "subcat",
-                  "gcmlimit": 500, "prop": "categoryinfo", **(cont or {})}  # fmt: skip
-        return self.api_request(params, self.parse_subcategories, TREE_PRIORITY, source=source,
-                                category=category, depth=depth)  # fmt: skip
+    def subcategories_request(self, category: str, source: dict, depth: int, cont=None):
+        params = {
+            "generator": "categorymembers",
+            "gcmtitle": category,
+            "gcmtype": "subcat",
+            "gcmlimit": 500,
+            "prop": "categoryinfo",
+            **(cont or {}),
+        }
+        return self.api_request(
+            params,
+            self.parse_subcategories,
+            TREE_PRIORITY,
+            source=source,
+            category=category,
+            depth=depth,
+        )
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for source in self.sources:
@@ -199,12 +231,13 @@ class CommonsSpider(scrapy.Spider):
             wait = response.headers.get("Retry-After", b"?").decode()
             self.stop(source, f"maxlag: {data['error'].get('info', '')} (Retry-After {wait} s)")
         else:
-            self.logger.error("MediaWiki API error %s for %s: %s", code, category,
-                              data["error"].get("info", ""))  # fmt: skip
+            self.logger.error(
+                "MediaWiki API error %s for %s: %s", code, category, data["error"].get("info", "")
+            )
             self.crawler.stats.inc_value(f"aiic/api_error|{code}|{source_name(source)}")
         return None
 
-    def api_failed(self, failure) -> None:  # noqa: ANN001
+    def api_failed(self, failure) -> None:
         request = failure.request
         source = request.meta.get("source")
         if failure.check(IgnoreRequest) and str(failure.value) == HELD_BACK:
@@ -295,8 +328,9 @@ class CommonsSpider(scrapy.Spider):
             if item is not None:
                 yield item
         if "continue" in data:
-            request = self.files_request(category, source, meta["bounds"], meta["page"] + 1,
-                                         data["continue"])  # fmt: skip
+            request = self.files_request(
+                category, source, meta["bounds"], meta["page"] + 1, data["continue"]
+            )
             if self.full(source):
                 self.parked.append(request)
             else:
