@@ -20,7 +20,9 @@ CONFIG_NAME = "config"
 BALANCE_METHODS = ("smote", "class_weight", "none")
 CALIBRATION_METHODS = ("temperature", "platt", "isotonic", "none")
 THRESHOLD_RULES = ("balanced_accuracy", "fpr_real")
+ENGINES = ("local", "ray")  # where backbones run over images: pipeline.engines
 CHOICES = {
+    ("engine", "name"): ENGINES,
     ("balance", "method"): BALANCE_METHODS,
     ("calibration", "method"): CALIBRATION_METHODS,
     ("calibration", "threshold"): THRESHOLD_RULES,
