@@ -50,6 +50,7 @@ def measure(method: str, rows: int, dimensions: int) -> dict[str, Any]:
         "method": method,
         "rows": rows,
         "dimensions": dimensions,
+        "minority": int(np.bincount(labels).min()),
         "rows_after": len(balanced),
         "input_mb": round(features.nbytes / 2**20, 1),
         "seconds": round(seconds, 2),
