@@ -263,10 +263,10 @@ def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
     precision = spec.get("precision", "float32")
     if precision in GPU_PRECISIONS and not visible_gpus():
         warnings.warn(
-            f"backbones.{spec['name']}.precision is {precision}, meant for a GPU, but TensorFlow "
-            "sees none: it computes in float16 on the CPU, which rounds more than bfloat16 and "
-            "is no faster than float32 there (BENCHMARKS.md). Install the gpu extra on a "
-            "machine with an NVIDIA GPU, or set the precision to float32 or bfloat16.",
+            f"backbones.{spec['name']}.precision is {precision}, meant for a GPU's float16 "
+            "units, but TensorFlow sees no GPU: it computes in float16 on the CPU. Install the "
+            "gpu extra on a machine with an NVIDIA GPU, or set the precision to float32 or "
+            "bfloat16 (for CPUs with AVX512-BF16).",
             stacklevel=2,
         )
     size = spec["input_size"]

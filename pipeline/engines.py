@@ -81,6 +81,19 @@ def configure_tensorflow(threads: int) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def leave_gpus_to_actors(engine: dict[str, Any] | None) -> None:
+    """With the ray engine, call before the stage builds its backbone: the stage's own process
+    only builds it to hand its weights to the actors, so it leaves this machine's GPUs to them
+    (TensorFlow would otherwise map all of every GPU's memory here, and the actors on this machine
+    would find none). A no-op for the local engine and without GPUs."""
+    if engine_settings(engine)["name"] != RAY:
+        return
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        tf.config.set_visible_devices([], "GPU")
+
+
 def features_of(
     forward: Callable, paths: list[str], size: int, batch_size: int, mode: str
 ) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import keras
 import pandas as pd
 
 from pipeline.backbones import extractor_from_spec
-from pipeline.engines import extract
+from pipeline.engines import extract, leave_gpus_to_actors
 from pipeline.entry import run
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
@@ -28,6 +28,7 @@ def featurize(
     """Write one backbone's features of every image in `splits` into data/features/<name>/, on
     the engine `engine` (params.yaml's `engine`; None: this process)."""
     keras.utils.set_random_seed(seed)
+    leave_gpus_to_actors(engine)
     # Built before any image is read: a missing weights file fails here, having done no work.
     model = extractor_from_spec(spec)
     with atomic_path(features_dir(spec["name"])) as out:

@@ -20,7 +20,7 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from pipeline.backbones import check_spec, extractor_from_spec
-from pipeline.engines import map_images
+from pipeline.engines import leave_gpus_to_actors, map_images
 from pipeline.entry import run
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.io import atomic_path
@@ -93,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     spec = backbone_spec(params, args.backbone)
+    leave_gpus_to_actors(params.get("engine"))
     extractor = extractor_from_spec({**spec, "weights": None})
     extractor.load_weights(features_dir(args.backbone) / BACKBONE_WEIGHTS_FILE)
     test = pd.read_csv(SPLITS, dtype={"id": str}).query("split == 'test'")

@@ -97,7 +97,7 @@ def test_mixed_float16_is_warned_about_without_a_gpu_and_still_computes(monkeypa
     full = build("vgg16", 32)
     monkeypatch.setattr("pipeline.backbones.visible_gpus", lambda: [])
     keras.utils.set_random_seed(0)
-    with pytest.warns(UserWarning, match="precision is mixed_float16, meant for a GPU, but Tens"):
+    with pytest.warns(UserWarning, match="mixed_float16, meant for a GPU.s float16 units, but"):
         half = build("vgg16", 32, precision="mixed_float16")
     assert {w.dtype for w in half.weights} == {"float32"}
     out = keras.ops.convert_to_numpy(half(images))

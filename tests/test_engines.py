@@ -47,6 +47,23 @@ def test_batches_are_gathered_at_their_rows_whatever_their_order():
         engines.gathered(iter(batches[:1]), 5)
 
 
+def test_the_stage_leaves_gpus_to_the_ray_actors(monkeypatch):
+    """Untested on a GPU (none here): TensorFlow's device calls are recorded instead."""
+    import tensorflow as tf
+
+    hidden = []
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda *args: hidden.append(args))
+    engines.leave_gpus_to_actors(RAY)
+    assert hidden == []  # no GPU: nothing to leave
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu])
+    engines.leave_gpus_to_actors(None)
+    engines.leave_gpus_to_actors({"name": "local"})
+    assert hidden == []  # the local engine runs its backbone on the GPU itself
+    engines.leave_gpus_to_actors(RAY)
+    assert hidden == [([], "GPU")]
+
+
 def image_paths(folder):
     """Good images, three kinds of bad one, and a missing file, in a fixed order."""
     make_image_folder(folder, per_class=8, size=48)
