@@ -1,9 +1,10 @@
 """SMOTE at scale: the balance stage's time and peak memory on synthetic training features, from
 ten thousand to a few hundred thousand rows, against `class_weight` (no synthetic rows).
 
-Each size runs in a fresh process, so that its peak resident memory (ru_maxrss) is its own; the
-input's own size is reported beside it. `python -m benchmarks.smote_scale [ROWS ...]` prints the
-results as JSON.
+Each size runs in a fresh process, so that its peak resident memory (ru_maxrss) is its own: on
+Linux that figure also counts the pages the process had at fork, and the runner that starts it
+holds no features. The input's own size is reported beside it.
+`python -m benchmarks.smote_scale [ROWS ...]` prints the results as JSON.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,10 +34,12 @@ from pipeline.runtime import extract as local_extract
 LOCAL, RAY = ENGINES
 RAY_SETTINGS = ("actors", "cpus_per_actor", "gpus_per_actor", "num_cpus")  # configs/engine/ray.yaml
 ROW = "row"  # each image's position in the split table, carried through the actors
-# A Ray Data block is the unit one actor call receives: a few model batches, so that the decoding
-# threads of runtime.image_batches overlap the forward pass inside the call, and the per-call
-# overhead of Ray is paid once for several batches.
+# A Ray Data block is the unit one actor call receives: up to a few model batches, so that the
+# decoding threads of runtime.image_batches overlap the forward pass inside the call and Ray's
+# per-call overhead is paid once for several batches; but at least a few blocks per actor, or
+# one actor works through the last large block while the others idle.
 BATCHES_PER_BLOCK = 4
+BLOCKS_PER_ACTOR = 4
 
 Work = Callable[[Callable, list[str]], dict[str, np.ndarray]]
 
@@ -143,15 +146,21 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
+def rows_per_block(count: int, batch_size: int, actors: int) -> int:
+    """Whole model batches per Ray Data block: BATCHES_PER_BLOCK, fewer where that would leave
+    an actor fewer than BLOCKS_PER_ACTOR blocks."""
+    batches = math.ceil(count / (actors * BLOCKS_PER_ACTOR * batch_size))
+    return batch_size * min(BATCHES_PER_BLOCK, max(1, batches))
+
+
 def ray_batches(
     settings: dict[str, Any], spec: dict[str, Any], model: Any, work: Work, paths: list[str]
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """(row positions, outputs of `work`) per batch the actors return, in whatever order."""
     import ray
 
-    batch_size = spec["batch_size"]
     table = pd.DataFrame({ROW: np.arange(len(paths)), "path": paths})
-    block = batch_size * BATCHES_PER_BLOCK
+    block = rows_per_block(len(paths), spec["batch_size"], settings["actors"])
     with ray_session(settings["num_cpus"]):
         dataset = ray.data.from_pandas(
             [table.iloc[start : start + block] for start in range(0, len(table), block)]
@@ -166,7 +175,7 @@ def ray_batches(
                 "work": work,
                 "threads": max(1, int(settings["cpus_per_actor"])),
             },
-            concurrency=settings["actors"],
+            compute=ray.data.ActorPoolStrategy(size=settings["actors"]),
             num_cpus=settings["cpus_per_actor"],
             num_gpus=settings["gpus_per_actor"],
         )

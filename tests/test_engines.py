@@ -64,6 +64,12 @@ def test_the_stage_leaves_gpus_to_the_ray_actors(monkeypatch):
     assert hidden == [([], "GPU")]
 
 
+def test_blocks_are_whole_batches_and_leave_every_actor_several():
+    assert engines.rows_per_block(100_000, 32, 2) == 32 * engines.BATCHES_PER_BLOCK
+    assert engines.rows_per_block(192, 32, 2) == 32  # six blocks, not a 128 and a 64
+    assert engines.rows_per_block(3, 32, 2) == 32
+
+
 def image_paths(folder):
     """Good images, three kinds of bad one, and a missing file, in a fixed order."""
     make_image_folder(folder, per_class=8, size=48)
