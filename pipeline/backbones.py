@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,16 @@ import numpy as np
 from keras.src.utils import file_utils
 
 from pipeline.errors import ConfigError, MissingWeights, not_one_of
+from pipeline.runtime import visible_gpus
 
 OFFLINE_ENV = "AIIC_OFFLINE"
 RESIZE, CENTER_CROP = "resize", "center_crop"  # how an image becomes input_size x input_size
 SPEC_KEYS = ("name", "extractor", "weights", "input_size", "batch_size", "precision")
 DEFAULT_EXTRACTOR = "keras_application"
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # precision -> Keras policy
+# precision -> Keras policy: float32, bfloat16 (fast on CPUs with AVX512-BF16/AMX) or
+# mixed_float16 (fast on NVIDIA GPUs' tensor cores)
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "mixed_float16": "mixed_float16"}
+GPU_PRECISIONS = ("mixed_float16",)
 
 
 def application_names() -> list[str]:
@@ -250,12 +255,23 @@ def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
     for one entry of params.yaml's `backbones`.
 
     precision bfloat16 computes in bfloat16 with float32 weights (Keras' mixed_bfloat16 policy),
-    much faster on CPUs with AVX512-BF16 (BENCHMARKS.md).
+    much faster on CPUs with AVX512-BF16 (BENCHMARKS.md); mixed_float16 likewise in float16, for
+    GPUs. Without a GPU, mixed_float16 is warned about, not refused: a params.yaml written for a
+    GPU machine still reproduces on a CPU, only slowly.
     """
     kind = check_spec(spec)
+    precision = spec.get("precision", "float32")
+    if precision in GPU_PRECISIONS and not visible_gpus():
+        warnings.warn(
+            f"backbones.{spec['name']}.precision is {precision}, meant for a GPU's float16 "
+            "units, but TensorFlow sees no GPU: it computes in float16 on the CPU. Install the "
+            "gpu extra on a machine with an NVIDIA GPU, or set the precision to float32 or "
+            "bfloat16 (for CPUs with AVX512-BF16).",
+            stacklevel=2,
+        )
     size = spec["input_size"]
     inputs = keras.Input((size, size, 3), name="rgb")
-    with dtype_policy(PRECISIONS[spec.get("precision", "float32")]):
+    with dtype_policy(PRECISIONS[precision]):
         features = kind.features(spec, inputs)
     features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(features)
     return keras.Model(inputs, features, name=f"{spec['name']}_features")

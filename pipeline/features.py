@@ -14,29 +14,26 @@ from typing import Any
 import keras
 import pandas as pd
 
-from pipeline.backbones import check_spec, extractor_from_spec
+from pipeline.backbones import extractor_from_spec
+from pipeline.engines import extract, leave_gpus_to_actors
 from pipeline.entry import run
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
 from pipeline.paths import BACKBONE_WEIGHTS_FILE, FEATURES_FILE, INDEX_FILE, SPLITS, features_dir
-from pipeline.runtime import extract
 
 
-def featurize(spec: dict[str, Any], splits: pd.DataFrame, seed: int) -> None:
-    """Write one backbone's features of every image in `splits` into data/features/<name>/."""
+def featurize(
+    spec: dict[str, Any], splits: pd.DataFrame, seed: int, engine: dict[str, Any] | None = None
+) -> None:
+    """Write one backbone's features of every image in `splits` into data/features/<name>/, on
+    the engine `engine` (params.yaml's `engine`; None: this process)."""
     keras.utils.set_random_seed(seed)
+    leave_gpus_to_actors(engine)
     # Built before any image is read: a missing weights file fails here, having done no work.
     model = extractor_from_spec(spec)
     with atomic_path(features_dir(spec["name"])) as out:
         out.mkdir()
-        reasons = extract(
-            model,
-            splits["path"].tolist(),
-            spec["input_size"],
-            spec["batch_size"],
-            out / FEATURES_FILE,
-            check_spec(spec).input_mode,
-        )
+        reasons = extract(engine, spec, model, splits["path"].tolist(), out / FEATURES_FILE)
         index = splits[["id", "label", "split"]].assign(ok=reasons == "", reason=reasons)
         index.to_csv(out / INDEX_FILE, index=False)
         model.save_weights(out / BACKBONE_WEIGHTS_FILE)
@@ -50,7 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     featurize(
-        backbone_spec(params, args.backbone), pd.read_csv(SPLITS, dtype={"id": str}), params["seed"]
+        backbone_spec(params, args.backbone),
+        pd.read_csv(SPLITS, dtype={"id": str}),
+        params["seed"],
+        params.get("engine"),
     )
 
 

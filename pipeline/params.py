@@ -17,10 +17,12 @@ from pipeline.errors import ConfigError, MissingInput, not_one_of
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("configs")
 CONFIG_NAME = "config"
-BALANCE_METHODS = ("smote", "none")
+BALANCE_METHODS = ("smote", "class_weight", "none")
 CALIBRATION_METHODS = ("temperature", "platt", "isotonic", "none")
 THRESHOLD_RULES = ("balanced_accuracy", "fpr_real")
+ENGINES = ("local", "ray")  # where backbones run over images: pipeline.engines
 CHOICES = {
+    ("engine", "name"): ENGINES,
     ("balance", "method"): BALANCE_METHODS,
     ("calibration", "method"): CALIBRATION_METHODS,
     ("calibration", "threshold"): THRESHOLD_RULES,

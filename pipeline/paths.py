@@ -26,6 +26,7 @@ BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the exact extractor the feature
 
 BALANCED_DIR = Path("data/balanced")  # <backbone>/train.npz
 BALANCED_FILE = "train.npz"
+CLASS_WEIGHT_KEY = "class_weight"  # in train.npz with balance.method class_weight: per class id
 BALANCE_REPORTS_DIR = Path("reports/balance")  # <backbone>.json
 
 ROBUSTNESS_DIR = Path("data/robustness")  # <backbone>/features.npz

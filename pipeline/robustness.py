@@ -10,6 +10,7 @@ with the trained head, so that a head experiment re-runs no backbone.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 from collections.abc import Callable
 
@@ -19,12 +20,12 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from pipeline.backbones import check_spec, extractor_from_spec
+from pipeline.engines import leave_gpus_to_actors, map_images
 from pipeline.entry import run
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
 from pipeline.paths import BACKBONE_WEIGHTS_FILE, SPLITS, features_dir, robustness_file
-from pipeline.runtime import compiled
 
 CHUNK = 64
 
@@ -90,17 +91,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbone")
     args = parser.parse_args()
-    spec = backbone_spec(load_params(), args.backbone)
+    params = load_params()
+    spec = backbone_spec(params, args.backbone)
+    leave_gpus_to_actors(params.get("engine"))
     extractor = extractor_from_spec({**spec, "weights": None})
     extractor.load_weights(features_dir(args.backbone) / BACKBONE_WEIGHTS_FILE)
     test = pd.read_csv(SPLITS, dtype={"id": str}).query("split == 'test'")
-    outputs = perturbed_outputs(
-        compiled(extractor),
-        test["path"].tolist(),
-        spec["input_size"],
-        check_spec(spec).input_mode,
-        extractor.output_shape[-1],
+    work = functools.partial(
+        perturbed_outputs,
+        size=spec["input_size"],
+        mode=check_spec(spec).input_mode,
+        width=extractor.output_shape[-1],
     )
+    outputs = map_images(params.get("engine"), spec, extractor, work, test["path"].tolist())
     out_file = robustness_file(args.backbone)
     with atomic_path(out_file.parent) as out:
         out.mkdir()

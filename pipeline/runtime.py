@@ -59,6 +59,14 @@ def image_batches(
             yield ahead.popleft().result()
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs TensorFlow sees. It places every backbone on the first of them by itself, so no
+    stage has a code path of its own for a GPU; with none, it runs on the CPU."""
+    import tensorflow as tf
+
+    return [device.name for device in tf.config.list_physical_devices("GPU")]
+
+
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

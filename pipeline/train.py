@@ -33,6 +33,7 @@ from pipeline.metrics import PERTURBED_PREFIX
 from pipeline.params import load_params
 from pipeline.paths import (
     CALIBRATION_FILE,
+    CLASS_WEIGHT_KEY,
     HEAD_WEIGHTS_FILE,
     HEADS_DIR,
     HISTORY_DIR,
@@ -51,8 +52,14 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def dataset(features: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices((features, labels.astype("float32")))
+def dataset(
+    features: np.ndarray, labels: np.ndarray, class_weight: np.ndarray | None = None
+) -> tf.data.Dataset:
+    """(features, labels), or (features, labels, each row's weight) given a weight per class id."""
+    columns = (features, labels.astype("float32"))
+    if class_weight is not None:
+        columns += (class_weight[labels],)
+    return tf.data.Dataset.from_tensor_slices(columns)
 
 
 def train_head(
@@ -61,8 +68,10 @@ def train_head(
     head: dict[str, Any],
     seed: int,
     callbacks: list[keras.callbacks.Callback] = (),
+    class_weight: np.ndarray | None = None,
 ) -> keras.Model:
-    """Fit the head with Adam and binary cross-entropy; the best val-loss weights are kept."""
+    """Fit the head with Adam and binary cross-entropy, each training row weighted by its class
+    where `class_weight` (one weight per class id) is given; the best val-loss weights are kept."""
     seed_everything(seed)
     model = build_head(train[0].shape[1], **head)
     model.compile(
@@ -76,7 +85,7 @@ def train_head(
     # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
     # took over a third of a small head's fit time (BENCHMARKS.md).
     model.fit(
-        dataset(*train).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
+        dataset(*train, class_weight).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
         validation_data=dataset(*val).batch(head["batch_size"]),
         epochs=head["epochs"],
         callbacks=[early_stopping, *callbacks],
@@ -118,6 +127,7 @@ def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path)
     models/heads/) and `scores` (in place of data/scores/)."""
     with np.load(balanced_file(name)) as balanced:
         train = (balanced["features"], balanced["labels"])
+        class_weight = balanced.get(CLASS_WEIGHT_KEY)
     val_features, val_labels, _ = load_features(features_dir(name), "val")
     (heads / name).mkdir()
     history = heads / HISTORY_DIR.relative_to(HEADS_DIR) / f"{name}.csv"
@@ -128,6 +138,7 @@ def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path)
         params["head"],
         params["seed"],
         callbacks=[keras.callbacks.CSVLogger(history)],
+        class_weight=class_weight,
     )
     fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
     model.save_weights(heads / name / HEAD_WEIGHTS_FILE)

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import compose_params
 from pipeline import balance as balance_stage
-from pipeline.balance import balance
+from pipeline.balance import balance, class_weights
 from pipeline.errors import ConfigError
 
 
@@ -30,7 +30,8 @@ def test_none_returns_the_input_and_bad_settings_are_explained():
     assert balance(features, labels, "none", seed=1)[0] is features
     with pytest.raises(ValueError, match="k_neighbors=10"):
         balance(features, labels, "smote", seed=1, k_neighbors=10)
-    with pytest.raises(ConfigError, match="method is 'adasyn'; allowed values: 'smote', 'none'"):
+    allowed = "allowed values: 'smote', 'class_weight', 'none'"
+    with pytest.raises(ConfigError, match=f"method is 'adasyn'; {allowed}"):
         balance(features, labels, "adasyn", seed=1)
 
 
@@ -58,3 +59,36 @@ def test_stage_oversamples_train_only(tmp_path, monkeypatch):
     assert distances.min() > 0
     report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
     assert report["before"] == {"ai": 20, "real": 40} and report["after"] == {"ai": 40, "real": 40}
+
+
+def test_class_weight_adds_no_rows_and_weighs_both_classes_alike():
+    features, labels = imbalanced(n_real=40, n_ai=10)
+    balanced, balanced_labels = balance(features, labels, "class_weight", seed=1)
+    assert balanced is features and balanced_labels is labels
+    weights = class_weights(labels)
+    assert weights.tolist() == [2.5, 0.625]  # 50 / (2 * 10), 50 / (2 * 40)
+    assert (weights * np.bincount(labels)).tolist() == [25.0, 25.0]
+    with pytest.raises(ValueError, match=r"none of \['ai'\]"):
+        class_weights(np.ones(5, dtype=np.int64))
+
+
+def test_stage_writes_class_weights_for_train(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    features, labels = imbalanced(n_real=30, n_ai=10)
+    folder = tmp_path / "data/features/bb"
+    folder.mkdir(parents=True)
+    np.save(folder / "features.npy", features)
+    pd.DataFrame(
+        {"id": range(40), "label": np.array(["ai", "real"])[labels], "split": "train", "ok": True}
+    ).to_csv(folder / "index.csv", index=False)
+    params = compose_params("balance=class_weight", "seed=0")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr("sys.argv", ["balance", "bb"])
+    balance_stage.main()
+
+    with np.load(tmp_path / "data/balanced/bb/train.npz") as result:
+        assert np.array_equal(result["features"], features)
+        assert result["class_weight"].tolist() == pytest.approx([2.0, 2 / 3])
+    report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
+    assert report["after"] == report["before"] == {"ai": 10, "real": 30}
+    assert report["class_weight"] == {"ai": 2.0, "real": pytest.approx(2 / 3)}

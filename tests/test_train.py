@@ -102,3 +102,25 @@ def test_a_head_trains_alike_alone_or_after_another_backbone(tmp_path, monkeypat
         train.main()
     alone, after = (tmp_path / run / "data/scores/bb.csv" for run in ("alone", "after"))
     assert alone.read_bytes() == after.read_bytes()
+
+
+def test_class_weights_in_the_loss_undo_the_majoritys_pull():
+    """On features that carry no information, an unweighted head leans to the majority class;
+    weighted by class, the two classes pull alike."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 8)).astype(np.float32)
+    labels = (np.arange(200) >= 40).astype(np.int64)  # 40 ai, 160 real
+    head = {
+        "units": 4,
+        "dropout": 0.0,
+        "learning_rate": 0.01,
+        "epochs": 15,
+        "batch_size": 50,
+        "patience": 15,
+    }
+    validation = (features[::10], labels[::10])
+    plain = train.train_head((features, labels), validation, head, seed=0)
+    weights = np.array([2.5, 0.625], np.float32)
+    weighted = train.train_head((features, labels), validation, head, seed=0, class_weight=weights)
+    assert train.head_scores(plain, features).mean() > 0.7
+    assert 0.35 < train.head_scores(weighted, features).mean() < 0.65
