@@ -291,9 +291,8 @@ def missing_preset(name: str, preset: str, folder: Path, cause: object) -> Missi
         f"{'/'.join(folder.parts[-6:-1])}/ of its kagglehub cache (~/.cache/kagglehub, or "
         f"$KAGGLEHUB_CACHE there), hidden .complete folder included, to {folder.parent}/ here "
         f"(or point KAGGLEHUB_CACHE at a copy of that cache); or set backbones.{name}.weights "
-        "to null to run "
-        "with random weights (for tests and smoke runs: features from a random network are far "
-        "weaker)."
+        "to null to run with random weights (for tests and smoke runs: features from a random "
+        "network are far weaker)."
     )
 
 

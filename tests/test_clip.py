@@ -185,7 +185,7 @@ def test_preset_architectures_are_openais(preset, width):
     model = extractor_from_spec(spec(preset=preset, input_size=224, architecture=None))
     assert model.output_shape == (None, width)
     encoder = model.get_layer("clip_image_embedding").encoder
-    position_ids = encoder.get_layer("embedding").position_ids
+    position_ids = encoder.embedding.position_ids
     assert model.count_params() - int(np.prod(position_ids.shape)) == PUBLISHED_PARAMETERS[preset]
 
 
@@ -236,3 +236,15 @@ def test_dvc_repro_with_a_tiny_clip_exports_a_model_that_scores_as_evaluate_did(
     ).stdout
     p_real = [row["p_real"] for row in json.loads(predicted)]
     assert p_real == pytest.approx(scores["p_real"].tolist(), abs=1e-4)
+
+
+@needs_keras_hub
+def test_bfloat16_computes_close_to_float32_and_returns_float32():
+    images = pixels()
+    keras.utils.set_random_seed(0)
+    full = extractor_from_spec(spec()).predict(images, verbose=0)
+    keras.utils.set_random_seed(0)
+    mixed = extractor_from_spec(spec(precision="bfloat16")).predict(images, verbose=0)
+    assert mixed.dtype == np.float32
+    cosine = (full * mixed).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(mixed, axis=1)
+    assert cosine.min() > 0.99
