@@ -1,5 +1,6 @@
 """Feature extractors, from a registry driven by config: any keras.applications model, a
-weight-free frequency spectrum, and whatever else registers in EXTRACTORS.
+weight-free frequency spectrum, CLIP's image tower (pipeline.clip), and whatever else registers
+in EXTRACTORS.
 
 A backbone is one entry of params.yaml's `backbones` (one file in configs/backbones/): its
 `extractor` kind (`keras_application` by default) and that kind's options. Each extractor is a
@@ -22,11 +23,13 @@ import keras
 import numpy as np
 from keras.src.utils import file_utils
 
+from pipeline import clip
 from pipeline.errors import ConfigError, MissingWeights, not_one_of
 from pipeline.runtime import visible_gpus
 
 OFFLINE_ENV = "AIIC_OFFLINE"
-RESIZE, CENTER_CROP = "resize", "center_crop"  # how an image becomes input_size x input_size
+# How an image becomes input_size x input_size (pipeline.images.shape_for_model).
+RESIZE, CENTER_CROP, RESIZE_CROP = "resize", "center_crop", "resize_crop"
 SPEC_KEYS = ("name", "extractor", "weights", "input_size", "batch_size", "precision")
 DEFAULT_EXTRACTOR = "keras_application"
 # precision -> Keras policy: float32, bfloat16 (fast on CPUs with AVX512-BF16/AMX) or
@@ -210,13 +213,102 @@ class Spectrum:
         return SpectrumFeatures(spec.get("bins", 16))(inputs)
 
 
-EXTRACTORS: dict[str, KerasApplication | Spectrum] = {
+class Clip:
+    """CLIP's frozen image tower from KerasHub (`preset`: a KerasHub CLIP preset name); weights
+    `imagenet` (the preset's pretrained weights: the key is shared by every backbone) or null
+    (random, the preset's architecture). `architecture` overrides its hyperparameters, with
+    random weights only: a tiny CLIP for tests and smoke runs.
+
+    Images are resized and centre-cropped as CLIP's own preprocessing does, so that pretrained
+    weights see what they were trained on.
+    """
+
+    options = ("preset", "architecture")
+    input_mode = RESIZE_CROP
+
+    def check(self, spec: dict[str, Any]) -> None:
+        name, preset, weights = spec["name"], spec.get("preset"), spec.get("weights")
+        if not clip.keras_hub_installed():
+            raise ConfigError(
+                f"backbones.{name} uses the clip extractor, which needs KerasHub: install the "
+                "project with its clip extra (pip install -e '.[clip]')."
+            )
+        if preset not in clip.ARCHITECTURES:
+            raise not_one_of(f"backbones.{name}.preset", preset, clip.ARCHITECTURES)
+        if weights not in (None, "imagenet"):
+            raise not_one_of(f"backbones.{name}.weights", weights, ["imagenet", None])
+        overrides = spec.get("architecture") or {}
+        for key in overrides:
+            if key not in clip.ARCHITECTURE_KEYS:
+                raise not_one_of(f"backbones.{name}.architecture key", key, clip.ARCHITECTURE_KEYS)
+        if overrides and weights is not None:
+            raise ConfigError(
+                f"backbones.{name}.architecture changes the preset's shapes, so its weights "
+                "cannot load: set weights to null, or remove architecture."
+            )
+        size, native = spec["input_size"], clip.ARCHITECTURES[preset]["image_size"]
+        if weights is not None and size != native:
+            raise ConfigError(
+                f"backbones.{name}.input_size must be {native} for the pretrained {preset}: its "
+                f"position embeddings are learnt for {native} x {native} pixels, got {size}"
+            )
+        patch = clip.architecture(preset, size, overrides)["patch_size"]
+        if size % patch:
+            raise ConfigError(
+                f"backbones.{name}.input_size must be a multiple of the patch size {patch}, "
+                f"got {size}"
+            )
+
+    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
+        name, preset = spec["name"], spec["preset"]
+        # Fetched before the model is built: a missing preset fails at once, having done no work.
+        pretrained = self.pretrained(name, preset) if spec.get("weights") == "imagenet" else None
+        embedding = clip.ClipImageEmbedding(
+            **clip.architecture(preset, spec["input_size"], spec.get("architecture")),
+            name="clip_image_embedding",
+        )
+        embedding.trainable = False
+        features = embedding(inputs)
+        if pretrained:
+            embedding.encoder.set_weights(pretrained[0])
+            embedding.projection.set_weights(pretrained[1])
+        return features
+
+    @staticmethod
+    def pretrained(name: str, preset: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        folder, cached = clip.preset_cache(preset)
+        if cached:
+            return clip.preset_weights(preset)
+        if os.environ.get(OFFLINE_ENV):
+            raise missing_preset(name, preset, folder, f"{OFFLINE_ENV} is set")
+        try:
+            return clip.preset_weights(preset)
+        except Exception as error:  # kagglehub and KerasHub raise many kinds for a failed download
+            raise missing_preset(name, preset, folder, error) from error
+
+
+def missing_preset(name: str, preset: str, folder: Path, cause: object) -> MissingWeights:
+    return MissingWeights(
+        f"Cannot load the pretrained weights of backbone {name}: the KerasHub preset {preset} "
+        f"is not in kagglehub's cache folder {folder} and could not be downloaded ({cause}). On "
+        f'a connected machine with the clip extra, run python -c "import keras_hub; '
+        f"keras_hub.models.CLIPBackbone.from_preset('{preset}')\", then copy the folder "
+        f"{'/'.join(folder.parts[-6:-1])}/ of its kagglehub cache (~/.cache/kagglehub, or "
+        f"$KAGGLEHUB_CACHE there), hidden .complete folder included, to {folder.parent}/ here "
+        f"(or point KAGGLEHUB_CACHE at a copy of that cache); or set backbones.{name}.weights "
+        "to null to run with random weights (for tests and smoke runs: features from a random "
+        "network are far weaker)."
+    )
+
+
+EXTRACTORS: dict[str, KerasApplication | Spectrum | Clip] = {
     "keras_application": KerasApplication(),
     "spectrum": Spectrum(),
+    "clip": Clip(),
 }
 
 
-def extractor_kind(spec: dict[str, Any]) -> KerasApplication | Spectrum:
+def extractor_kind(spec: dict[str, Any]) -> KerasApplication | Spectrum | Clip:
     """The registered extractor a backbone spec names (`extractor`, default keras_application)."""
     kind = spec.get("extractor", DEFAULT_EXTRACTOR)
     if kind not in EXTRACTORS:
@@ -224,7 +316,7 @@ def extractor_kind(spec: dict[str, Any]) -> KerasApplication | Spectrum:
     return EXTRACTORS[kind]
 
 
-def check_spec(spec: dict[str, Any]) -> KerasApplication | Spectrum:
+def check_spec(spec: dict[str, Any]) -> KerasApplication | Spectrum | Clip:
     """Validate a backbone spec before any work: its keys, extractor and their values."""
     kind = extractor_kind(spec)
     allowed = (*SPEC_KEYS, *kind.options)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.backbones import CENTER_CROP, RESIZE, check_spec, extractor_from_spec
+from pipeline.backbones import CENTER_CROP, RESIZE, RESIZE_CROP, check_spec, extractor_from_spec
 from pipeline.calibrate import Calibration
 from pipeline.entry import run
 from pipeline.errors import StageFailed
@@ -99,6 +99,8 @@ PREPROCESSING = {
     "input_size; the backbone's own preprocess_input is inside the model",
     CENTER_CROP: "Pillow decode, EXIF orientation applied, RGB, central input_size x input_size "
     "crop at native resolution (nothing resampled; smaller images are refused)",
+    RESIZE_CROP: "Pillow decode, EXIF orientation applied, RGB, largest central square bicubic-"
+    "resized to input_size x input_size (CLIP's own); CLIP's normalisation is inside the model",
 }
 
 

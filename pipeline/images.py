@@ -79,12 +79,21 @@ def center_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def resize_crop(image: Image.Image, size: int) -> np.ndarray:
+    """The largest central square, resized (bicubic) to size x size: CLIP's own preprocessing
+    (resize the shorter side, crop the centre), aspect ratio kept."""
+    fitted = ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
+    return np.asarray(fitted, dtype=np.uint8)
+
+
 def shape_for_model(
     image: Image.Image, size: int, mode: str = "resize", name: str = ""
 ) -> np.ndarray:
-    """A decoded image as a backbone's input; `mode` is resize or center_crop."""
+    """A decoded image as a backbone's input; `mode` is resize, resize_crop or center_crop."""
     if mode == "resize":
         return resize(image, size)
+    if mode == "resize_crop":
+        return resize_crop(image, size)
     if min(image.size) < size:
         raise UnreadableImage(name, "too_small", f"{image.size} is under the {size} px crop")
     return center_crop(image, size)

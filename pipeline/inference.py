@@ -14,12 +14,14 @@ import numpy as np
 
 from pipeline.backbones import Preprocess, SpectrumFeatures
 from pipeline.calibrate import Calibration
+from pipeline.clip import ClipImageEmbedding
 from pipeline.errors import ModelNotFound
 from pipeline.io import read_json
 from pipeline.paths import EXPORT_DIR, INFO_FILE, MODEL_FILE
 from pipeline.runtime import compiled, image_batches
 
-CUSTOM_LAYERS = (Preprocess, SpectrumFeatures, Calibration)  # registered for safe-mode loading
+# Registered for safe-mode loading.
+CUSTOM_LAYERS = (Preprocess, SpectrumFeatures, ClipImageEmbedding, Calibration)
 
 
 def load_exported(model_dir: Path = EXPORT_DIR) -> tuple[keras.Model, dict[str, Any]]:

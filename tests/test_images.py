@@ -81,3 +81,14 @@ def test_16_bit_grey_is_scaled_not_clipped():
     expected = np.rint(ramp / 257).astype(np.uint8)
     assert np.abs(decoded[..., 0].astype(int) - expected).max() <= 1
     assert len(np.unique(decoded)) == 256 and (decoded == 255).mean() < 0.01
+
+
+def test_resize_crop_keeps_the_aspect_ratio_and_takes_the_centre():
+    """CLIP's preprocessing: the central square of a wide image, resized; a small image grows."""
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, 20:60] = 255  # the central 40 x 40 square is white, the sides black
+    data = png_bytes(Image.fromarray(wide), format="PNG")
+    crop = load_for_model(data, 20, "resize_crop")
+    assert crop[2:-2, 2:-2].min() == 255 and crop.min() > 200  # bicubic: edges near, not 255
+    assert load_for_model(data, 20, "resize").min() == 0  # a plain resize keeps the sides
+    assert load_for_model(data, 64, "resize_crop").shape == (64, 64, 3)
