@@ -129,8 +129,8 @@ def test_predict_with_litert_matches_keras_without_importing_tensorflow(written,
     exported.mkdir()
     tiny_convertible_model().save(exported / "model.keras")
     (exported / "model.tflite").write_bytes((folder / "model.tflite").read_bytes())
-    write_json(exported / "model.json", {"input_size": SIZE, "input_mode": "resize",
-               "threshold": 0.5, "min_size": 32})  # fmt: skip
+    info = {"input_size": SIZE, "input_mode": "resize", "threshold": 0.5, "min_size": 32}
+    write_json(exported / "model.json", info)
     synthetic_image("real", 48, np.random.default_rng(1)).save(tmp_path / "a.png")
     script = (
         "import json, sys; from pipeline import predict;"
