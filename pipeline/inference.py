@@ -22,11 +22,8 @@ from pipeline.runtime import compiled, image_batches
 RUNTIMES = {"keras": MODEL_FILE, "litert": FORMATS["litert"].file}
 
 
-def load_exported(
-    model_dir: Path = EXPORT_DIR, runtime: str = "keras"
-) -> tuple[Any, dict[str, Any]]:
-    """The full inference model of `runtime` (Keras in safe mode: no arbitrary code) and its
-    model.json."""
+def exported_files(model_dir: Path, runtime: str = "keras") -> tuple[Path, Path]:
+    """(model file, model.json) of `runtime` in `model_dir`; ModelNotFound where one is missing."""
     model_file, info_file = Path(model_dir) / RUNTIMES[runtime], Path(model_dir) / INFO_FILE
     if not model_file.is_file() or not info_file.is_file():
         raise ModelNotFound(
@@ -34,6 +31,15 @@ def load_exported(
             " `dvc repro` to train and export one"
             + (" with litert in export.formats." if runtime == "litert" else ".")
         )
+    return model_file, info_file
+
+
+def load_exported(
+    model_dir: Path = EXPORT_DIR, runtime: str = "keras"
+) -> tuple[Any, dict[str, Any]]:
+    """The full inference model of `runtime` (Keras in safe mode: no arbitrary code) and its
+    model.json."""
+    model_file, info_file = exported_files(model_dir, runtime)
     if runtime == "litert":
         return LiteRTModel(model_file), read_json(info_file)
     import keras

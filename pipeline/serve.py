@@ -36,7 +36,7 @@ from starlette.datastructures import UploadFile
 from pipeline.entry import run
 from pipeline.fetch import FetchRefused, shorten
 from pipeline.images import UnreadableImage, load_for_model
-from pipeline.inference import RUNTIMES, describe, forward, load_exported, verdict
+from pipeline.inference import RUNTIMES, describe, exported_files, forward, load_exported, verdict
 from pipeline.paths import EXPORT_DIR
 from pipeline.predict import url_for_model
 
@@ -312,7 +312,7 @@ def app_from_environment() -> FastAPI:
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    load_exported(Path(settings.model_dir), settings.runtime)  # a missing model fails here, now
+    exported_files(Path(settings.model_dir), settings.runtime)  # a missing model fails here, now
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port)
         return
