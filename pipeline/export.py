@@ -112,6 +112,8 @@ def export_formats(
 ) -> dict[str, dict[str, Any]]:
     """Write and check each format in `names` (FORMATS) against evaluate's scores of `sample`'s
     images; model.json's `formats`. StageFailed names the first format that fails its check."""
+    if not names:
+        return {}
     size, mode = info["input_size"], info["input_mode"]
     paths = sample["path"].tolist()
     images = np.concatenate([batch for batch, _ in image_batches(paths, size, len(paths), mode)])
@@ -192,12 +194,13 @@ def main() -> None:
             info,
         )
         write_json(out / INFO_FILE, info)
-    skipped = [key for key, value in info["formats"].items() if value["file"] is None]
+    formats = [
+        f"{key} ({'checked' if entry['file'] else 'not convertible'})"
+        for key, entry in info["formats"].items()
+    ]
     print(
-        f"export: {name} -> {EXPORT_DIR}/ "
-        f"(reloaded model matches evaluation within {difference:.1e}; formats:"
-        f" {', '.join(info['formats']) or 'none'}{'; not convertible: ' if skipped else ''}"
-        f"{', '.join(skipped)})"
+        f"export: {name} -> {EXPORT_DIR}/ (reloaded model matches evaluation within"
+        f" {difference:.1e}; formats: {', '.join(formats) or 'model.keras only'})"
     )
 
 
