@@ -201,6 +201,8 @@ def _follow(
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             address = resolve(parts.hostname, port, allowed)
+        except FetchRefused:
+            raise
         except (ValueError, UnicodeError) as error:
             raise FetchRefused(f"refused: {shorten(url)!r} is not a valid URL ({error})") from error
         pool = _connection_pool(parts.scheme, parts.hostname, address, port)

@@ -148,6 +148,7 @@ def test_urls_to_private_addresses_are_refused_through_the_api(api, address):
     assert response.status_code == 200
     row = response.json()["results"][0]
     assert row["p_real"] is None and "non-public address" in row["reason"]
+    assert "not a valid URL" not in row["reason"]
 
 
 def test_a_huge_url_gets_a_short_reason(api):
