@@ -117,7 +117,10 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while (first := self.queue.get()) is not None:
-            jobs = self._gather(first)
+            # a request that timed out has cancelled its future: its images are not scored
+            jobs = [job for job in self._gather(first) if job[1].set_running_or_notify_cancel()]
+            if not jobs:
+                continue
             images = np.concatenate([job[0] for job in jobs])
             try:
                 scores = np.concatenate(

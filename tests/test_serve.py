@@ -223,6 +223,32 @@ def test_concurrent_requests_share_forward_passes():
     assert batches[0] > 1 and sum(batches) == 6
 
 
+def test_a_timed_out_request_is_not_scored_and_the_batcher_goes_on():
+    release, batches = threading.Event(), []
+
+    def score(images):
+        release.wait(5)
+        batches.append(len(images))
+        return np.zeros(len(images))
+
+    batcher = MicroBatcher(score, max_batch=2, wait_s=0.0, expecting=lambda: False)
+
+    async def cancel_one_then_submit():
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 2, 2, 3), np.uint8)))
+        await asyncio.sleep(0.1)  # the batcher is busy with it
+        queued = asyncio.ensure_future(batcher.submit(np.zeros((1, 2, 2, 3), np.uint8)))
+        await asyncio.sleep(0.1)
+        queued.cancel()  # as asyncio.wait_for does when a request times out
+        await asyncio.sleep(0.1)  # the cancellation reaches the batcher's future
+        release.set()
+        await first
+        return await asyncio.wait_for(batcher.submit(np.zeros((2, 2, 2, 3), np.uint8)), 5)
+
+    assert len(asyncio.run(cancel_one_then_submit())) == 2
+    batcher.close()
+    assert batches == [1, 2]
+
+
 def test_a_short_load_test(api, images, exported_model):
     """Concurrency 8, bounded: good, bad and oversized requests mixed; no 5xx, every good image
     answered with predict's score."""
