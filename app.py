@@ -14,7 +14,7 @@ import streamlit as st
 
 from pipeline.entry import message
 from pipeline.errors import AiicError
-from pipeline.fetch import FetchRefused, fetch_image
+from pipeline.fetch import FetchRefused, fetch_image, shorten
 from pipeline.images import UnreadableImage, decode, shape_for_model
 from pipeline.inference import (
     describe,
@@ -70,10 +70,11 @@ if st.button("Produce Result", type="primary"):
     inputs, names = [], []
     for name, image in named_images:
         try:
-            inputs.append(shape_for_model(image, info["input_size"], info["input_mode"], name))
+            size, mode, min_size = info["input_size"], info["input_mode"], info.get("min_size", 0)
+            inputs.append(shape_for_model(image, size, mode, name, min_size))
             names.append(name)
-        except UnreadableImage as error:
-            problems.append(f"{name}: {error.reason}")
+        except UnreadableImage as error:  # the reasons prepare gives, e.g. too_small
+            problems.append(f"{shorten(name)}: {error.reason}")
     for problem in problems:
         st.error(problem)
     if not named_images and not problems:

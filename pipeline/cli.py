@@ -10,14 +10,18 @@ from pipeline.entry import run, tune_startup
 
 STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "evaluate")
 STAGES += ("compare", "export")
-COMMANDS = {"predict": "pipeline.predict", "compose": "pipeline.params"}
+COMMANDS = {"predict": "pipeline.predict", "serve": "pipeline.serve", "compose": "pipeline.params"}
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 
 commands:
   {" | ".join(STAGES)}
                  run one pipeline stage (as `dvc repro` does; per-backbone stages take the name)
   predict PATH_OR_URL... [--model DIR] [--format table|json|csv] [--recursive]
+          [--runtime keras|litert]
                  score images, folders and URLs with the exported model
+  serve [--host H] [--port P] [--model DIR] [--runtime keras|litert] [--max-batch N]
+        [--batch-wait-ms MS] [--workers N]
+                 the exported model behind an HTTP API (POST /predict, GET /healthz, GET /model)
   compose [OVERRIDE...]
                  compose configs/ into params.yaml with Hydra overrides, as `dvc exp run -S` does
 """

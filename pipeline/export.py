@@ -1,10 +1,12 @@
 """Stage `export`: the backbone chosen by the Hydra `backbone` group, ready for inference.
 
 Writes models/export/: <backbone>.weights.h5 (the trained head), model.keras (one model from RGB
-pixels to P(real): preprocess_input, frozen backbone, head) and model.json (what the score means,
-input size, threshold, test metrics, hashes of params and data). Before it finishes, it reloads
-model.keras and checks that it scores test images exactly as the train stage did (the scores
-that evaluate measured).
+pixels to P(real): preprocess_input, frozen backbone, head), the deployment formats chosen in
+`export.formats` (pipeline.formats: SavedModel, LiteRT float32 and int8) and model.json (what the
+score means, input size, smallest accepted image, threshold, test metrics, each format's check,
+hashes of params and data). Before it finishes, it reloads model.keras and every format and checks
+that they score test images as the train stage did (the scores that evaluate measured); a format
+the converter cannot handle for this backbone is recorded in model.json with the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pipeline.backbones import CENTER_CROP, RESIZE, RESIZE_CROP, check_spec, ext
 from pipeline.calibrate import Calibration
 from pipeline.entry import run
 from pipeline.errors import StageFailed
+from pipeline.formats import FLOAT_TOLERANCE, FORMATS, write_and_check
 from pipeline.head import build_head
 from pipeline.inference import score_files
 from pipeline.io import atomic_path, read_json, write_json
@@ -41,9 +44,10 @@ from pipeline.paths import (
     metrics_file,
     scores_file,
 )
+from pipeline.runtime import image_batches
 
 CHECK_IMAGES = 8  # an error of preprocessing, weights or calibration shows on any image
-TOLERANCE = 1e-4
+QUANTIZED_CHECK_IMAGES = 64  # a quantised format is judged by verdicts and ROC-AUC: more images
 
 
 def build_inference_model(
@@ -83,15 +87,56 @@ def check_against_evaluation(
 ) -> float:
     """Largest score difference between the saved model and the test scores that the evaluate
     stage measured (the train stage's, from cached features)."""
-    sample = predictions.head(CHECK_IMAGES).merge(splits[["id", "path"]], on="id")
+    sample = check_sample(predictions, splits, CHECK_IMAGES)
     p_real, _ = score_files(model, sample["path"].tolist(), info["input_size"], info["input_mode"])
     difference = float(np.max(np.abs(p_real - sample["p_real"].to_numpy()), initial=0.0))
-    if not difference <= TOLERANCE:
+    if not difference <= FLOAT_TOLERANCE:
         raise StageFailed(
             f"the saved model's scores differ from data/scores/ by {difference:.2e}"
-            f" (> {TOLERANCE}) on test images; the export is not trustworthy"
+            f" (> {FLOAT_TOLERANCE}) on test images; the export is not trustworthy"
         )
     return difference
+
+
+def check_sample(predictions: pd.DataFrame, splits: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The first `count` test images: id, label, p_real (evaluate's score) and path."""
+    return predictions.head(count).merge(splits[["id", "path"]], on="id")
+
+
+def export_formats(
+    model: keras.Model,
+    names: list[str],
+    folder: Path,
+    sample: pd.DataFrame,
+    info: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Write and check each format in `names` (FORMATS) against evaluate's scores of `sample`'s
+    images; model.json's `formats`. StageFailed names the first format that fails its check."""
+    if not names:
+        return {}
+    size, mode = info["input_size"], info["input_mode"]
+    paths = sample["path"].tolist()
+    images = np.concatenate([batch for batch, _ in image_batches(paths, size, len(paths), mode)])
+    evaluated, is_real = sample["p_real"].to_numpy(), (sample["label"] == "real").to_numpy()
+    results = {}
+    for name in names:
+        count = QUANTIZED_CHECK_IMAGES if FORMATS[name].quantized else CHECK_IMAGES
+        results[name] = write_and_check(
+            name,
+            model,
+            size,
+            folder,
+            images[:count],
+            evaluated[:count],
+            is_real[:count],
+            info["threshold"],
+        )
+        if not results[name].get("passed", True):
+            raise StageFailed(
+                f"the {name} export ({results[name]['file']}) does not score test images as"
+                f" evaluate measured: {results[name]}; the export is not trustworthy"
+            )
+    return results
 
 
 PREPROCESSING = {
@@ -121,6 +166,7 @@ def main() -> None:
         "weights": spec["weights"],
         "input_size": spec["input_size"],
         "input_mode": input_mode,
+        "min_size": params["data"]["min_size"],  # inference refuses what prepare refused
         "preprocessing": PREPROCESSING[input_mode],
         "input": "float32 or uint8 RGB pixels in 0..255, shape (batch, input_size, input_size, 3)",
         "score": "probability that the image is a real photograph (not AI-generated)",
@@ -138,17 +184,25 @@ def main() -> None:
         out.mkdir()
         shutil.copyfile(HEADS_DIR / name / HEAD_WEIGHTS_FILE, out / f"{name}.weights.h5")
         model.save(out / MODEL_FILE)
-        write_json(out / INFO_FILE, info)
         reloaded = keras.saving.load_model(out / MODEL_FILE, safe_mode=True)
-        difference = check_against_evaluation(
+        predictions = pd.read_csv(scores_file(name), dtype={"id": str})
+        splits = pd.read_csv(SPLITS, dtype={"id": str})
+        difference = check_against_evaluation(reloaded, predictions, splits, info)
+        info["formats"] = export_formats(
             reloaded,
-            pd.read_csv(scores_file(name), dtype={"id": str}),
-            pd.read_csv(SPLITS, dtype={"id": str}),
+            params["export"]["formats"],
+            out,
+            check_sample(predictions, splits, QUANTIZED_CHECK_IMAGES),
             info,
         )
+        write_json(out / INFO_FILE, info)
+    formats = [
+        f"{key} ({'checked' if entry['file'] else 'not convertible'})"
+        for key, entry in info["formats"].items()
+    ]
     print(
-        f"export: {name} -> {EXPORT_DIR}/ "
-        f"(reloaded model matches evaluation within {difference:.1e})"
+        f"export: {name} -> {EXPORT_DIR}/ (reloaded model matches evaluation within"
+        f" {difference:.1e}; formats: {', '.join(formats) or 'model.keras only'})"
     )
 
 

@@ -2,16 +2,19 @@
 
 Only http and https; every address the host resolves to must be public, and the connection goes to
 the address that was checked (no second DNS lookup that could be rebound); every redirect hop is
-checked again, at most MAX_REDIRECTS; the body is capped while it streams, under connect, read and
-total time limits, and must decode as an image.
+checked again, at most MAX_REDIRECTS; the URL's length is capped before anything is sent and
+messages echo it shortened; the body is capped while it streams, under connect and read time limits
+and a total deadline that runs from the first byte sent, headers included; it must decode as an
+image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -28,6 +31,8 @@ ALLOW_PRIVATE_ENV = "AIIC_ALLOW_PRIVATE_URLS"  # for local testing only; off by 
 MAX_REDIRECTS = 5
 MAX_BYTES = 20 * 1024 * 1024
 CONNECT_TIMEOUT, READ_TIMEOUT, TOTAL_TIMEOUT = 5.0, 10.0, 30.0
+MAX_URL_LENGTH = 2048  # what browsers and sitemaps expect to work; longer ones are refused unsent
+ECHOED_URL_LENGTH = 120  # how much of a URL a message repeats
 USER_AGENT = f"ai-image-classifier/{__version__}"
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -35,6 +40,11 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class FetchRefused(AiicError, ValueError):
     """The URL was not fetched, or its body was not used; the message says why."""
+
+
+def shorten(url: str, limit: int = ECHOED_URL_LENGTH) -> str:
+    """`url` as a message may echo it: at most `limit` characters, an ellipsis marking a cut."""
+    return url if len(url) <= limit else f"{url[: limit - 1]}…"
 
 
 def is_public(address: Address) -> bool:
@@ -77,6 +87,47 @@ class Fetched:
     body: bytes
 
 
+class Deadline:
+    """Shuts down, at the deadline, the sockets of the connections opened under it.
+
+    urllib3's read timeout applies to each socket read, so a server that sends a header byte
+    every second never trips it; shutting the socket down ends the blocked read wherever it is
+    (status line, headers or body), and `passed` tells that failure from the server's own.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.passed = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.passed = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):  # already closed by the fetch itself
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def watch(self, pool: urllib3.HTTPConnectionPool) -> None:
+        """Make `pool`'s new connections register their socket here once connected."""
+        deadline, base = self, pool.ConnectionCls
+
+        class Watched(base):
+            def connect(self) -> None:
+                super().connect()
+                with deadline._lock:
+                    deadline._sockets.append(self.sock)
+                    if deadline.passed:
+                        self.sock.shutdown(socket.SHUT_RDWR)
+
+        pool.ConnectionCls = Watched
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def _connection_pool(
     scheme: str, host: str, address: Address, port: int
 ) -> urllib3.HTTPConnectionPool:
@@ -96,18 +147,15 @@ def _connection_pool(
     return urllib3.HTTPConnectionPool(str(address), port, timeout=timeout, retries=False)
 
 
-def _read_capped(response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: float) -> bytes:
+def _read_capped(response: urllib3.BaseHTTPResponse, max_bytes: int) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchRefused(f"refused: the body is {int(declared)} bytes, over {max_bytes}")
     chunks, size = [], 0
-    # read1 returns whatever one socket read brings, so a trickling server meets the deadline
     while chunk := response.read1(64 * 1024):
         size += len(chunk)
         if size > max_bytes:
             raise FetchRefused(f"refused: the body is over {max_bytes} bytes")
-        if time.monotonic() > deadline:
-            raise FetchRefused(f"refused: the download took over {TOTAL_TIMEOUT:.0f} s")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -121,17 +169,44 @@ def fetch(
     max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     if allowed is None:
         allowed = (lambda address: True) if allow_private_from_env() else is_public
-    deadline = time.monotonic() + TOTAL_TIMEOUT
+    if len(url) > MAX_URL_LENGTH:
+        raise FetchRefused(
+            f"refused: the URL is {len(url)} characters long, over {MAX_URL_LENGTH}"
+            f" ({shorten(url)!r})"
+        )
+    deadline = Deadline(TOTAL_TIMEOUT)
+    try:
+        return _follow(url, allowed, max_bytes, deadline)
+    except (FetchRefused, urllib3.exceptions.HTTPError, OSError) as error:
+        if deadline.passed:
+            raise FetchRefused(
+                f"refused: {shorten(url)} took over {TOTAL_TIMEOUT:g} s to download"
+            ) from error
+        if isinstance(error, FetchRefused):
+            raise
+        raise FetchRefused(f"could not fetch {shorten(url)}: {error}") from error
+    finally:
+        deadline.cancel()
+
+
+def _follow(
+    url: str, allowed: Callable[[Address], bool], max_bytes: int, deadline: Deadline
+) -> Fetched:
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FetchRefused(f"refused: only http and https URLs are fetched, not {url!r}")
+            raise FetchRefused(
+                f"refused: only http and https URLs are fetched, not {shorten(url)!r}"
+            )
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             address = resolve(parts.hostname, port, allowed)
+        except FetchRefused:
+            raise
         except (ValueError, UnicodeError) as error:
-            raise FetchRefused(f"refused: {url!r} is not a valid URL ({error})") from error
+            raise FetchRefused(f"refused: {shorten(url)!r} is not a valid URL ({error})") from error
         pool = _connection_pool(parts.scheme, parts.hostname, address, port)
+        deadline.watch(pool)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": USER_AGENT}
         try:
@@ -141,15 +216,17 @@ def fetch(
             try:
                 if response.status in (301, 302, 303, 307, 308):
                     url = urljoin(url, response.headers.get("Location", ""))
+                    if len(url) > MAX_URL_LENGTH:
+                        raise FetchRefused(f"refused: a redirect to a URL over {MAX_URL_LENGTH}")
                     continue
                 if response.status != 200:
-                    raise FetchRefused(f"{url} answered HTTP {response.status}")
-                body = _read_capped(response, max_bytes, deadline)
+                    raise FetchRefused(f"{shorten(url)} answered HTTP {response.status}")
+                body = _read_capped(response, max_bytes)
+                if deadline.passed:  # the shut-down socket may read as a short, clean end
+                    raise FetchRefused("the deadline passed while the body arrived")
                 return Fetched(url, response.headers.get("Content-Type", ""), body)
             finally:
                 response.release_conn()
-        except urllib3.exceptions.HTTPError as error:
-            raise FetchRefused(f"could not fetch {url}: {error}") from error
         finally:
             pool.close()
     raise FetchRefused(f"refused: more than {MAX_REDIRECTS} redirects")
@@ -161,4 +238,6 @@ def fetch_image(url: str, allowed: Callable[[Address], bool] | None = None) -> I
     try:
         return decode(fetched.body)
     except UnreadableImage as error:
-        raise FetchRefused(f"refused: {url} is not a usable image ({error.reason})") from error
+        raise FetchRefused(
+            f"refused: {shorten(url)} is not a usable image ({error.reason})"
+        ) from error

@@ -87,9 +87,13 @@ def resize_crop(image: Image.Image, size: int) -> np.ndarray:
 
 
 def shape_for_model(
-    image: Image.Image, size: int, mode: str = "resize", name: str = ""
+    image: Image.Image, size: int, mode: str = "resize", name: str = "", min_size: int = 0
 ) -> np.ndarray:
-    """A decoded image as a backbone's input; `mode` is resize, resize_crop or center_crop."""
+    """A decoded image as a backbone's input; `mode` is resize, resize_crop or center_crop. An image whose
+    shorter side is under `min_size` (prepare's data.min_size, recorded in model.json) is refused
+    as prepare refuses it, with the same reason."""
+    if min(image.size) < min_size:
+        raise UnreadableImage(name, "too_small", f"{image.size} is under the {min_size} px minimum")
     if mode == "resize":
         return resize(image, size)
     if mode == "resize_crop":
@@ -99,7 +103,9 @@ def shape_for_model(
     return center_crop(image, size)
 
 
-def load_for_model(source: Path | str | bytes, size: int, mode: str = "resize") -> np.ndarray:
+def load_for_model(
+    source: Path | str | bytes, size: int, mode: str = "resize", min_size: int = 0
+) -> np.ndarray:
     """Decode and shape one image for a backbone."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
-    return shape_for_model(decode(source), size, mode, name)
+    return shape_for_model(decode(source), size, mode, name, min_size)

@@ -1,62 +1,91 @@
-"""Loading the exported model and scoring image files: shared by export, the CLI and the app.
+"""Loading the exported model and scoring images: shared by export, the CLI, the app and the API.
 
-Importing it registers the project's Keras layers (preprocessing, spectrum, calibration), which
-the saved model needs to load.
+Two runtimes score the same decoded pixels: `keras` (model.keras, TensorFlow) and `litert`
+(model.tflite through the LiteRT interpreter, no TensorFlow imported). Loading the Keras model
+registers the project's Keras layers (preprocessing, spectrum, calibration), which it needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
-from pipeline.backbones import Preprocess, SpectrumFeatures
-from pipeline.calibrate import Calibration
-from pipeline.clip import ClipImageEmbedding
 from pipeline.errors import ModelNotFound
+from pipeline.formats import FORMATS, LiteRTModel
 from pipeline.io import read_json
 from pipeline.paths import EXPORT_DIR, INFO_FILE, MODEL_FILE
 from pipeline.runtime import compiled, image_batches
 
-# Registered for safe-mode loading.
-CUSTOM_LAYERS = (Preprocess, SpectrumFeatures, ClipImageEmbedding, Calibration)
+RUNTIMES = {"keras": MODEL_FILE, "litert": FORMATS["litert"].file}
 
 
-def load_exported(model_dir: Path = EXPORT_DIR) -> tuple[keras.Model, dict[str, Any]]:
-    """The full inference model (safe mode: no arbitrary code) and its model.json."""
-    model_file, info_file = Path(model_dir) / MODEL_FILE, Path(model_dir) / INFO_FILE
+def exported_files(model_dir: Path, runtime: str = "keras") -> tuple[Path, Path]:
+    """(model file, model.json) of `runtime` in `model_dir`; ModelNotFound where one is missing."""
+    model_file, info_file = Path(model_dir) / RUNTIMES[runtime], Path(model_dir) / INFO_FILE
     if not model_file.is_file() or not info_file.is_file():
         raise ModelNotFound(
-            f"No exported model in {model_dir}: run `dvc repro` to train and export one."
+            f"No exported model ({RUNTIMES[runtime]} and {INFO_FILE}) in {model_dir}: run"
+            " `dvc repro` to train and export one"
+            + (" with litert in export.formats." if runtime == "litert" else ".")
         )
-    return keras.saving.load_model(model_file, safe_mode=True), read_json(info_file)
+    return model_file, info_file
+
+
+def load_exported(
+    model_dir: Path = EXPORT_DIR, runtime: str = "keras"
+) -> tuple[Any, dict[str, Any]]:
+    """The full inference model of `runtime` (Keras in safe mode: no arbitrary code) and its
+    model.json."""
+    model_file, info_file = exported_files(model_dir, runtime)
+    if runtime == "litert":
+        return LiteRTModel(model_file), read_json(info_file)
+    import keras
+
+    from pipeline.backbones import Preprocess, SpectrumFeatures
+    from pipeline.calibrate import Calibration
+    from pipeline.clip import ClipImageEmbedding
+
+    layers = (Preprocess, SpectrumFeatures, ClipImageEmbedding, Calibration)
+    custom_layers = {layer.__name__: layer for layer in layers}
+    model = keras.saving.load_model(model_file, custom_objects=custom_layers, safe_mode=True)
+    return model, read_json(info_file)
+
+
+def forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's P(real) per image of a uint8 batch, as float64, for either runtime."""
+    if isinstance(model, LiteRTModel):
+        return model
+    graph = compiled(model)
+    return lambda images: graph(images).numpy()[:, 0].astype(np.float64)
 
 
 def score_files(
-    model: keras.Model,
+    model: Any,
     paths: list[str],
     input_size: int,
     input_mode: str = "resize",
     batch_size: int = 32,
+    min_size: int = 0,
 ) -> tuple[np.ndarray, list[str]]:
     """P(real) per file and why a file was skipped ("" when it was scored; its score is NaN)."""
-    forward = compiled(model)
+    score = forward(model)
     scores, reasons = [], []
-    for images, batch_reasons in image_batches(paths, input_size, batch_size, input_mode):
-        batch_scores = forward(images).numpy()[:, 0].astype(np.float64)
+    for images, batch_reasons in image_batches(paths, input_size, batch_size, input_mode, min_size):
+        batch_scores = score(images)
         batch_scores[batch_reasons != ""] = np.nan
         scores.append(batch_scores)
         reasons.extend(batch_reasons.tolist())
     return (np.concatenate(scores) if scores else np.empty(0)), reasons
 
 
-def score_images(model: keras.Model, images: list[np.ndarray]) -> np.ndarray:
+def score_images(model: Any, images: list[np.ndarray]) -> np.ndarray:
     """P(real) of images already shaped for the model (pipeline.images.shape_for_model)."""
     if not images:
         return np.empty(0)
-    return compiled(model)(np.stack(images)).numpy()[:, 0].astype(np.float64)
+    return forward(model)(np.stack(images))
 
 
 def verdict(p_real: float, threshold: float) -> str:

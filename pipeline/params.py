@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError, MissingInput, not_one_of
+from pipeline.formats import FORMATS
 
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("configs")
@@ -37,6 +38,9 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     for (section, key), allowed in CHOICES.items():
         if section in params and params[section].get(key) not in allowed:
             raise not_one_of(f"{section}.{key}", params[section].get(key), allowed)
+    for name in (params.get("export") or {}).get("formats", []):
+        if name not in FORMATS:
+            raise not_one_of("export.formats", name, tuple(FORMATS))
     for key, spec in (params.get("backbones") or {}).items():
         if spec.get("name") != key:
             raise ConfigError(f"backbones.{key}.name must be {key!r}, got {spec.get('name')!r}.")

@@ -1,8 +1,8 @@
 """`aiic predict`: score image files, folders and URLs with the exported model.
 
 One row per image: the path or URL, P(real), the label, or the reason it was skipped. Unreadable
-files and refused URLs are reported and skipped; the exit status is non-zero only for usage errors
-or a missing model.
+files, images smaller than prepare accepts and refused URLs are reported and skipped; the exit
+status is non-zero only for usage errors or a missing model (whatever the inputs).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import keras
+import numpy as np
 
 from pipeline.entry import run
-from pipeline.fetch import FetchRefused, fetch_image
+from pipeline.fetch import FetchRefused, fetch_image, shorten
 from pipeline.images import IMAGE_SUFFIXES, UnreadableImage, shape_for_model
-from pipeline.inference import load_exported, score_files, score_images, verdict
+from pipeline.inference import RUNTIMES, load_exported, score_files, score_images, verdict
 from pipeline.paths import EXPORT_DIR
 
 
@@ -44,27 +44,37 @@ def expand(sources: list[str], recursive: bool) -> tuple[list[str], list[dict[st
     return files, missing
 
 
-def predict(sources: list[str], model_dir: Path, batch_size: int = 32) -> list[dict[str, Any]]:
+def predict(
+    sources: list[str], model_dir: Path, batch_size: int = 32, runtime: str = "keras"
+) -> list[dict[str, Any]]:
     """Rows in input order, from the exported model in `model_dir`."""
-    model, info = load_exported(model_dir)
+    model, info = load_exported(model_dir, runtime)
     return score_sources(model, info, sources, batch_size)
 
 
+def url_for_model(url: str, info: dict[str, Any]) -> np.ndarray:
+    """The image at `url` fetched safely and shaped as model.json says; FetchRefused or
+    UnreadableImage (whose message names the URL shortened) when it cannot be used."""
+    image = fetch_image(url)
+    min_size = info.get("min_size", 0)
+    return shape_for_model(image, info["input_size"], info["input_mode"], shorten(url), min_size)
+
+
 def score_sources(
-    model: keras.Model, info: dict[str, Any], sources: list[str], batch_size: int = 32
+    model: Any, info: dict[str, Any], sources: list[str], batch_size: int = 32
 ) -> list[dict[str, Any]]:
     """Rows in input order: files go through the same batched pipeline as the features stage."""
     size, mode, threshold = info["input_size"], info["input_mode"], info["threshold"]
     rows: dict[str, dict[str, Any]] = {}
     urls = [source for source in sources if is_url(source)]
     files = [source for source in sources if not is_url(source)]
-    p_files, reasons = score_files(model, files, size, mode, batch_size)
+    p_files, reasons = score_files(model, files, size, mode, batch_size, info.get("min_size", 0))
     for source, p_real, reason in zip(files, p_files, reasons, strict=True):
         rows[source] = {"p_real": None if reason else float(p_real), "reason": reason}
     fetched: dict[str, Any] = {}
     for url in urls:
         try:
-            fetched[url] = shape_for_model(fetch_image(url), size, mode, url)
+            fetched[url] = url_for_model(url, info)
         except (FetchRefused, UnreadableImage) as error:
             rows[url] = {"p_real": None, "reason": str(error)}
     for url, p_real in zip(fetched, score_images(model, list(fetched.values())), strict=True):
@@ -107,9 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--runtime",
+        choices=tuple(RUNTIMES),
+        default="keras",
+        help="keras: model.keras with TensorFlow; litert: model.tflite with the LiteRT runtime",
+    )
     args = parser.parse_args(argv)
+    model, info = load_exported(args.model, args.runtime)  # a missing model fails, inputs or not
     files, missing = expand(args.sources, args.recursive)
-    rows = predict(files, args.model, args.batch_size) if files else []
+    rows = score_sources(model, info, files, args.batch_size) if files else []
     write(rows + missing, args.format)
 
 

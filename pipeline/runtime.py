@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def image_batches(
-    paths: list[str], size: int, batch_size: int, mode: str = "resize"
+    paths: list[str], size: int, batch_size: int, mode: str = "resize", min_size: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches of (uint8 images, skip reasons), in order, decoded ahead on worker threads.
 
@@ -35,12 +35,12 @@ def image_batches(
     model's forward pass. A fixed two threads, not tf.data's AUTOTUNE: its threads competed with
     oneDNN for the cores and cost InceptionV3 up to a quarter of its throughput (BENCHMARKS.md).
     An image that cannot be used yields a black frame and its reason ("" for a good image)
-    instead of stopping the run.
+    instead of stopping the run; so does an image under `min_size` pixels (reason too_small).
     """
 
     def load(path: str) -> tuple[np.ndarray, str]:
         try:
-            return load_for_model(path, size, mode), ""
+            return load_for_model(path, size, mode, min_size), ""
         except UnreadableImage as error:
             logger.warning("skipped %s", error)
             return np.zeros((size, size, 3), np.uint8), error.reason

@@ -165,7 +165,7 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     inputs = keras.Input((32, 32, 3))
     folder.mkdir(parents=True, exist_ok=True)
     keras.Model(inputs, head(extractor(inputs))).save(folder / "model.keras")
-    info = {"backbone": "spectrum", "input_size": 32, "input_mode": "center_crop"}
+    info = {"backbone": "spectrum", "input_size": 32, "input_mode": "center_crop", "min_size": 32}
     write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}})
     return folder
 

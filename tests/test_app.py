@@ -53,6 +53,14 @@ def test_several_uploads_give_a_table(app):
     )
 
 
+def test_an_image_prepare_refuses_is_refused_with_its_reason(app):
+    app.file_uploader[0].set_value(("dot.png", png_bytes(Image.new("RGB", (1, 1))), "image/png"))
+    app.run()
+    app.button[0].click().run()
+    assert not app.exception and not app.metric
+    assert any(error.value == "dot.png: too_small" for error in app.error)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -60,6 +60,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             for _ in range(64):
                 self.wfile.write(b"\0" * 65536)
             return
+        if self.path in ("/trickle-headers", "/trickle-body"):  # a byte a tenth of a second
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Pad: " + b"a" * 200
+            body = b""
+            if self.path == "/trickle-body":
+                head, body = b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n", b"\0" * 200
+            try:
+                for byte in [*(head[:-1] if body else head), *body]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:  # the client hung up: what the deadline is for
+                pass
+            return
         if self.path == "/slow":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -166,6 +179,33 @@ def test_a_slow_body_times_out(server, monkeypatch):
     with pytest.raises(FetchRefused, match="could not fetch"):
         fetch_image(f"{server}/slow", allowed=only_test_server)
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("path", ["/trickle-headers", "/trickle-body"])
+def test_the_total_deadline_holds_while_headers_or_body_trickle_in(server, path, monkeypatch):
+    """Each byte arrives well within the read timeout: only a total deadline, running from the
+    first byte sent, ends the fetch."""
+    monkeypatch.setattr(fetch_module, "TOTAL_TIMEOUT", 1.0)
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match="took over 1 s"):
+        fetch_image(server + path, allowed=only_test_server)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_huge_url_is_refused_unsent_and_echoed_short(monkeypatch):
+    monkeypatch.setattr(
+        fetch_module, "resolve", lambda *args: pytest.fail("a too-long URL was resolved")
+    )
+    url = "http://example.org/" + "a" * 100_000
+    with pytest.raises(FetchRefused, match="over 2048") as refused:
+        fetch_image(url)
+    assert len(str(refused.value)) < 300
+
+
+def test_a_long_refused_url_is_echoed_short():
+    with pytest.raises(FetchRefused) as refused:
+        fetch_image("ftp://example.org/" + "b" * 2000)
+    assert "…" in str(refused.value) and len(str(refused.value)) < 300
 
 
 def test_the_private_address_setting_allows_local_testing(server, monkeypatch):

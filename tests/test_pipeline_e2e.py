@@ -153,6 +153,16 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert ran_stages(switched) == {"export", "compare"}
     info = json.loads((project / "models/export/model.json").read_text())
     assert info["backbone"] == "vgg16" and (project / "models/export/vgg16.weights.h5").is_file()
+    assert info["min_size"] == 32 and info["formats"] == {}
+
+    formats = dvc(project, "exp", "run", "-S", "export.formats=[saved_model,litert]")
+    assert ran_stages(formats) == {"export"}
+    checked = json.loads((project / "models/export/model.json").read_text())["formats"]
+    assert [checked[name]["file"] for name in ("saved_model", "litert")] == [
+        "saved_model",
+        "model.tflite",
+    ]
+    assert all(entry["passed"] and entry["max_abs_diff"] <= 1e-4 for entry in checked.values())
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
     assert ran_stages(wider) == {"train", "evaluate", "compare", "export"}

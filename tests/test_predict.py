@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ from PIL import Image
 
 from conftest import synthetic_image
 from pipeline import predict
+from pipeline.entry import run
 from pipeline.errors import ModelNotFound
 from pipeline.images import load_for_model
 from pipeline.inference import load_exported
@@ -64,6 +66,29 @@ def test_batch_scores_equal_single_image_scores(mixed_folder, exported_model):
 def test_missing_model_is_a_clear_error(tmp_path, mixed_folder):
     with pytest.raises(ModelNotFound, match="run `dvc repro`"):
         predict.main([str(mixed_folder), "--model", str(tmp_path / "none")])
+
+
+def test_a_missing_model_exits_non_zero_whatever_the_inputs(tmp_path, capsys):
+    """`aiic predict /nonexistent --model /no/model` used to print a 'missing' row and exit 0."""
+    with pytest.raises(SystemExit) as exited:
+        run(lambda: predict.main([str(tmp_path / "nonexistent"), "--model", "/no/model"]), "x")
+    assert exited.value.code == 1 and "No exported model" in capsys.readouterr().err
+
+
+def test_images_prepare_refuses_are_refused_with_its_reasons(tmp_path, capsys, exported_model):
+    """A 1x1 image used to be scored; model.json's min_size (prepare's data.min_size) holds."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported_model, model_dir)
+    info = json.loads((model_dir / "model.json").read_text())
+    (model_dir / "model.json").write_text(json.dumps({**info, "min_size": 48}))
+    rng = np.random.default_rng(0)
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    synthetic_image("real", 40, rng).save(tmp_path / "small.png")
+    synthetic_image("real", 48, rng).save(tmp_path / "fine.png")
+    names = ("dot.png", "small.png", "fine.png")
+    rows = run_cli(capsys, *(tmp_path / name for name in names), "--model", model_dir)
+    assert [row["reason"] for row in rows] == ["too_small", "too_small", ""]
+    assert rows[2]["p_real"] is not None
 
 
 def test_table_and_csv_formats(capsys, mixed_folder, exported_model):

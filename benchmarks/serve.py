@@ -1,0 +1,297 @@
+"""Benchmark: `aiic serve` under load against the bare forward pass; export formats side by side.
+
+A model as export builds it (InceptionV3 without pretrained weights, a head, temperature
+calibration) is exported with every format; then
+- formats: CPU latency (one image) and throughput (a batch) of .keras, SavedModel, LiteRT float32
+  and LiteRT int8, with each one's verdict agreement and largest score difference against .keras;
+- bare: the Keras forward pass alone, one image and a batch of `max_batch`;
+- load: `aiic serve` in its own process on 127.0.0.1, at concurrency 1, 8 and 32, each level a
+  bounded number of requests mixing good images, bad files and oversized bodies: requests/s,
+  images/s, p50/p99 latency of the good requests, status counts, every good image's score against
+  `aiic predict`'s, and the server's resident memory after each level.
+serve_throughput_ratio = images/s at concurrency 32 / bare batched images/s (target >= 0.8);
+serve_p99_ratio = p99 latency at concurrency 1 / bare single-image forward (target <= 1.5).
+
+Nothing leaves 127.0.0.1. Run alone: `python -m benchmarks.serve [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BATCH = 32
+CONCURRENCY = (1, 8, 32)
+LEVELS = ("c1", "c8", "c32", "c32_again")
+MAX_BODY_MB = 1  # the server's limit here, so that an oversized body costs little to send
+SCORE_TOLERANCE = 1e-5
+
+
+def synthetic_jpegs(count: int, size: int, seed: int = 0) -> list[bytes]:
+    """Smooth colour noise as JPEG, larger than the model's input so that resizing is measured."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def export_model(folder: Path, size: int, images: np.ndarray) -> dict[str, Any]:
+    """model.keras, model.json and every format in `folder`; the threshold is the median score
+    of `images`, so that verdicts split and their agreement means something."""
+    import keras
+
+    from pipeline.backbones import extractor_from_spec
+    from pipeline.calibrate import Calibration
+    from pipeline.formats import FORMATS
+    from pipeline.head import build_head
+    from pipeline.io import write_json
+
+    keras.utils.set_random_seed(0)
+    spec = {
+        "name": "inceptionv3",
+        "application": "InceptionV3",
+        "weights": None,
+        "input_size": size,
+        "batch_size": MAX_BATCH,
+        "precision": "float32",
+    }
+    extractor = extractor_from_spec(spec)
+    inputs = keras.Input((size, size, 3))
+    head = build_head(extractor.output_shape[-1], units=256, dropout=0.3)
+    calibration = Calibration("temperature", {"temperature": 1.5})
+    model = keras.Model(inputs, calibration(head(extractor(inputs))))
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    threshold = float(np.median(model(images.astype(np.float32)).numpy()))
+    info = {"backbone": "inceptionv3", "input_size": size, "input_mode": "resize"}
+    write_json(folder / "model.json", {**info, "min_size": 32, "threshold": threshold})
+    seconds = {}
+    for name, form in FORMATS.items():
+        started = time.perf_counter()
+        form.write(model, size, folder / form.file)
+        seconds[name] = round(time.perf_counter() - started, 1)
+    return {"threshold": threshold, "export_seconds": seconds}
+
+
+def timed_calls(function: Any, argument: Any, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function(argument)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def bytes_on_disk(path: Path) -> int:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(file.stat().st_size for file in files if file.is_file())
+
+
+def compare_formats(folder: Path, images: np.ndarray, threshold: float, repeats: int) -> dict:
+    """Latency of one image, throughput of a batch, agreement with .keras: per format."""
+    from pipeline.formats import FORMATS
+    from pipeline.inference import forward, load_exported
+    from pipeline.paths import MODEL_FILE
+
+    model, _ = load_exported(folder)
+    scorers = {"keras": forward(model)}
+    scorers.update({name: form.load(folder / form.file) for name, form in FORMATS.items()})
+    batch = images[:MAX_BATCH]
+    reference = scorers["keras"](batch)
+    results = {}
+    for name, score in scorers.items():
+        score(batch[:1]), score(batch)  # warm: traced, tensors allocated
+        single = timed_calls(score, batch[:1], repeats)
+        batched = timed_calls(score, batch, max(3, repeats // 5))
+        p_real = score(batch)
+        results[name] = {
+            "latency_ms": round(1000 * float(np.median(single)), 2),
+            "throughput_img_s": round(len(batch) / float(np.median(batched)), 1),
+            "verdict_agreement": float(np.mean((p_real >= threshold) == (reference >= threshold))),
+            "max_abs_diff": float(np.max(np.abs(p_real - reference))),
+            "bytes": bytes_on_disk(
+                folder / (FORMATS[name].file if name in FORMATS else MODEL_FILE)
+            ),
+        }
+    return results
+
+
+def bare_forward(folder: Path, images: np.ndarray, repeats: int) -> dict[str, float]:
+    from pipeline.inference import forward, load_exported
+
+    model, _ = load_exported(folder)
+    score = forward(model)
+    batch = images[:MAX_BATCH]
+    score(batch[:1]), score(batch)
+    single = float(np.median(timed_calls(score, batch[:1], repeats)))
+    batched = float(np.median(timed_calls(score, batch, max(3, repeats // 5))))
+    return {"single_ms": round(1000 * single, 2), "batched_img_s": round(len(batch) / batched, 1)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    import httpx
+
+    command = [sys.executable, "-m", "pipeline", "serve", "--model", str(folder)]
+    command += ["--port", str(port), "--max-batch", str(MAX_BATCH)]
+    command += ["--max-body-mb", str(MAX_BODY_MB)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AIIC_LOOPBACK_ONLY": "1"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, **quiet)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if server.poll() is not None:
+            raise RuntimeError("aiic serve exited while starting")
+    server.kill()
+    raise RuntimeError("aiic serve did not start in 300 s")
+
+
+def request_mix(good: list[bytes], count: int) -> list[tuple[str, bytes]]:
+    """Eight good images for each bad file and each oversized body, in a fixed order."""
+    bad = ("bad.jpg", b"<html>not an image</html>")
+    oversized = ("big.jpg", b"\0" * (MAX_BODY_MB * 2**20 + 1024))
+    cycle = [(f"good{i % len(good)}", good[i % len(good)]) for i in range(8)] + [bad, oversized]
+    return [cycle[i % len(cycle)] for i in range(count)]
+
+
+async def load_level(url: str, mix: list[tuple[str, bytes]], concurrency: int) -> dict:
+    import httpx
+
+    limit = asyncio.Semaphore(concurrency)
+    latencies, statuses, scores = [], {}, {}
+    async with httpx.AsyncClient(timeout=120) as client:
+
+        async def one(name: str, data: bytes) -> None:
+            async with limit:
+                started = time.perf_counter()
+                response = await client.post(f"{url}/predict", files=[("files", (name, data))])
+                elapsed = time.perf_counter() - started
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if name.startswith("good") and response.status_code == 200:
+                    latencies.append(elapsed)
+                    scores.setdefault(name, []).append(response.json()["results"][0]["p_real"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(name, data) for name, data in mix))
+        seconds = time.perf_counter() - started
+    return {
+        "requests": len(mix),
+        "requests_s": round(len(mix) / seconds, 1),
+        "images_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1),
+        "statuses": {str(code): count for code, count in sorted(statuses.items())},
+        "scores": scores,
+    }
+
+
+def serve_under_load(folder: Path, good: list[bytes], work: Path, requests: int) -> dict:
+    import psutil
+
+    from pipeline.predict import predict
+
+    paths = []
+    for index, data in enumerate(good):
+        paths.append(work / f"good{index}.jpg")
+        paths[-1].write_bytes(data)
+    rows = predict(list(map(str, paths)), folder)
+    expected = {f"good{index}": row["p_real"] for index, row in enumerate(rows)}
+    port = free_port()
+    server = start_server(folder, port)
+    try:
+        process = psutil.Process(server.pid)
+        levels, memory = {}, {"after_start_mib": round(process.memory_info().rss / 2**20, 1)}
+        # the last level again: memory that still grows there would grow for ever
+        for key, concurrency in zip(LEVELS, (*CONCURRENCY, CONCURRENCY[-1]), strict=True):
+            mix = request_mix(good, requests if concurrency > 1 else max(20, requests // 4))
+            level = asyncio.run(load_level(f"http://127.0.0.1:{port}", mix, concurrency))
+            scores = level.pop("scores")
+            level["score_mismatches"] = sum(
+                abs(score - expected[name]) > SCORE_TOLERANCE
+                for name, values in scores.items()
+                for score in values
+            )
+            levels[key] = level
+            memory[f"after_{key}_mib"] = round(process.memory_info().rss / 2**20, 1)
+        memory["growth_on_repeat_mib"] = round(
+            memory[f"after_{LEVELS[-1]}_mib"] - memory[f"after_{LEVELS[-2]}_mib"], 1
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"levels": levels, "memory": memory}
+
+
+def run(work: Path, quick: bool = False) -> dict[str, Any]:
+    """The figures above; `quick`: a small input size and few requests (a smoke run)."""
+    os.environ.setdefault("AIIC_LOOPBACK_ONLY", "1")
+    from pipeline.images import load_for_model
+
+    size = 75 if quick else 299
+    requests = 64 if quick else 320
+    repeats = 10 if quick else 30
+    good = synthetic_jpegs(16, max(2 * size, 128))
+    images = np.stack([load_for_model(data, size) for data in good] * (MAX_BATCH // len(good)))
+    exported = export_model(work / "export", size, images)
+    results: dict[str, Any] = {"input_size": size, "max_batch": MAX_BATCH, "cpus": os.cpu_count()}
+    results["export_seconds"] = exported["export_seconds"]
+    results["formats"] = compare_formats(work / "export", images, exported["threshold"], repeats)
+    before = bare_forward(work / "export", images, repeats)
+    results.update(serve_under_load(work / "export", good, work, requests))
+    after = bare_forward(work / "export", images, repeats)
+    # the faster of the two, so that a busy moment of a shared machine flatters no ratio
+    bare = {
+        "single_ms": min(before["single_ms"], after["single_ms"]),
+        "batched_img_s": max(before["batched_img_s"], after["batched_img_s"]),
+    }
+    results["bare"], levels = bare, results["levels"]
+    results["serve_throughput_ratio"] = round(levels["c32"]["images_s"] / bare["batched_img_s"], 3)
+    results["serve_p99_ratio"] = round(levels["c1"]["p99_ms"] / bare["single_ms"], 3)
+    results["server_5xx"] = sum(
+        count
+        for level in levels.values()
+        for code, count in level["statuses"].items()
+        if code.startswith("5")
+    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(run(Path(tmp), args.quick), indent=2))
+
+
+if __name__ == "__main__":
+    main()

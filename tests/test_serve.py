@@ -1,0 +1,293 @@
+"""`aiic serve` on loopback: answers equal `aiic predict`'s, every limit and bad input gives its
+status or reason (never a 500), URLs go through the SSRF-safe fetcher, concurrent requests share
+forward passes, and a short load test."""
+
+import asyncio
+import contextlib
+import http.server
+import io
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_image
+from pipeline import predict, serve
+from pipeline.entry import run
+from pipeline.serve import MicroBatcher, Settings, create_app
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def running(settings: Settings):
+    """The app under uvicorn on 127.0.0.1 (a free port), in a thread; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+LIMITS = {"max_images": 4, "max_body_bytes": 200_000, "max_batch": 8}
+
+
+@pytest.fixture(scope="module")
+def api(exported_model):
+    with running(Settings(model_dir=str(exported_model), **LIMITS)) as (url, server):
+        yield url, server
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """name -> bytes: three good images, and files prepare would refuse."""
+    folder = tmp_path_factory.mktemp("uploads")
+    rng = np.random.default_rng(7)
+    good = {f"good{i}.png": png(synthetic_image(("real", "ai")[i % 2], 48, rng)) for i in range(3)}
+    bad = {
+        "page.jpg": b"<html>Access denied</html>",
+        "cut.png": good["good0.png"][:300],
+        "dot.png": png(Image.new("RGB", (1, 1))),
+    }
+    for name, data in {**good, **bad}.items():
+        (folder / name).write_bytes(data)
+    return folder, good, bad
+
+
+def upload(url, files):
+    return httpx.post(
+        f"{url}/predict", files=[("files", (name, data)) for name, data in files], timeout=60
+    )
+
+
+def predict_scores(folder, names, model):
+    rows = predict.predict([str(folder / name) for name in names], model)
+    return {name: row["p_real"] for name, row in zip(names, rows, strict=True)}
+
+
+def test_health_and_model(api, exported_model):
+    url, _ = api
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/model").json()["input_size"] == 32
+
+
+def test_answers_equal_predict_in_request_order(api, images, exported_model):
+    url, _ = api
+    folder, good, bad = images
+    names = ["good2.png", "page.jpg", "good0.png", "dot.png"]
+    response = upload(url, [(name, {**good, **bad}[name]) for name in names])
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["name"] for r in results] == names
+    expected = predict_scores(folder, names, exported_model)
+    for row in results:
+        if expected[row["name"]] is None:
+            assert row["p_real"] is None and row["label"] is None
+        else:
+            assert row["p_real"] == pytest.approx(expected[row["name"]], abs=1e-6)
+            assert row["label"] == ("real" if row["p_real"] >= 0.5 else "ai") and row["reading"]
+    assert [r["reason"] for r in results] == ["", "not_an_image", "", "too_small"]
+
+
+def test_decode_errors_and_bombs_are_reasons_not_500s(api, images, monkeypatch):
+    url, _ = api
+    _, good, bad = images
+    cut = upload(url, [("cut.png", bad["cut.png"])])
+    assert cut.status_code == 200 and cut.json()["results"][0]["reason"] == "truncated"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 48 x 48 is over twice this: refused
+    bomb = upload(url, [("big.png", good["good1.png"])])
+    assert bomb.status_code == 200 and bomb.json()["results"][0]["reason"] == "bomb"
+
+
+def test_limits(api, images):
+    url, _ = api
+    _, good, _ = images
+    assert upload(url, [("a.png", good["good0.png"])] * 5).status_code == 413
+    assert upload(url, [("a.png", b"\0" * 300_000)]).status_code == 413  # declared length
+
+    def chunks():  # no Content-Length: the limit holds while the body streams
+        for _ in range(40):
+            yield b"\0" * 10_000
+
+    streamed = httpx.post(
+        f"{url}/predict", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    plain_text = httpx.post(f"{url}/predict", content=b"x", headers={"Content-Type": "text/plain"})
+    assert plain_text.status_code == 415
+    assert httpx.post(f"{url}/predict", json={"urls": "http://x"}).status_code == 400
+    assert httpx.post(f"{url}/predict", json={"urls": []}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "169.254.169.254", "10.0.0.1", "[::1]", "2130706433", "0x7f.1"],
+)
+def test_urls_to_private_addresses_are_refused_through_the_api(api, address):
+    url, _ = api
+    response = httpx.post(f"{url}/predict", json={"urls": [f"http://{address}/x.png"]})
+    assert response.status_code == 200
+    row = response.json()["results"][0]
+    assert row["p_real"] is None and "non-public address" in row["reason"]
+    assert "not a valid URL" not in row["reason"]
+
+
+def test_a_huge_url_gets_a_short_reason(api):
+    url, _ = api
+    long_url = "http://example.org/" + "a" * 100_000
+    row = httpx.post(f"{url}/predict", json={"urls": [long_url]}).json()["results"][0]
+    assert "over 2048" in row["reason"] and len(row["reason"]) < 300 and len(row["name"]) < 200
+
+
+@pytest.fixture(scope="module")
+def image_host(images):
+    """A loopback web server for the URL tests; /slow answers a byte a second."""
+    folder, _, _ = images
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path != "/slow":
+                return super().do_GET()
+            with contextlib.suppress(OSError):
+                for byte in b"HTTP/1.1 200 OK\r\n":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(1)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_a_url_is_scored_as_predict_scores_it(api, images, image_host, exported_model, monkeypatch):
+    url, _ = api
+    monkeypatch.setenv("AIIC_ALLOW_PRIVATE_URLS", "1")  # the loopback host stands for a public one
+    image_url = f"{image_host}/good1.png"
+    row = httpx.post(f"{url}/predict", json={"urls": [image_url]}, timeout=60).json()["results"][0]
+    assert row["reason"] == "" and row["name"] == image_url
+    assert row["p_real"] == pytest.approx(predict.predict([image_url], exported_model)[0]["p_real"])
+
+
+def test_a_request_that_takes_too_long_times_out(exported_model, image_host, monkeypatch):
+    monkeypatch.setenv("AIIC_ALLOW_PRIVATE_URLS", "1")
+    settings = Settings(model_dir=str(exported_model), timeout_s=1.0, max_batch=2)
+    with running(settings) as (url, _):
+        started = time.monotonic()
+        response = httpx.post(f"{url}/predict", json={"urls": [f"{image_host}/slow"]}, timeout=30)
+        assert response.status_code == 504 and time.monotonic() - started < 5
+
+
+def test_concurrent_requests_share_forward_passes():
+    batches = []
+
+    def score(images):
+        batches.append(len(images))
+        return images.reshape(len(images), -1)[:, 0].astype(np.float64)
+
+    batcher = MicroBatcher(score, max_batch=8, wait_s=0.5, expecting=lambda: len(batches) == 0)
+
+    async def many():
+        images = [np.full((1, 2, 2, 3), value, np.uint8) for value in range(6)]
+        return await asyncio.gather(*(batcher.submit(image) for image in images))
+
+    scores = asyncio.run(many())
+    batcher.close()
+    assert [float(s[0]) for s in scores] == [0, 1, 2, 3, 4, 5]  # each request gets its own score
+    assert batches[0] > 1 and sum(batches) == 6
+
+
+def test_a_timed_out_request_is_not_scored_and_the_batcher_goes_on():
+    release, batches = threading.Event(), []
+
+    def score(images):
+        release.wait(5)
+        batches.append(len(images))
+        return np.zeros(len(images))
+
+    batcher = MicroBatcher(score, max_batch=2, wait_s=0.0, expecting=lambda: False)
+
+    async def cancel_one_then_submit():
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 2, 2, 3), np.uint8)))
+        await asyncio.sleep(0.1)  # the batcher is busy with it
+        queued = asyncio.ensure_future(batcher.submit(np.zeros((1, 2, 2, 3), np.uint8)))
+        await asyncio.sleep(0.1)
+        queued.cancel()  # as asyncio.wait_for does when a request times out
+        await asyncio.sleep(0.1)  # the cancellation reaches the batcher's future
+        release.set()
+        await first
+        return await asyncio.wait_for(batcher.submit(np.zeros((2, 2, 2, 3), np.uint8)), 5)
+
+    assert len(asyncio.run(cancel_one_then_submit())) == 2
+    batcher.close()
+    assert batches == [1, 2]
+
+
+def test_a_short_load_test(api, images, exported_model):
+    """Concurrency 8, bounded: good, bad and oversized requests mixed; no 5xx, every good image
+    answered with predict's score."""
+    url, server = api
+    folder, good, bad = images
+    expected = predict_scores(folder, list(good), exported_model)
+    mix = [[(n, good[n])] for n in good] + [
+        [("page.jpg", bad["page.jpg"])],
+        [("x", b"\0" * 300_000)],
+    ]
+    requests = [mix[i % len(mix)] for i in range(40)]
+
+    async def load():
+        limit = asyncio.Semaphore(8)
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def one(files):
+                async with limit:
+                    response = await client.post(
+                        f"{url}/predict", files=[("files", file) for file in files]
+                    )
+                    return files[0][0], response
+
+            return await asyncio.gather(*(one(files) for files in requests))
+
+    started = time.monotonic()
+    answers = asyncio.run(load())
+    assert time.monotonic() - started < 60
+    assert all(response.status_code < 500 for _, response in answers)
+    for name, response in answers:
+        if name in good:
+            assert response.json()["results"][0]["p_real"] == pytest.approx(
+                expected[name], abs=1e-6
+            )
+        else:
+            assert response.status_code == (413 if name == "x" else 200)
+
+
+def test_serve_refuses_to_start_without_a_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run(lambda: serve.main(["--model", str(tmp_path / "none")]), "aiic serve")
+    assert exited.value.code == 1 and "No exported model" in capsys.readouterr().err
