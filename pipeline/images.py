@@ -89,9 +89,9 @@ def resize_crop(image: Image.Image, size: int) -> np.ndarray:
 def shape_for_model(
     image: Image.Image, size: int, mode: str = "resize", name: str = "", min_size: int = 0
 ) -> np.ndarray:
-    """A decoded image as a backbone's input; `mode` is resize, resize_crop or center_crop. An image whose
-    shorter side is under `min_size` (prepare's data.min_size, recorded in model.json) is refused
-    as prepare refuses it, with the same reason."""
+    """A decoded image as a backbone's input; `mode` is resize, resize_crop or center_crop. An
+    image whose shorter side is under `min_size` (prepare's data.min_size, recorded in model.json)
+    is refused as prepare refuses it, with the same reason."""
     if min(image.size) < min_size:
         raise UnreadableImage(name, "too_small", f"{image.size} is under the {min_size} px minimum")
     if mode == "resize":
