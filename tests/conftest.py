@@ -25,6 +25,7 @@ __all__ = ["ROOT", "SHARED_DATA", "compose_params", "run", "set_yaml", "syntheti
 
 os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
 os.environ["AIIC_LOOPBACK_ONLY"] = "1"  # no test crawl may leave the machine
+os.environ["DVC_NO_ANALYTICS"] = "1"  # nor DVC's usage reports
 
 
 def backbone_config(name: str, **values: Any) -> dict[str, Any]:
