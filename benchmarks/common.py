@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.project import SHARED_DATA, make_image_folder
+from pipeline.images import LABELS
 
 SAMPLE = SHARED_DATA / "sample"
 CIFAKE = SHARED_DATA / "cifake"
 GOLDEN_RATIO = (5**0.5 - 1) / 2
-GENERATED_SIZE = 256  # px: large enough for every backbone's full input to be a resize
+GENERATED_SIZE = 256  # px: resized for the neural backbones, cropped by the spectrum
 
 
 @dataclass
@@ -71,13 +72,13 @@ def image_paths(count: int, work: Path) -> list[str]:
     label's files spread over its sorted list, so that even a few images hold both labels and
     each of the sample's sources (32 px CIFAKE and larger images) in proportion."""
     folder = SAMPLE if SAMPLE.is_dir() else generated_folder(work, count)
-    labels = [spread(sorted((folder / label).iterdir())) for label in ("real", "ai")]
+    labels = [spread(sorted((folder / label).iterdir())) for label in LABELS]
     files = [p for pair in zip_longest(*labels) for p in pair if p]
     return [str(p) for p in (files * (count // len(files) + 1))[:count]]
 
 
 def label_of(path: str) -> str:
-    """An image's label: the name of its folder (real/ or ai/)."""
+    """An image's label: the name of its folder (one of pipeline.images.LABELS)."""
     return Path(path).parent.name
 
 
@@ -86,7 +87,7 @@ def labelled_source(count: int, folder: Path, work: Path) -> Path:
     shared sample's, topped up with CIFAKE images that are not in the sample, else generated."""
     if not SAMPLE.is_dir():
         return generated_folder(work, count)
-    for label in ("real", "ai"):
+    for label in LABELS:
         files = sorted((SAMPLE / label).glob("*.jpg"))
         names = {p.name for p in files}
         if (CIFAKE / label).is_dir():
