@@ -26,19 +26,34 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def metrics_table(results: dict[str, dict[str, Any]]) -> str:
     """Test metrics per backbone (or per run), with bootstrap 95 % intervals."""
+    columns = ("accuracy", "balanced_accuracy", "real_accuracy", "ai_accuracy", "roc_auc")
+    columns += ("average_precision", "ece", "brier")
     return table(
-        ["backbone", "test images", "accuracy", "balanced accuracy", "ROC-AUC", "ECE", "threshold"],
+        [
+            "backbone",
+            "test images",
+            "accuracy",
+            "balanced accuracy",
+            "real accuracy",
+            "AI accuracy",
+            "ROC-AUC",
+            "AP",
+            "ECE",
+            "Brier",
+            "threshold",
+        ],
         [
             [
                 name,
                 str(m["images"]),
-                with_interval(m, "accuracy"),
-                with_interval(m, "balanced_accuracy"),
-                with_interval(m, "roc_auc"),
-                f"{m['ece']:.3f}",
-                f"{m['threshold']:.3f}",
+                *(with_interval(m, c) for c in columns),
+                number(m["threshold"]),
             ]
             for name, m in results.items()
         ],
@@ -63,11 +78,13 @@ def robustness_table(robustness: dict[str, dict[str, Any]]) -> str:
     def cell(values: dict[str, Any]) -> str:
         if values["accuracy"] is None:
             return f"n/a ({values['skipped']} skipped)"
-        auc = "n/a" if values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
-        return f"{values['accuracy']:.3f} / {auc}"
+        return " / ".join(
+            number(values.get(key))
+            for key in ("accuracy", "real_accuracy", "ai_accuracy", "roc_auc")
+        )
 
     return table(
-        ["perturbation", *(f"{n} acc. / AUC" for n in names)],
+        ["perturbation", *(f"{n} acc. / real / AI / AUC" for n in names)],
         [[p, *(cell(robustness[n][p]) for n in names)] for p in perturbations],
     )
 
@@ -80,10 +97,14 @@ def breakdown_table(results: dict[str, dict[str, Any]], column: str) -> str:
         for m in results.values():
             values = m["breakdown"][column].get(group)
             cells.append(
-                "" if values is None else f"{values['accuracy']:.3f} (n={values['images']})"
+                ""
+                if values is None
+                else f"{number(values['accuracy'])} / {number(values.get('real_accuracy'))} / "
+                f"{number(values.get('ai_accuracy'))} / {number(values.get('roc_auc'))} "
+                f"(n={values['images']})"
             )
         rows.append([group, *cells])
-    return table([column, *(f"{n} accuracy" for n in results)], rows)
+    return table([column, *(f"{n} acc. / real / AI / AUC" for n in results)], rows)
 
 
 def report(
@@ -108,7 +129,7 @@ def report(
         metrics_table(results),
         "## Calibration (test split, before → after)",
         calibration_table(results),
-        "## Robustness (accuracy / ROC-AUC on perturbed test images)",
+        "## Robustness (accuracy / real accuracy / AI accuracy / ROC-AUC on perturbed test images)",
         robustness_table(robustness),
     ]
     for column, title in (("source_name", "source"), ("format", "format"), ("size_band", "size")):

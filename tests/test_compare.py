@@ -41,3 +41,7 @@ def test_report_shows_every_backbone_and_names_the_export():
     accuracy = results["inceptionv3"]["accuracy"]
     low, high = results["inceptionv3"]["ci95"]["accuracy"]
     assert f"{accuracy:.3f} [{low:.3f}, {high:.3f}]" in text
+    for name in ("real_accuracy", "ai_accuracy", "average_precision", "brier"):
+        value, (low, high) = results["spectrum"][name], results["spectrum"]["ci95"][name]
+        assert f"{value:.3f} [{low:.3f}, {high:.3f}]" in text, name
+    assert "| real accuracy | AI accuracy |" in text

@@ -1,4 +1,5 @@
-"""A local source: a folder laid out real/ and ai/, or a CSV of url,label."""
+"""A local source: a folder laid out real/ and ai/ (optionally real/<source>/, ai/<source>/),
+or a CSV of url,label[,source]."""
 
 from __future__ import annotations
 
@@ -14,18 +15,29 @@ from pipeline.images import IMAGE_SUFFIXES, LABELS
 from scrapers.items import ImageItem
 
 
-def folder_entries(folder: Path) -> list[tuple[str, str]]:
-    """(file URL, label) for every image file under folder/real and folder/ai, sorted."""
+def folder_source(label_dir: Path, path: Path) -> str:
+    """The source an image came from: the folder under real/ or ai/ that holds it
+    (`ai/sd14/x.png` -> sd14), or "" for an image directly in real/ or ai/."""
+    parts = path.relative_to(label_dir).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def folder_entries(folder: Path) -> list[tuple[str, str, str]]:
+    """(file URL, label, source or "") for every image file under folder/real and folder/ai,
+    sorted."""
     entries = []
     for label in LABELS:
         for path in sorted((folder / label).rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                entries.append((path.resolve().as_uri(), label))
+                entries.append(
+                    (path.resolve().as_uri(), label, folder_source(folder / label, path))
+                )
     return entries
 
 
-def csv_entries(table: Path) -> list[tuple[str, str]]:
-    """(URL, label) rows of a CSV with columns url,label; paths are relative to its folder."""
+def csv_entries(table: Path) -> list[tuple[str, str, str]]:
+    """(URL, label, source or "") rows of a CSV with columns url,label and optionally source;
+    paths are relative to its folder."""
     entries = []
     with open(table, newline="", encoding="utf-8") as file:
         for line, row in enumerate(csv.DictReader(file), start=2):
@@ -34,7 +46,7 @@ def csv_entries(table: Path) -> list[tuple[str, str]]:
                 raise ValueError(f"{table}:{line}: label must be one of {LABELS}, got {label!r}")
             if "://" not in url:
                 url = (table.parent / url).resolve().as_uri()
-            entries.append((url, label))
+            entries.append((url, label, (row.get("source") or "").strip()))
     return entries
 
 
@@ -57,12 +69,12 @@ class LocalSpider(scrapy.Spider):
         self.source_name = source_name
         self.max_items = int(max_items) if max_items not in (None, "", "None") else None
 
-    def entries(self) -> list[tuple[str, str]]:
+    def entries(self) -> list[tuple[str, str, str]]:
         if self.urls:
             for entry in self.urls:
                 if entry.get("label") not in LABELS:
                     raise ValueError(f"urls entry {entry}: label must be one of {LABELS}")
-            return [(entry["url"], entry["label"]) for entry in self.urls]
+            return [(entry["url"], entry["label"], entry.get("source", "")) for entry in self.urls]
         if self.source is None:
             raise ValueError("give the local spider a source (folder or CSV) or a list of urls")
         if self.source.is_dir():
@@ -80,12 +92,12 @@ class LocalSpider(scrapy.Spider):
         except (OSError, ValueError) as error:
             raise CloseSpider(f"bad source: {error}") from error
         taken = dict.fromkeys(LABELS, 0)
-        for url, label in entries:
+        for url, label, source in entries:
             if self.max_items is not None and taken[label] >= self.max_items:
                 continue
             taken[label] += 1
             yield ImageItem(
-                file_urls=[url], label=label, source_name=self.source_name, source_url=url
+                file_urls=[url], label=label, source_name=source or self.source_name, source_url=url
             )
 
 
