@@ -8,8 +8,8 @@ import sys
 
 from pipeline.entry import run, tune_startup
 
-STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "evaluate")
-STAGES += ("compare", "export")
+STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "crossgen")
+STAGES += ("evaluate", "compare", "export")
 COMMANDS = {"predict": "pipeline.predict", "compose": "pipeline.params"}
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 

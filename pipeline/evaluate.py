@@ -91,6 +91,7 @@ def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
     plots["robustness"] = [
         {"perturbation": kind, **values} for kind, values in robust_results.items()
     ]
+    plots["robustness_auc"] = plots["robustness"]  # the same rows, plotted by ROC-AUC
     for plot, rows in plots.items():
         plot_file(eval_dir, plot, name).parent.mkdir(exist_ok=True)
         write_json(plot_file(eval_dir, plot, name), rows)

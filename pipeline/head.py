@@ -1,4 +1,5 @@
-"""The dense classification head trained on cached backbone features."""
+"""The dense classification head trained on cached backbone features: built, fitted and scored
+here, so that every stage that trains one (train, crossgen) trains it the same way."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Model:
@@ -27,3 +29,44 @@ def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:
         return np.empty(0)
     p_real = model(features, training=False)
     return keras.ops.convert_to_numpy(p_real)[:, 0].astype(np.float64)
+
+
+def seed_everything(seed: int) -> None:
+    """Same data and params give the same weights on CPU."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def dataset(features: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((features, labels.astype("float32")))
+
+
+def train_head(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    head: dict[str, Any],
+    seed: int,
+    callbacks: list[keras.callbacks.Callback] = (),
+) -> keras.Model:
+    """Fit the head with Adam and binary cross-entropy; the best val-loss weights are kept."""
+    seed_everything(seed)
+    model = build_head(train[0].shape[1], **head)
+    model.compile(
+        optimizer=keras.optimizers.Adam(head["learning_rate"]),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=head["patience"], restore_best_weights=True
+    )
+    # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
+    # took over a third of a small head's fit time (BENCHMARKS.md).
+    model.fit(
+        dataset(*train).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
+        validation_data=dataset(*val).batch(head["batch_size"]),
+        epochs=head["epochs"],
+        callbacks=[early_stopping, *callbacks],
+        shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True
+        verbose=2,
+    )
+    return model

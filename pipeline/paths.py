@@ -31,6 +31,11 @@ SCORES_DIR = Path("data/scores")  # <backbone>.csv
 METRICS_DIR = Path("metrics")  # <backbone>.json, <backbone>_robustness.json
 EVAL_DIR = Path("eval")  # <plot>/<backbone>.json: one folder per kind of plot (dvc.yaml)
 COMPARISON_REPORT = Path("reports/comparison.md")
+EVALUATION_REPORT = Path("reports/evaluation.md")
+EVALUATION_FIGURES_DIR = Path("reports/evaluation")  # the report's PNG figures
+
+CROSSGEN_DIR = Path("crossgen")  # <backbone>.json: the cross-generator matrix
+CROSSGEN_HEATMAP_DIR = CROSSGEN_DIR / "heatmap"  # <backbone>.png (dvc.yaml: an image plot)
 
 EXPORT_DIR = Path("models/export")
 MODEL_FILE = "model.keras"
@@ -60,3 +65,11 @@ def metrics_file(backbone: str, kind: str = "") -> Path:
 
 def plot_file(eval_dir: Path, plot: str, backbone: str) -> Path:
     return eval_dir / plot / f"{backbone}.json"
+
+
+def crossgen_file(backbone: str) -> Path:
+    return CROSSGEN_DIR / f"{backbone}.json"
+
+
+def crossgen_heatmap(backbone: str) -> Path:
+    return CROSSGEN_HEATMAP_DIR / f"{backbone}.png"

@@ -134,6 +134,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "scrape",
         "prepare",
         "train",
+        "crossgen",
         "evaluate",
         "compare",
         "export",
@@ -155,7 +156,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert info["backbone"] == "vgg16" and (project / "models/export/vgg16.weights.h5").is_file()
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
-    assert ran_stages(wider) == {"train", "evaluate", "compare", "export"}
+    assert ran_stages(wider) == {"train", "crossgen", "evaluate", "compare", "export"}
     # no backbone runs again: neither features nor robustness features
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
@@ -181,6 +182,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "balance@mobilenetv2",
         "robustness@mobilenetv2",
         "train",
+        "crossgen",
         "evaluate",
         "compare",
         "export",  # configs/ recomposed: the head settings of the last experiment are undone

@@ -1,0 +1,38 @@
+"""Oversampling a training set: shared by the balance stage and the cross-generator stage, which
+balances each of its training sets the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from imblearn.over_sampling import SMOTE
+
+from pipeline.errors import not_one_of
+from pipeline.images import LABELS
+from pipeline.params import BALANCE_METHODS
+
+
+def balance(
+    features: np.ndarray,
+    labels: np.ndarray,
+    method: str,
+    seed: int,
+    k_neighbors: int = 5,
+    sampling_strategy: Any = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Oversample the minority class of a training set (`method`: smote or none)."""
+    if method == "none":
+        return features, labels
+    if method != "smote":
+        raise not_one_of("balance.method", method, BALANCE_METHODS)
+    minority = int(np.bincount(labels, minlength=len(LABELS)).min())
+    if minority <= k_neighbors:
+        raise ValueError(
+            f"SMOTE needs more than k_neighbors={k_neighbors} training images in each class, "
+            f"the smallest class has {minority}: lower balance.k_neighbors or add images"
+        )
+    if minority == np.bincount(labels).max():
+        return features, labels  # already balanced: SMOTE would add nothing
+    sampler = SMOTE(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, random_state=seed)
+    return sampler.fit_resample(features, labels)
