@@ -11,6 +11,9 @@ from pipeline.entry import run, tune_startup
 STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "crossgen")
 STAGES += ("evaluate", "compare", "export")
 COMMANDS = {"predict": "pipeline.predict", "compose": "pipeline.params"}
+# `evaluate` is both a stage (no arguments: dvc.yaml runs it so) and, given any argument, the
+# command that measures the exported model on a person's labelled images.
+WITH_ARGUMENTS = {"evaluate": "pipeline.assess"}
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 
 commands:
@@ -18,6 +21,9 @@ commands:
                  run one pipeline stage (as `dvc repro` does; per-backbone stages take the name)
   predict PATH_OR_URL... [--model DIR] [--format table|json|csv] [--recursive]
                  score images, folders and URLs with the exported model
+  evaluate DIR_OR_CSV [--model DIR] [--format table|json|markdown] [--out FILE]
+                 measure the exported model on labelled images (real/ and ai/, or a CSV of
+                 path,label[,source]); without arguments, `evaluate` is the pipeline stage
   compose [OVERRIDE...]
                  compose configs/ into params.yaml with Hydra overrides, as `dvc exp run -S` does
 """
@@ -33,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"aiic: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)
     tune_startup()
-    module = importlib.import_module(COMMANDS.get(command, f"pipeline.{command}"))
+    if rest and command in WITH_ARGUMENTS:
+        module = importlib.import_module(WITH_ARGUMENTS[command])
+    else:
+        module = importlib.import_module(COMMANDS.get(command, f"pipeline.{command}"))
     sys.argv = [f"aiic {command}", *rest]
     run(module.main, f"aiic {command}")
 

@@ -11,15 +11,8 @@ from typing import Any
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from pipeline.images import IMAGE_SUFFIXES, LABELS
+from pipeline.images import IMAGE_SUFFIXES, LABELS, folder_source
 from scrapers.items import ImageItem
-
-
-def folder_source(label_dir: Path, path: Path) -> str:
-    """The source an image came from: the folder under real/ or ai/ that holds it
-    (`ai/sd14/x.png` -> sd14), or "" for an image directly in real/ or ai/."""
-    parts = path.relative_to(label_dir).parts
-    return parts[0] if len(parts) > 1 else ""
 
 
 def folder_entries(folder: Path) -> list[tuple[str, str, str]]:
