@@ -1,7 +1,9 @@
 """Stage `balance`: SMOTE on the training features only; validation and test stay untouched.
 
 `python -m pipeline balance <backbone>` writes data/balanced/<backbone>/train.npz (features,
-labels) and reports/balance/<backbone>.json (class counts before and after).
+labels) and reports/balance/<backbone>.json (class counts before and after). The training set is
+the training images' features plus those of their augmented copies, where the features stage made
+some (`augment.copies`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pipeline.io import atomic_path, write_json
 from pipeline.oversample import balance
 from pipeline.params import load_params
 from pipeline.paths import BALANCE_REPORTS_DIR, balanced_file, features_dir
-from pipeline.runtime import load_features
+from pipeline.runtime import load_augmented, load_features
 
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:
@@ -30,6 +32,10 @@ def main() -> None:
     params = load_params()
     config = dict(params["balance"])
     features, labels, _ = load_features(features_dir(args.backbone), "train")
+    augmented = load_augmented(features_dir(args.backbone))
+    if augmented is not None:  # copies of training images only: the features stage makes sure
+        features = np.concatenate([features, augmented[0]])
+        labels = np.concatenate([labels, augmented[1]])
     balanced, balanced_labels = balance(features, labels, seed=params["seed"], **config)
     out_file = balanced_file(args.backbone)
     with atomic_path(out_file.parent) as out:
@@ -37,6 +43,7 @@ def main() -> None:
         np.savez(out / out_file.name, features=balanced, labels=balanced_labels)
     report = {
         "method": config["method"],
+        "augmented_copies": 0 if augmented is None else len(augmented[1]),
         "before": class_counts(labels),
         "after": class_counts(balanced_labels),
     }

@@ -41,6 +41,7 @@ from pipeline.paths import (
     crossgen_heatmap,
     features_dir,
 )
+from pipeline.runtime import load_augmented
 
 CELL_METRICS = ("ai_accuracy", "average_precision", "roc_auc")
 ALL_SOURCES = "all"  # the column of every AI source's test images together
@@ -82,9 +83,12 @@ def cross_generator_matrix(
     splits: np.ndarray,
     sources: np.ndarray,
     params: dict[str, Any],
+    augmented: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The matrix from one backbone's features (rows aligned with `labels`, `splits` and
-    `sources`: the source name of each image); `params` holds balance, head, calibration, seed."""
+    `sources`: the source name of each image); `params` holds balance, head, calibration, seed.
+    `augmented` (features, labels, sources) are augmented copies of training images, added to
+    each head's training set as the balance stage adds them to the main head's."""
     real = labels == 1
     ai_sources = sorted(set(sources[~real].tolist()))
     if len(ai_sources) < 2:
@@ -104,10 +108,15 @@ def cross_generator_matrix(
         """A trained head, or why none could be trained (too few images for SMOTE)."""
         if trained_on not in scorers:
             train, val = rows("train", trained_on), rows("val", trained_on)
-            try:
-                scorers[trained_on] = fit_scorer(
-                    (features[train], labels[train]), (features[val], labels[val]), params
+            train_set = (features[train], labels[train])
+            if augmented is not None:
+                copies = (augmented[1] == 1) | np.isin(augmented[2], trained_on)
+                train_set = (
+                    np.concatenate([train_set[0], augmented[0][copies]]),
+                    np.concatenate([train_set[1], augmented[1][copies]]),
                 )
+            try:
+                scorers[trained_on] = fit_scorer(train_set, (features[val], labels[val]), params)
             except ValueError as error:
                 scorers[trained_on] = str(error)
         return scorers[trained_on]
@@ -149,10 +158,10 @@ def cross_generator_matrix(
 def backbone_matrix(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """cross_generator_matrix of one backbone's cached features, every usable image."""
     index = pd.read_csv(features_dir(name) / INDEX_FILE, dtype={"id": str})
-    named = index.merge(
-        pd.read_csv(SPLITS, dtype={"id": str})[["id", "source_name"]], on="id", how="left"
-    )
+    source_of = pd.read_csv(SPLITS, dtype={"id": str}).set_index("id")["source_name"]
+    named = index.assign(source_name=index["id"].map(source_of))
     usable = index["ok"].to_numpy(dtype=bool)
+    augmented = load_augmented(features_dir(name))
     features = np.load(features_dir(name) / FEATURES_FILE, mmap_mode="r")[usable]
     return cross_generator_matrix(
         np.asarray(features, dtype=np.float32),
@@ -160,6 +169,7 @@ def backbone_matrix(name: str, params: dict[str, Any]) -> dict[str, Any]:
         index.loc[usable, "split"].to_numpy(),
         named.loc[usable, "source_name"].fillna("").astype(str).to_numpy(),
         params,
+        None if augmented is None else (*augmented[:2], source_of.reindex(augmented[2]).to_numpy()),
     )
 
 

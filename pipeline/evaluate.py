@@ -29,6 +29,7 @@ from pipeline.metrics import (
     calibration_quality,
     classification_metrics,
     curve_rows,
+    kind_and_level,
     reliability_rows,
     robustness_metrics,
 )
@@ -88,9 +89,12 @@ def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
         f"reliability_{kind}": reliability_rows(labels, values)
         for kind, values in (("uncalibrated", raw), ("calibrated", p_real))
     }
-    plots["robustness"] = [
-        {"perturbation": kind, **values} for kind, values in robust_results.items()
-    ]
+    plots["robustness"] = []
+    for perturbation, values in robust_results.items():
+        kind, level = kind_and_level(perturbation)
+        plots["robustness"].append(
+            {"perturbation": perturbation, "kind": kind, "level": level, **values}
+        )
     plots["robustness_auc"] = plots["robustness"]  # the same rows, plotted by ROC-AUC
     for plot, rows in plots.items():
         plot_file(eval_dir, plot, name).parent.mkdir(exist_ok=True)

@@ -220,6 +220,12 @@ def breakdowns(
     return result
 
 
+def kind_and_level(perturbation: str) -> tuple[str, str]:
+    """('jpeg', '95') for the robustness grid's jpeg_95, ('none', '') for unperturbed images."""
+    kind, _, level = perturbation.rpartition("_")
+    return (kind, level) if kind else (perturbation, "")
+
+
 def robustness_metrics(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float) -> dict:
     """The metrics of point_metrics per perturbation, over the images that could be scored (not
     NaN), and how many could not."""

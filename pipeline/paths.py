@@ -14,6 +14,7 @@ FEATURES_DIR = Path("data/features")  # <backbone>/: the three files below
 FEATURES_FILE = "features.npy"  # float32, one row per row of splits.csv
 INDEX_FILE = "index.csv"  # id, label, split, ok, reason
 BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the exact extractor the features came from
+AUGMENTED_FILE = "augmented.npz"  # ids, labels, features of augmented training copies (if any)
 
 BALANCED_DIR = Path("data/balanced")  # <backbone>/train.npz
 BALANCED_FILE = "train.npz"
