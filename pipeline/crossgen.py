@@ -28,7 +28,7 @@ from pipeline.entry import run
 from pipeline.figures import draw_crossgen_heatmap
 from pipeline.head import head_scores, train_head
 from pipeline.io import atomic_path, write_json
-from pipeline.metrics import bootstrap_ci, point_metrics
+from pipeline.metrics import ALL_AI_SOURCES, bootstrap_ci, point_metrics
 from pipeline.oversample import balance
 from pipeline.params import load_params
 from pipeline.paths import (
@@ -44,7 +44,6 @@ from pipeline.paths import (
 from pipeline.runtime import load_augmented
 
 CELL_METRICS = ("ai_accuracy", "average_precision", "roc_auc")
-ALL_SOURCES = "all"  # the column of every AI source's test images together
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -138,7 +137,7 @@ def cross_generator_matrix(
             "threshold": None if isinstance(fitted, str) else fitted[1],
             "train_images": int(rows("train", (source,)).sum()),
             "tested_on": {tested: scored((source,), (tested,)) for tested in ai_sources}
-            | {ALL_SOURCES: scored((source,), tuple(ai_sources))},
+            | {ALL_AI_SOURCES: scored((source,), tuple(ai_sources))},
         }
     return {
         "applicable": True,

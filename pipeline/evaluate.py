@@ -24,6 +24,7 @@ from pipeline.entry import run
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import (
+    CONFOUND_WARNING_AUC,
     PERTURBED_PREFIX,
     breakdowns,
     calibration_quality,
@@ -45,8 +46,6 @@ from pipeline.paths import (
     plot_file,
     scores_file,
 )
-
-CONFOUND_WARNING_AUC = 0.75
 
 
 def warn_about_confounds(path: Path) -> None:

@@ -76,7 +76,7 @@ def robustness_curves(grids: dict[str, list[dict]], path: Path) -> None:
     backbone; the unperturbed value as a dotted line."""
     kinds = list(dict.fromkeys(row["kind"] for rows in grids.values() for row in rows))
     kinds = [kind for kind in kinds if kind != "none"]
-    figure = Figure(figsize=(3.2 * max(len(kinds), 1), 5.5))
+    figure = Figure(figsize=(3.2 * max(len(kinds), 1), 5.5), layout="constrained")
     axes = figure.subplots(2, max(len(kinds), 1), squeeze=False)
     for column, kind in enumerate(kinds):
         for row, metric in enumerate(("roc_auc", "accuracy")):
@@ -92,6 +92,7 @@ def robustness_curves(grids: dict[str, list[dict]], path: Path) -> None:
             ax.set_ylim(0, 1.02)
             ax.set_title(kind if row == 0 else "")
             ax.set_xlabel("level" if row == 1 else "")
-            ax.set_ylabel({"roc_auc": "ROC-AUC", "accuracy": "accuracy"}[metric])
+            if column == 0:
+                ax.set_ylabel({"roc_auc": "ROC-AUC", "accuracy": "accuracy"}[metric])
     axes[0, 0].legend(fontsize="small")
     _save(figure, path)

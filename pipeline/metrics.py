@@ -15,6 +15,8 @@ from pipeline.images import LABELS
 PERTURBED_PREFIX = "p_real_"  # data/scores columns: calibrated P(real) after each perturbation
 SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
 BOOTSTRAP_SAMPLES = 1000
+ALL_AI_SOURCES = "all"  # the cross-generator matrix's column of every AI source together
+CONFOUND_WARNING_AUC = 0.75  # trivial cues alone separating the classes this well: warn
 
 
 def expected_calibration_error(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> float:
