@@ -103,3 +103,20 @@ def test_a_source_too_small_to_balance_is_reported_in_its_row_not_fatal():
     assert narrow["threshold"] is None
     assert "SMOTE needs more than" in narrow["tested_on"]["broad"]["not_applicable"]
     assert matrix["trained_on"]["broad"]["tested_on"]["narrow"]["ai_accuracy"] is not None
+
+
+def test_augmented_copies_join_only_the_heads_trained_on_their_source(monkeypatch):
+    features, labels, splits, sources = two_generators((20, 8, 8))
+    train = splits == "train"
+    augmented = (features[train] + 0.1, labels[train], sources[train])
+    sizes = {}
+
+    def recording_fit(train_set, val, params):
+        sizes[len(sizes)] = len(train_set[1])
+        return (lambda rows: np.full(len(rows), 0.5)), 0.5
+
+    monkeypatch.setattr(crossgen, "fit_scorer", recording_fit)
+    crossgen.cross_generator_matrix(features, labels, splits, sources, PARAMS, augmented)
+    real, per_source = 40, 20  # training images: 40 real, 20 per AI source
+    # heads: broad, narrow (leave-one-out heads are the same two): originals + their copies
+    assert sizes == {0: 2 * (real + per_source), 1: 2 * (real + per_source)}
