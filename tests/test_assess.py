@@ -28,7 +28,10 @@ def genimage_folder(tmp_path):
     return root
 
 
-def test_report_equals_metrics_computed_from_predict_csv(genimage_folder, exported_model, capsys):
+def test_report_equals_metrics_computed_from_predict_csv(
+    genimage_folder, exported_model, capsys, monkeypatch
+):
+    monkeypatch.setattr(cli, "tune_startup", lambda: None)  # process-wide: not in the test's
     out = genimage_folder.parent / "report.json"
     args = ["--model", str(exported_model), "--format", "json", "--out", str(out)]
     cli.main(["evaluate", str(genimage_folder), *args])  # with arguments: the command
@@ -91,6 +94,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_evaluate_without_arguments_is_still_the_stage(monkeypatch):
     called = []
+    monkeypatch.setattr(cli, "tune_startup", lambda: None)
     monkeypatch.setattr("pipeline.evaluate.main", lambda: called.append("stage"))
     monkeypatch.setattr("pipeline.assess.main", lambda: called.append("command"))
     cli.main(["evaluate"])
