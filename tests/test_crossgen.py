@@ -11,12 +11,21 @@ from pipeline import crossgen, paths
 
 PARAMS = {
     "balance": {"method": "smote", "k_neighbors": 3, "sampling_strategy": "auto"},
-    "head": {"units": 16, "dropout": 0.0, "learning_rate": 0.01, "epochs": 15, "batch_size": 32,
-             "patience": 3},
-    "calibration": {"method": "temperature", "threshold": "balanced_accuracy",
-                    "target_fpr_real": 0.05},
+    "head": {
+        "units": 16,
+        "dropout": 0.0,
+        "learning_rate": 0.01,
+        "epochs": 15,
+        "batch_size": 32,
+        "patience": 3,
+    },
+    "calibration": {
+        "method": "temperature",
+        "threshold": "balanced_accuracy",
+        "target_fpr_real": 0.05,
+    },
     "seed": 0,
-}  # fmt: skip
+}
 
 
 def two_generators(per_split=(60, 20, 40), seed=0):
@@ -34,8 +43,12 @@ def two_generators(per_split=(60, 20, 40), seed=0):
             labels += [int(source == "real")] * n
             splits += [split] * n
             sources += ["photos" if source == "real" else source] * n
-    return (np.concatenate(features).astype(np.float32), np.array(labels), np.array(splits),
-            np.array(sources))  # fmt: skip
+    return (
+        np.concatenate(features).astype(np.float32),
+        np.array(labels),
+        np.array(splits),
+        np.array(sources),
+    )
 
 
 def test_the_matrix_shows_which_generator_transfers_worse():

@@ -15,12 +15,21 @@ GRID = grid(compose_params()["robustness"])
 
 def test_the_configured_grid_has_every_level_in_order():
     assert list(GRID) == [
-        "jpeg_95", "jpeg_90", "jpeg_75", "jpeg_50", "jpeg_30",
-        "blur_0.5", "blur_1", "blur_2", "blur_3",
-        "downscale_0.75", "downscale_0.5", "downscale_0.25",
+        "jpeg_95",
+        "jpeg_90",
+        "jpeg_75",
+        "jpeg_50",
+        "jpeg_30",
+        "blur_0.5",
+        "blur_1",
+        "blur_2",
+        "blur_3",
+        "downscale_0.75",
+        "downscale_0.5",
+        "downscale_0.25",
         "center_crop_0.75",
         "reencode_jpeg95",
-    ]  # fmt: skip
+    ]
     assert kind_and_level("downscale_0.25") == ("downscale", "0.25")
     assert kind_and_level("center_crop_0.75") == ("center_crop", "0.75")
     assert kind_and_level("none") == ("none", "")
