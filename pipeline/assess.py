@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -41,8 +42,7 @@ def labelled_images(source: Path) -> pd.DataFrame:
         rows = [
             {"path": str(path), "label": label, "source": folder_source(source / label, path)}
             for label in LABELS
-            for path in sorted((source / label).rglob("*"))
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            for path in image_files(source / label)
         ]
         if not rows:
             raise ValueError(f"{source}: no images under {source}/real or {source}/ai")
@@ -55,6 +55,15 @@ def labelled_images(source: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["source"] = frame["source"].replace("", source.stem)
     return frame
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under `folder`, sorted, through symbolic links to folders too: a benchmark is
+    often linked into the real/ai layout rather than copied."""
+    found = []
+    for parent, _, names in os.walk(folder, followlinks=True):
+        found += [Path(parent) / name for name in names]
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def csv_rows(table: Path) -> list[dict[str, str]]:
