@@ -41,31 +41,42 @@ def bootstrap_ci(
     """95 % percentile-bootstrap intervals for accuracy, balanced, real and AI accuracy, ROC-AUC,
     average precision, ECE and Brier score, every statistic computed on all resamples at once.
 
-    Resamples that hold a single class (possible on tiny test sets) are left out.
+    A statistic leaves out the resamples where it is undefined: those without a real image for
+    real accuracy, without an AI image for AI accuracy, with a single class for the two-class
+    statistics (possible on tiny test sets, and always on one-class data such as one source).
     """
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(labels), (samples, len(labels)))
     y, p = labels[rows], p_real[rows]
     positives = y.sum(axis=1)
-    both = (positives > 0) & (positives < len(labels))
-    y, p, positives = y[both], p[both], positives[both]
     negatives = len(labels) - positives
     correct = (p >= threshold).astype(int) == y
-    recall_real = (correct & (y == 1)).sum(axis=1) / positives
-    recall_ai = (correct & (y == 0)).sum(axis=1) / negatives
-    # ROC-AUC as the Mann-Whitney U statistic, from average ranks (ties count one half)
-    ranks = rankdata(p, axis=1)
-    auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    has_real, has_ai = positives > 0, negatives > 0
+    both = has_real & has_ai
+    recall_real = (correct & (y == 1)).sum(axis=1)[has_real] / positives[has_real]
+    recall_ai = (correct & (y == 0)).sum(axis=1)[has_ai] / negatives[has_ai]
     scores = {
         "accuracy": correct.mean(axis=1),
-        "balanced_accuracy": (recall_real + recall_ai) / 2,
         "real_accuracy": recall_real,
         "ai_accuracy": recall_ai,
-        "roc_auc": auc,
-        "average_precision": _average_precision(y, p, positives),
         "ece": _expected_calibration_errors(y, p),
         "brier": ((p - y) ** 2).mean(axis=1),
     }
+    if both.any():
+        y, p, correct = y[both], p[both], correct[both]
+        positives, negatives = positives[both], negatives[both]
+        # ROC-AUC as the Mann-Whitney U statistic, from average ranks (ties count one half)
+        ranks = rankdata(p, axis=1)
+        auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+        scores |= {
+            "balanced_accuracy": (
+                (correct & (y == 1)).sum(axis=1) / positives
+                + (correct & (y == 0)).sum(axis=1) / negatives
+            )
+            / 2,
+            "roc_auc": auc,
+            "average_precision": _average_precision(y, p, positives),
+        }
     return {
         name: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
         for name, values in scores.items()

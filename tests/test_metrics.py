@@ -107,3 +107,12 @@ def test_curve_rows_of_one_class_data_are_strict_json():
         rows = curve_rows(np.array([1, 1, 1]), np.array([0.2, 0.6, 0.9]), 0.5)
     json.dumps(rows, allow_nan=False)
     assert all(row["fpr"] is None for row in rows["roc"])
+
+
+def test_one_class_data_still_gets_intervals_for_what_it_defines():
+    rng = np.random.default_rng(3)
+    p_real = rng.uniform(size=50)
+    intervals = bootstrap_ci(np.zeros(50, int), p_real, 0.5)  # one AI source alone
+    assert set(intervals) == {"accuracy", "ai_accuracy", "ece", "brier"}
+    low, high = intervals["ai_accuracy"]
+    assert low <= (p_real < 0.5).mean() <= high and high - low < 0.4
