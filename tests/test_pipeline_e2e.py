@@ -37,6 +37,11 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def restored_stages(output: str) -> set[str]:
+    """Stages whose outputs DVC's run cache restored: they ran before with the same deps."""
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
+
+
 def commit(project):
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "run"], project)
@@ -187,7 +192,9 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     )
     run([sys.executable, "-m", "pipeline", "compose"], project)
     added = dvc(project, "repro")
-    assert ran_stages(added) == {
+    # export's deps are back to the first run's (the same head settings, the same exported head):
+    # DVC's run cache may restore its outputs instead of running it
+    assert ran_stages(added) | restored_stages(added) == {
         "features@mobilenetv2",
         "balance@mobilenetv2",
         "robustness@mobilenetv2",
@@ -196,7 +203,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "evaluate",
         "compare",
         "export",  # configs/ recomposed: the head settings of the last experiment are undone
-    }
+    }, added
     assert json.loads((project / "metrics/mobilenetv2.json").read_text())["images"]
     assert "| mobilenetv2 |" in (project / "reports/comparison.md").read_text()
     check_plots(project, (*BACKBONES, "mobilenetv2"))
