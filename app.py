@@ -109,7 +109,7 @@ with st.expander("How to read the p-score, and this model's test results"):
     if not info.get("calibrated", False):
         st.caption("These scores are not calibrated: treat them as a ranking, not a frequency.")
     metrics = info.get("test_metrics", {})
-    summary = {
-        key: metrics[key] for key in ("images", "accuracy", "roc_auc", "ece") if key in metrics
-    }
+    shown = ("images", "accuracy", "balanced_accuracy", "real_accuracy", "ai_accuracy")
+    shown += ("roc_auc", "average_precision", "ece", "brier")
+    summary = {key: metrics[key] for key in shown if key in metrics}
     st.write(f"Backbone **{info['backbone']}**, test split:", summary)

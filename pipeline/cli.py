@@ -8,9 +8,12 @@ import sys
 
 from pipeline.entry import run, tune_startup
 
-STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "evaluate")
-STAGES += ("compare", "export")
+STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "crossgen")
+STAGES += ("evaluate", "compare", "export")
 COMMANDS = {"predict": "pipeline.predict", "serve": "pipeline.serve", "compose": "pipeline.params"}
+# `evaluate` is both a stage (no arguments: dvc.yaml runs it so) and, given any argument, the
+# command that measures the exported model on a person's labelled images.
+WITH_ARGUMENTS = {"evaluate": "pipeline.assess"}
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 
 commands:
@@ -22,6 +25,9 @@ commands:
   serve [--host H] [--port P] [--model DIR] [--runtime keras|litert] [--max-batch N]
         [--batch-wait-ms MS] [--workers N]
                  the exported model behind an HTTP API (POST /predict, GET /healthz, GET /model)
+  evaluate DIR_OR_CSV [--model DIR] [--format table|json|markdown] [--out FILE]
+                 measure the exported model on labelled images (real/ and ai/, or a CSV of
+                 path,label[,source]); without arguments, `evaluate` is the pipeline stage
   compose [OVERRIDE...]
                  compose configs/ into params.yaml with Hydra overrides, as `dvc exp run -S` does
 """
@@ -37,7 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"aiic: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)
     tune_startup()
-    module = importlib.import_module(COMMANDS.get(command, f"pipeline.{command}"))
+    if rest and command in WITH_ARGUMENTS:
+        module = importlib.import_module(WITH_ARGUMENTS[command])
+    else:
+        module = importlib.import_module(COMMANDS.get(command, f"pipeline.{command}"))
     sys.argv = [f"aiic {command}", *rest]
     run(module.main, f"aiic {command}")
 

@@ -1,17 +1,34 @@
-"""Stage `compare`: reports/comparison.md, every backbone side by side.
+"""Stage `compare`: reports/comparison.md, every backbone side by side, and
+reports/evaluation.md, how each behaves, with figures.
 
-Discrimination with 95 % intervals, calibration before and after, robustness to perturbations,
-results per source, the confound check, and which backbone is exported and why.
+comparison.md: discrimination with 95 % intervals, calibration before and after, robustness to
+perturbations, results per source, the confound check, and which backbone is exported and why.
+evaluation.md (figures in reports/evaluation/, drawn with matplotlib so that GitHub shows them):
+per backbone the headline metrics with intervals, real and AI accuracy, the reliability diagram,
+the robustness curves, the cross-generator matrix and its heatmap, and the confound warning
+when it applies.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pipeline.entry import run
+from pipeline.figures import draw_crossgen_heatmap, reliability_diagram, robustness_curves
 from pipeline.io import atomic_path, read_json
+from pipeline.metrics import ALL_AI_SOURCES, CONFOUND_WARNING_AUC
 from pipeline.params import load_params
-from pipeline.paths import COMPARISON_REPORT, CONFOUNDS, metrics_file
+from pipeline.paths import (
+    COMPARISON_REPORT,
+    CONFOUNDS,
+    EVAL_DIR,
+    EVALUATION_FIGURES_DIR,
+    EVALUATION_REPORT,
+    crossgen_file,
+    metrics_file,
+    plot_file,
+)
 
 
 def with_interval(metrics: dict[str, Any], name: str) -> str:
@@ -26,19 +43,34 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def metrics_table(results: dict[str, dict[str, Any]]) -> str:
     """Test metrics per backbone (or per run), with bootstrap 95 % intervals."""
+    columns = ("accuracy", "balanced_accuracy", "real_accuracy", "ai_accuracy", "roc_auc")
+    columns += ("average_precision", "ece", "brier")
     return table(
-        ["backbone", "test images", "accuracy", "balanced accuracy", "ROC-AUC", "ECE", "threshold"],
+        [
+            "backbone",
+            "test images",
+            "accuracy",
+            "balanced accuracy",
+            "real accuracy",
+            "AI accuracy",
+            "ROC-AUC",
+            "AP",
+            "ECE",
+            "Brier",
+            "threshold",
+        ],
         [
             [
                 name,
                 str(m["images"]),
-                with_interval(m, "accuracy"),
-                with_interval(m, "balanced_accuracy"),
-                with_interval(m, "roc_auc"),
-                f"{m['ece']:.3f}",
-                f"{m['threshold']:.3f}",
+                *(with_interval(m, c) for c in columns),
+                number(m["threshold"]),
             ]
             for name, m in results.items()
         ],
@@ -63,11 +95,13 @@ def robustness_table(robustness: dict[str, dict[str, Any]]) -> str:
     def cell(values: dict[str, Any]) -> str:
         if values["accuracy"] is None:
             return f"n/a ({values['skipped']} skipped)"
-        auc = "n/a" if values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
-        return f"{values['accuracy']:.3f} / {auc}"
+        return " / ".join(
+            number(values.get(key))
+            for key in ("accuracy", "real_accuracy", "ai_accuracy", "roc_auc")
+        )
 
     return table(
-        ["perturbation", *(f"{n} acc. / AUC" for n in names)],
+        ["perturbation", *(f"{n} acc. / real / AI / AUC" for n in names)],
         [[p, *(cell(robustness[n][p]) for n in names)] for p in perturbations],
     )
 
@@ -80,10 +114,14 @@ def breakdown_table(results: dict[str, dict[str, Any]], column: str) -> str:
         for m in results.values():
             values = m["breakdown"][column].get(group)
             cells.append(
-                "" if values is None else f"{values['accuracy']:.3f} (n={values['images']})"
+                ""
+                if values is None
+                else f"{number(values['accuracy'])} / {number(values.get('real_accuracy'))} / "
+                f"{number(values.get('ai_accuracy'))} / {number(values.get('roc_auc'))} "
+                f"(n={values['images']})"
             )
         rows.append([group, *cells])
-    return table([column, *(f"{n} accuracy" for n in results)], rows)
+    return table([column, *(f"{n} acc. / real / AI / AUC" for n in results)], rows)
 
 
 def report(
@@ -108,7 +146,7 @@ def report(
         metrics_table(results),
         "## Calibration (test split, before → after)",
         calibration_table(results),
-        "## Robustness (accuracy / ROC-AUC on perturbed test images)",
+        "## Robustness (accuracy / real accuracy / AI accuracy / ROC-AUC on perturbed test images)",
         robustness_table(robustness),
     ]
     for column, title in (("source_name", "source"), ("format", "format"), ("size_band", "size")):
@@ -124,6 +162,105 @@ def report(
     return "\n\n".join(parts) + "\n"
 
 
+def crossgen_table(matrix: dict[str, Any]) -> str:
+    """AI accuracy [95 % interval] per trained-on row and tested-on column, with the row head's
+    real accuracy, and the leave-one-source-out row."""
+    sources = matrix["ai_sources"]
+
+    def ai_cell(values: dict[str, Any]) -> str:
+        if "not_applicable" in values:
+            return "n/a"
+        return f"{with_interval(values, 'ai_accuracy')} (AUC {number(values['roc_auc'])})"
+
+    rows = []
+    for trained in sources:
+        tested = matrix["trained_on"][trained]["tested_on"]
+        everything = tested[ALL_AI_SOURCES]
+        real = (
+            "n/a" if "not_applicable" in everything else with_interval(everything, "real_accuracy")
+        )
+        rows.append([trained, *(ai_cell(tested[s]) for s in sources), real])
+    rows.append(["all but the column", *(ai_cell(matrix["leave_one_out"][s]) for s in sources), ""])
+    return table(["trained on ↓ tested on →", *sources, "real accuracy"], rows)
+
+
+def evaluation_report(
+    results: dict[str, dict[str, Any]],
+    robustness: dict[str, dict[str, Any]],
+    matrices: dict[str, dict[str, Any]],
+    figures: dict[str, str],
+    random_init: list[str],
+    confounds: dict[str, Any] | None,
+) -> str:
+    """reports/evaluation.md; `figures` maps a figure's key to its path relative to the report."""
+    parts = [
+        "# Evaluation",
+        "Regenerated by `dvc repro` (stage `compare`). Real accuracy and AI accuracy are the "
+        "recall of each class at the chosen threshold; intervals are 95 % percentile bootstrap "
+        "intervals over the test split.",
+    ]
+    if random_init:
+        parts.append(
+            "**Random-init backbones** (`weights: null`): "
+            + ", ".join(f"`{name}`" for name in random_init)
+            + ". Their features are random projections, not ImageNet features; read their "
+            "numbers as a lower bound, not as the detector's quality."
+        )
+    auc = (confounds or {}).get("all_cues", {}).get("roc_auc")
+    if auc is not None and auc >= CONFOUND_WARNING_AUC:
+        parts.append(
+            f"> **Confound warning**: trivial cues alone (format, JPEG quality, EXIF, size) "
+            f"separate the classes with test ROC-AUC {auc:.2f}; the model may be learning them, "
+            "not the images. See the same-format re-encode level of the robustness grid."
+        )
+    parts += ["## Headline metrics (test split)", metrics_table(results)]
+    parts += [
+        "## Robustness",
+        "Accuracy and ROC-AUC of the test images under each level of the `robustness` grid "
+        "(dotted: unperturbed).",
+        f"![robustness curves]({figures['robustness']})",
+        robustness_table(robustness),
+    ]
+    for name in results:
+        parts += [f"## `{name}`", f"![reliability of {name}]({figures['reliability_' + name]})"]
+        matrix = matrices.get(name)
+        if matrix is None:
+            continue
+        if matrix["applicable"]:
+            parts += [
+                "Cross-generator matrix: AI accuracy [95 % interval] (ROC-AUC) of a head trained "
+                "on the real images and one AI source (rows), tested on the real test images and "
+                "each AI source (columns).",
+                f"![cross-generator heatmap of {name}]({figures['crossgen_' + name]})",
+                crossgen_table(matrix),
+            ]
+        else:
+            parts.append(f"Cross-generator matrix: not applicable ({matrix['reason']}).")
+    return "\n\n".join(parts) + "\n"
+
+
+def draw_figures(
+    names: list[str],
+    robustness_rows: dict[str, list[dict]],
+    reliability: dict[str, dict[str, list[dict]]],
+    matrices: dict[str, dict[str, Any]],
+    folder: Path,
+) -> dict[str, str]:
+    """The report's PNGs in `folder`; their paths relative to the report."""
+    relative = EVALUATION_FIGURES_DIR.relative_to(EVALUATION_REPORT.parent)
+    figures = {"robustness": "robustness.png"}
+    robustness_curves(robustness_rows, folder / figures["robustness"])
+    for name in names:
+        figures[f"reliability_{name}"] = f"reliability_{name}.png"
+        reliability_diagram(reliability[name], folder / figures[f"reliability_{name}"])
+        if matrices.get(name, {}).get("applicable"):
+            figures[f"crossgen_{name}"] = f"crossgen_{name}.png"
+            draw_crossgen_heatmap(
+                matrices[name], folder / figures[f"crossgen_{name}"], f"{name}: AI accuracy"
+            )
+    return {key: str(relative / file) for key, file in figures.items()}
+
+
 def main() -> None:
     params = load_params()
     names = list(params["backbones"])
@@ -133,6 +270,22 @@ def main() -> None:
     with atomic_path(COMPARISON_REPORT) as tmp:
         tmp.write_text(report(results, robustness, params["backbone"]["name"], confounds))
     print(f"compare: wrote {COMPARISON_REPORT}")
+    matrices = {n: read_json(crossgen_file(n)) for n in names if crossgen_file(n).is_file()}
+    reliability = {
+        name: {
+            kind: read_json(plot_file(EVAL_DIR, f"reliability_{kind}", name))
+            for kind in ("uncalibrated", "calibrated")
+        }
+        for name in names
+    }
+    grids = {name: read_json(plot_file(EVAL_DIR, "robustness", name)) for name in names}
+    random_init = [name for name in names if params["backbones"][name].get("weights") is None]
+    with atomic_path(EVALUATION_FIGURES_DIR) as folder, atomic_path(EVALUATION_REPORT) as tmp:
+        folder.mkdir()
+        figures = draw_figures(names, grids, reliability, matrices, folder)
+        text = evaluation_report(results, robustness, matrices, figures, random_init, confounds)
+        tmp.write_text(text)
+    print(f"compare: wrote {EVALUATION_REPORT} and its figures in {EVALUATION_FIGURES_DIR}")
 
 
 if __name__ == "__main__":

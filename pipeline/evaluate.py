@@ -24,11 +24,13 @@ from pipeline.entry import run
 from pipeline.images import LABELS
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import (
+    CONFOUND_WARNING_AUC,
     PERTURBED_PREFIX,
     breakdowns,
     calibration_quality,
     classification_metrics,
     curve_rows,
+    kind_and_level,
     reliability_rows,
     robustness_metrics,
 )
@@ -44,8 +46,6 @@ from pipeline.paths import (
     plot_file,
     scores_file,
 )
-
-CONFOUND_WARNING_AUC = 0.75
 
 
 def warn_about_confounds(path: Path) -> None:
@@ -88,9 +88,13 @@ def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
         f"reliability_{kind}": reliability_rows(labels, values)
         for kind, values in (("uncalibrated", raw), ("calibrated", p_real))
     }
-    plots["robustness"] = [
-        {"perturbation": kind, **values} for kind, values in robust_results.items()
-    ]
+    plots["robustness"] = []
+    for perturbation, values in robust_results.items():
+        kind, level = kind_and_level(perturbation)
+        plots["robustness"].append(
+            {"perturbation": perturbation, "kind": kind, "level": level, **values}
+        )
+    plots["robustness_auc"] = plots["robustness"]  # the same rows, plotted by ROC-AUC
     for plot, rows in plots.items():
         plot_file(eval_dir, plot, name).parent.mkdir(exist_ok=True)
         write_json(plot_file(eval_dir, plot, name), rows)

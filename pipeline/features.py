@@ -1,9 +1,10 @@
 """Stage `features`: frozen-backbone features of every prepared image, streamed to disk.
 
 `python -m pipeline features <backbone>` writes data/features/<backbone>/: features.npy (float32,
-one row per image of splits.csv), index.csv (id, label, split, ok, reason) and
+one row per image of splits.csv), index.csv (id, label, split, ok, reason),
 backbone.weights.h5 (the exact extractor used, so that the export reproduces these features bit
-for bit).
+for bit) and, with `augment.copies` above 0, augmented.npz: features of augmented copies of the
+training images only (pipeline.degradations).
 """
 
 from __future__ import annotations
@@ -15,18 +16,31 @@ import keras
 import pandas as pd
 
 from pipeline.backbones import extractor_from_spec
+from pipeline.degradations import write_augmented
 from pipeline.engines import extract, leave_gpus_to_actors
 from pipeline.entry import run
 from pipeline.io import atomic_path
 from pipeline.params import backbone_spec, load_params
-from pipeline.paths import BACKBONE_WEIGHTS_FILE, FEATURES_FILE, INDEX_FILE, SPLITS, features_dir
+from pipeline.paths import (
+    AUGMENTED_FILE,
+    BACKBONE_WEIGHTS_FILE,
+    FEATURES_FILE,
+    INDEX_FILE,
+    SPLITS,
+    features_dir,
+)
 
 
 def featurize(
-    spec: dict[str, Any], splits: pd.DataFrame, seed: int, engine: dict[str, Any] | None = None
+    spec: dict[str, Any],
+    splits: pd.DataFrame,
+    seed: int,
+    engine: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
 ) -> None:
     """Write one backbone's features of every image in `splits` into data/features/<name>/, on
-    the engine `engine` (params.yaml's `engine`; None: this process)."""
+    the engine `engine` (params.yaml's `engine`; None: this process), and of `augment['copies']`
+    augmented copies of each training image."""
     keras.utils.set_random_seed(seed)
     leave_gpus_to_actors(engine)
     # Built before any image is read: a missing weights file fails here, having done no work.
@@ -37,6 +51,9 @@ def featurize(
         index = splits[["id", "label", "split"]].assign(ok=reasons == "", reason=reasons)
         index.to_csv(out / INDEX_FILE, index=False)
         model.save_weights(out / BACKBONE_WEIGHTS_FILE)
+        if augment and augment["copies"]:
+            train = splits[splits["split"] == "train"]
+            write_augmented(model, spec, train, augment, seed, out / AUGMENTED_FILE)
     skipped = int((reasons != "").sum())
     print(f"features {spec['name']}: {len(reasons) - skipped} image(s), {skipped} skipped")
 
@@ -51,6 +68,7 @@ def main() -> None:
         pd.read_csv(SPLITS, dtype={"id": str}),
         params["seed"],
         params.get("engine"),
+        params.get("augment"),
     )
 
 

@@ -1,4 +1,5 @@
-"""The dense classification head trained on cached backbone features."""
+"""The dense classification head trained on cached backbone features: built, fitted and scored
+here, so that every stage that trains one (train, crossgen) trains it the same way."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from pipeline.errors import ConfigError
 
@@ -35,3 +37,52 @@ def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:
         return np.empty(0)
     p_real = model(features, training=False)
     return keras.ops.convert_to_numpy(p_real)[:, 0].astype(np.float64)
+
+
+def seed_everything(seed: int) -> None:
+    """Same data and params give the same weights on CPU."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def dataset(
+    features: np.ndarray, labels: np.ndarray, class_weight: np.ndarray | None = None
+) -> tf.data.Dataset:
+    """(features, labels), or (features, labels, each row's weight) given a weight per class id."""
+    columns = (features, labels.astype("float32"))
+    if class_weight is not None:
+        columns += (class_weight[labels],)
+    return tf.data.Dataset.from_tensor_slices(columns)
+
+
+def train_head(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    head: dict[str, Any],
+    seed: int,
+    callbacks: list[keras.callbacks.Callback] = (),
+    class_weight: np.ndarray | None = None,
+) -> keras.Model:
+    """Fit the head with Adam and binary cross-entropy, each training row weighted by its class
+    where `class_weight` (one weight per class id) is given; the best val-loss weights are kept."""
+    seed_everything(seed)
+    model = build_head(train[0].shape[1], **head)
+    model.compile(
+        optimizer=keras.optimizers.Adam(head["learning_rate"]),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=head["patience"], restore_best_weights=True
+    )
+    # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
+    # took over a third of a small head's fit time (BENCHMARKS.md).
+    model.fit(
+        dataset(*train, class_weight).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
+        validation_data=dataset(*val).batch(head["batch_size"]),
+        epochs=head["epochs"],
+        callbacks=[early_stopping, *callbacks],
+        shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True
+        verbose=2,
+    )
+    return model

@@ -36,6 +36,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(grey, mode="L").convert("RGB")
 
 
+def folder_source(label_dir: Path, path: Path) -> str:
+    """The source an image came from: the folder under real/ or ai/ that holds it
+    (`ai/sd14/x.png` -> sd14), or "" for an image directly in real/ or ai/."""
+    parts = path.relative_to(label_dir).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
 def decode(source: Path | str | bytes) -> Image.Image:
     """Fully decode an image: EXIF orientation applied, RGB, Pillow's decompression-bomb limit.
 

@@ -3,6 +3,8 @@ scikit-learn only, so that reading or recomputing them never loads TensorFlow.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
@@ -13,6 +15,8 @@ from pipeline.images import LABELS
 PERTURBED_PREFIX = "p_real_"  # data/scores columns: calibrated P(real) after each perturbation
 SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
 BOOTSTRAP_SAMPLES = 1000
+ALL_AI_SOURCES = "all"  # the cross-generator matrix's column of every AI source together
+CONFOUND_WARNING_AUC = 0.75  # trivial cues alone separating the classes this well: warn
 
 
 def expected_calibration_error(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> float:
@@ -34,28 +38,45 @@ def bootstrap_ci(
     seed: int = 0,
     samples: int = BOOTSTRAP_SAMPLES,
 ) -> dict[str, list[float]]:
-    """95 % percentile-bootstrap intervals for accuracy, balanced accuracy and ROC-AUC.
+    """95 % percentile-bootstrap intervals for accuracy, balanced, real and AI accuracy, ROC-AUC,
+    average precision, ECE and Brier score, every statistic computed on all resamples at once.
 
-    Resamples that hold a single class (possible on tiny test sets) are left out.
+    A statistic leaves out the resamples where it is undefined: those without a real image for
+    real accuracy, without an AI image for AI accuracy, with a single class for the two-class
+    statistics (possible on tiny test sets, and always on one-class data such as one source).
     """
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(labels), (samples, len(labels)))
     y, p = labels[rows], p_real[rows]
     positives = y.sum(axis=1)
-    both = (positives > 0) & (positives < len(labels))
-    y, p, positives = y[both], p[both], positives[both]
     negatives = len(labels) - positives
     correct = (p >= threshold).astype(int) == y
-    recall_real = (correct & (y == 1)).sum(axis=1) / positives
-    recall_ai = (correct & (y == 0)).sum(axis=1) / negatives
-    # ROC-AUC as the Mann-Whitney U statistic, from average ranks (ties count one half)
-    ranks = rankdata(p, axis=1)
-    auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    has_real, has_ai = positives > 0, negatives > 0
+    both = has_real & has_ai
+    recall_real = (correct & (y == 1)).sum(axis=1)[has_real] / positives[has_real]
+    recall_ai = (correct & (y == 0)).sum(axis=1)[has_ai] / negatives[has_ai]
     scores = {
         "accuracy": correct.mean(axis=1),
-        "balanced_accuracy": (recall_real + recall_ai) / 2,
-        "roc_auc": auc,
+        "real_accuracy": recall_real,
+        "ai_accuracy": recall_ai,
+        "ece": _expected_calibration_errors(y, p),
+        "brier": ((p - y) ** 2).mean(axis=1),
     }
+    if both.any():
+        y, p, correct = y[both], p[both], correct[both]
+        positives, negatives = positives[both], negatives[both]
+        # ROC-AUC as the Mann-Whitney U statistic, from average ranks (ties count one half)
+        ranks = rankdata(p, axis=1)
+        auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+        scores |= {
+            "balanced_accuracy": (
+                (correct & (y == 1)).sum(axis=1) / positives
+                + (correct & (y == 0)).sum(axis=1) / negatives
+            )
+            / 2,
+            "roc_auc": auc,
+            "average_precision": _average_precision(y, p, positives),
+        }
     return {
         name: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
         for name, values in scores.items()
@@ -63,9 +84,58 @@ def bootstrap_ci(
     }
 
 
+def _average_precision(y: np.ndarray, p: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """scikit-learn's average precision of each row: the precision at each distinct score, from
+    the highest down, weighted by the real images that score adds."""
+    order = np.argsort(-p, axis=1, kind="stable")
+    p, y = np.take_along_axis(p, order, axis=1), np.take_along_axis(y, order, axis=1)
+    width = p.shape[1]
+    # tied scores form one threshold: every member takes the precision at its group's end
+    last_of_ties = np.ones_like(p, dtype=bool)
+    last_of_ties[:, :-1] = p[:, :-1] != p[:, 1:]
+    positions = np.where(last_of_ties, np.arange(width), width - 1)
+    group_end = np.minimum.accumulate(positions[:, ::-1], axis=1)[:, ::-1]
+    precision = np.cumsum(y, axis=1) / np.arange(1, width + 1)
+    return (y * np.take_along_axis(precision, group_end, axis=1)).sum(axis=1) / positives
+
+
+def _expected_calibration_errors(y: np.ndarray, p: np.ndarray, bins: int = 15) -> np.ndarray:
+    """expected_calibration_error of each row: per bin, |real images - summed scores| / n."""
+    bin_of = np.minimum((p * bins).astype(int), bins - 1) + bins * np.arange(len(p))[:, None]
+    gaps = np.bincount(bin_of.ravel(), weights=(y - p).ravel(), minlength=bins * len(p))
+    return np.abs(gaps.reshape(len(p), bins)).sum(axis=1) / p.shape[1]
+
+
+def point_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict[str, Any]:
+    """The metrics of every table: accuracy, balanced accuracy, real and AI accuracy (the recall
+    of each class at `threshold`), ROC-AUC, average precision (real = positive), ECE and Brier.
+    Those that need both classes (or the one that is missing) are None."""
+    correct = (p_real >= threshold).astype(int) == labels
+    recalls = {
+        name: float(correct[labels == i].mean()) if (labels == i).any() else None
+        for i, name in enumerate(LABELS)
+    }
+    both = None not in recalls.values()
+    empty = not len(labels)
+    return {
+        "images": len(labels),
+        "real": int(labels.sum()),
+        "accuracy": None if empty else float(correct.mean()),
+        "balanced_accuracy": (recalls["real"] + recalls["ai"]) / 2 if both else None,
+        "real_accuracy": recalls["real"],
+        "ai_accuracy": recalls["ai"],
+        "roc_auc": float(metrics.roc_auc_score(labels, p_real)) if both else None,
+        "average_precision": float(metrics.average_precision_score(labels, p_real))
+        if both
+        else None,
+        "ece": None if empty else expected_calibration_error(labels, p_real),
+        "brier": None if empty else float(metrics.brier_score_loss(labels, p_real)),
+    }
+
+
 def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1, ROC-AUC, AP, confusion matrix,
-    calibration (ECE, Brier, log-loss) and bootstrap 95 % intervals."""
+    """Accuracy, balanced, real and AI accuracy, per-class precision/recall/F1, ROC-AUC, AP,
+    confusion matrix, calibration (ECE, Brier, log-loss) and bootstrap 95 % intervals."""
     predicted = (p_real >= threshold).astype(int)
     report = metrics.classification_report(
         labels,
@@ -75,14 +145,9 @@ def classification_metrics(labels: np.ndarray, p_real: np.ndarray, threshold: fl
         output_dict=True,
         zero_division=0,
     )
-    both_classes = len(np.unique(labels)) == len(LABELS)
     return {
-        "images": len(labels),
+        **point_metrics(labels, p_real, threshold),
         "threshold": threshold,
-        "accuracy": metrics.accuracy_score(labels, predicted),
-        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
-        "roc_auc": metrics.roc_auc_score(labels, p_real) if both_classes else None,
-        "average_precision": metrics.average_precision_score(labels, p_real),
         **calibration_quality(labels, p_real),
         "ci95": bootstrap_ci(labels, p_real, threshold),
         "per_class": {
@@ -154,36 +219,34 @@ def breakdowns(
     """Metrics per source, image format and size band, so that a one-source result shows."""
     frame = images.assign(
         size_band=[size_band(w, h) for w, h in zip(images["width"], images["height"], strict=True)],
-        correct=(p_real >= threshold).astype(int) == labels,
         label_id=labels,
         p_real=p_real,
     )
     result: dict[str, dict[str, dict]] = {}
     for column in ("source_name", "format", "size_band"):
-        result[column] = {}
-        for group, rows in frame.groupby(column):
-            both = rows["label_id"].nunique() == len(LABELS)
-            result[column][str(group)] = {
-                "images": len(rows),
-                "real": int(rows["label_id"].sum()),
-                "accuracy": float(rows["correct"].mean()),
-                "roc_auc": float(metrics.roc_auc_score(rows["label_id"], rows["p_real"]))
-                if both
-                else None,
-            }
+        result[column] = {
+            str(group): point_metrics(
+                rows["label_id"].to_numpy(), rows["p_real"].to_numpy(), threshold
+            )
+            for group, rows in frame.groupby(column)
+        }
     return result
 
 
+def kind_and_level(perturbation: str) -> tuple[str, str]:
+    """('jpeg', '95') for the robustness grid's jpeg_95, ('none', '') for unperturbed images."""
+    kind, _, level = perturbation.rpartition("_")
+    return (kind, level) if kind else (perturbation, "")
+
+
 def robustness_metrics(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float) -> dict:
-    """Accuracy and ROC-AUC per perturbation over the images that could be scored (not NaN)."""
+    """The metrics of point_metrics per perturbation, over the images that could be scored (not
+    NaN), and how many could not."""
     results = {}
     for name, p_real in scores.items():
         usable = ~np.isnan(p_real)
-        y, p = labels[usable], p_real[usable]
         results[name] = {
-            "images": int(usable.sum()),
+            **point_metrics(labels[usable], p_real[usable], threshold),
             "skipped": int((~usable).sum()),
-            "accuracy": float(((p >= threshold).astype(int) == y).mean()) if len(y) else None,
-            "roc_auc": float(metrics.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None,
         }
     return results

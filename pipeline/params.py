@@ -41,12 +41,45 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     for name in (params.get("export") or {}).get("formats", []):
         if name not in FORMATS:
             raise not_one_of("export.formats", name, tuple(FORMATS))
+    check_degradations(params)
     for key, spec in (params.get("backbones") or {}).items():
         if spec.get("name") != key:
             raise ConfigError(f"backbones.{key}.name must be {key!r}, got {spec.get('name')!r}.")
     if "backbone" in params:
         backbone_spec(params, params["backbone"]["name"])
     return params
+
+
+# (section, key): (lowest, highest) allowed for the number or each number of a list
+RANGES = {
+    ("robustness", "jpeg_quality"): (1, 100),
+    ("robustness", "blur_sigma"): (0, 100),
+    ("robustness", "downscale"): (0.01, 1),
+    ("robustness", "center_crop"): (0.01, 1),
+    ("augment", "copies"): (0, 100),
+    ("augment", "p"): (0, 1),
+    ("augment", "jpeg_quality"): (1, 100),
+    ("augment", "blur_sigma"): (0, 100),
+}
+
+
+def check_degradations(params: dict[str, Any]) -> None:
+    """The robustness grid and the augmentation settings: numbers in range, and the augmentation's
+    jpeg_quality and blur_sigma each a [low, high] pair."""
+    for (section, key), (lowest, highest) in RANGES.items():
+        if section not in params or params[section].get(key) is None:
+            continue
+        value = params[section][key]
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int | float) and lowest <= v <= highest for v in values):
+            raise ConfigError(
+                f"{section}.{key} is {value!r}: each value must be a number from {lowest} to "
+                f"{highest}."
+            )
+    for key in ("jpeg_quality", "blur_sigma"):
+        pair = (params.get("augment") or {}).get(key)
+        if pair is not None and (len(pair) != 2 or pair[0] > pair[1]):
+            raise ConfigError(f"augment.{key} is {pair!r}: give a [low, high] pair.")
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:

@@ -23,6 +23,7 @@ FEATURES_DIR = Path("data/features")  # <backbone>/: the three files below
 FEATURES_FILE = "features.npy"  # float32, one row per row of splits.csv
 INDEX_FILE = "index.csv"  # id, label, split, ok, reason
 BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the exact extractor the features came from
+AUGMENTED_FILE = "augmented.npz"  # ids, labels, features of augmented training copies (if any)
 
 BALANCED_DIR = Path("data/balanced")  # <backbone>/train.npz
 BALANCED_FILE = "train.npz"
@@ -41,6 +42,11 @@ SCORES_DIR = Path("data/scores")  # <backbone>.csv
 METRICS_DIR = Path("metrics")  # <backbone>.json, <backbone>_robustness.json
 EVAL_DIR = Path("eval")  # <plot>/<backbone>.json: one folder per kind of plot (dvc.yaml)
 COMPARISON_REPORT = Path("reports/comparison.md")
+EVALUATION_REPORT = Path("reports/evaluation.md")
+EVALUATION_FIGURES_DIR = Path("reports/evaluation")  # the report's PNG figures
+
+CROSSGEN_DIR = Path("crossgen")  # <backbone>.json: the cross-generator matrix
+CROSSGEN_HEATMAP_DIR = CROSSGEN_DIR / "heatmap"  # <backbone>.png (dvc.yaml: an image plot)
 
 EXPORT_DIR = Path("models/export")
 MODEL_FILE = "model.keras"
@@ -70,3 +76,11 @@ def metrics_file(backbone: str, kind: str = "") -> Path:
 
 def plot_file(eval_dir: Path, plot: str, backbone: str) -> Path:
     return eval_dir / plot / f"{backbone}.json"
+
+
+def crossgen_file(backbone: str) -> Path:
+    return CROSSGEN_DIR / f"{backbone}.json"
+
+
+def crossgen_heatmap(backbone: str) -> Path:
+    return CROSSGEN_HEATMAP_DIR / f"{backbone}.png"

@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.images import LABELS, UnreadableImage, load_for_model
-from pipeline.paths import FEATURES_FILE, INDEX_FILE
+from pipeline.paths import AUGMENTED_FILE, FEATURES_FILE, INDEX_FILE
 
 DECODE_THREADS = 2
 logger = logging.getLogger(__name__)
@@ -118,3 +118,13 @@ def load_features(backbone_dir: Path, split: str) -> tuple[np.ndarray, np.ndarra
     features = np.load(backbone_dir / FEATURES_FILE, mmap_mode="r")[rows]
     labels = index.loc[rows, "label"].map(LABELS.index).to_numpy(dtype=np.int64)
     return np.asarray(features, dtype=np.float32), labels, index.loc[rows].reset_index(drop=True)
+
+
+def load_augmented(backbone_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(features, labels as class ids, image ids) of the augmented training copies the features
+    stage made, or None where augmentation is off."""
+    path = backbone_dir / AUGMENTED_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as stored:
+        return stored["features"], stored["labels"], stored["ids"]

@@ -23,11 +23,11 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.entry import run
-from pipeline.head import build_head, head_scores
+from pipeline.head import dataset as dataset  # re-exported: benchmarks import it from here
+from pipeline.head import head_scores, train_head
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import PERTURBED_PREFIX
 from pipeline.params import load_params
@@ -44,55 +44,6 @@ from pipeline.paths import (
     scores_file,
 )
 from pipeline.runtime import load_features
-
-
-def seed_everything(seed: int) -> None:
-    """Same data and params give the same weights on CPU."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
-def dataset(
-    features: np.ndarray, labels: np.ndarray, class_weight: np.ndarray | None = None
-) -> tf.data.Dataset:
-    """(features, labels), or (features, labels, each row's weight) given a weight per class id."""
-    columns = (features, labels.astype("float32"))
-    if class_weight is not None:
-        columns += (class_weight[labels],)
-    return tf.data.Dataset.from_tensor_slices(columns)
-
-
-def train_head(
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    head: dict[str, Any],
-    seed: int,
-    callbacks: list[keras.callbacks.Callback] = (),
-    class_weight: np.ndarray | None = None,
-) -> keras.Model:
-    """Fit the head with Adam and binary cross-entropy, each training row weighted by its class
-    where `class_weight` (one weight per class id) is given; the best val-loss weights are kept."""
-    seed_everything(seed)
-    model = build_head(train[0].shape[1], **head)
-    model.compile(
-        optimizer=keras.optimizers.Adam(head["learning_rate"]),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
-    )
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=head["patience"], restore_best_weights=True
-    )
-    # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
-    # took over a third of a small head's fit time (BENCHMARKS.md).
-    model.fit(
-        dataset(*train, class_weight).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
-        validation_data=dataset(*val).batch(head["batch_size"]),
-        epochs=head["epochs"],
-        callbacks=[early_stopping, *callbacks],
-        shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True
-        verbose=2,
-    )
-    return model
 
 
 def perturbed_features(path: Path, ids: pd.Series) -> dict[str, np.ndarray]:

@@ -7,8 +7,8 @@ import yaml
 
 from conftest import compose_params
 from pipeline import balance as balance_stage
-from pipeline.balance import balance, class_weights
 from pipeline.errors import ConfigError
+from pipeline.oversample import balance, class_weights
 
 
 def imbalanced(n_real=40, n_ai=10, dim=4, seed=0):
@@ -59,6 +59,29 @@ def test_stage_oversamples_train_only(tmp_path, monkeypatch):
     assert distances.min() > 0
     report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
     assert report["before"] == {"ai": 20, "real": 40} and report["after"] == {"ai": 40, "real": 40}
+
+
+def test_stage_adds_the_augmented_training_copies_before_smote(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    features, labels = imbalanced(n_real=40, n_ai=20)
+    folder = tmp_path / "data/features/bb"
+    folder.mkdir(parents=True)
+    np.save(folder / "features.npy", features)
+    pd.DataFrame(
+        {"id": range(60), "label": np.array(["ai", "real"])[labels], "split": "train", "ok": True}
+    ).to_csv(folder / "index.csv", index=False)
+    copies = features[labels == 0][:5] + 100  # recognisable rows
+    np.savez(folder / "augmented.npz", features=copies, labels=np.zeros(5, int), ids=np.arange(5))
+    params = compose_params("balance=smote", "balance.k_neighbors=3", "seed=0")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr("sys.argv", ["balance", "bb"])
+    balance_stage.main()
+
+    result = np.load(tmp_path / "data/balanced/bb/train.npz")
+    assert np.array_equal(result["features"][60:65], copies)
+    report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
+    assert report["augmented_copies"] == 5
+    assert report["before"] == {"ai": 25, "real": 40} and report["after"] == {"ai": 40, "real": 40}
 
 
 def test_class_weight_adds_no_rows_and_weighs_both_classes_alike():

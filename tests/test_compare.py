@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.compare import report
+from pipeline.compare import draw_figures, evaluation_report, report
 from pipeline.metrics import breakdowns, calibration_quality, classification_metrics
 
 
@@ -41,3 +41,85 @@ def test_report_shows_every_backbone_and_names_the_export():
     accuracy = results["inceptionv3"]["accuracy"]
     low, high = results["inceptionv3"]["ci95"]["accuracy"]
     assert f"{accuracy:.3f} [{low:.3f}, {high:.3f}]" in text
+    for name in ("real_accuracy", "ai_accuracy", "average_precision", "brier"):
+        value, (low, high) = results["spectrum"][name], results["spectrum"]["ci95"][name]
+        assert f"{value:.3f} [{low:.3f}, {high:.3f}]" in text, name
+    assert "| real accuracy | AI accuracy |" in text
+
+
+def fake_matrix() -> dict:
+    def cell(value):
+        return {
+            "images": 20,
+            "real_accuracy": 0.9,
+            "ai_accuracy": value,
+            "roc_auc": 0.8,
+            "average_precision": 0.8,
+            "ci95": {"ai_accuracy": [value - 0.1, value + 0.1]},
+        }
+
+    return {
+        "applicable": True,
+        "ai_sources": ["gan", "sd14"],
+        "trained_on": {
+            "gan": {"tested_on": {"gan": cell(0.95), "sd14": cell(0.31), "all": cell(0.6)}},
+            "sd14": {"tested_on": {"gan": cell(0.72), "sd14": cell(0.93), "all": cell(0.8)}},
+        },
+        "leave_one_out": {"gan": cell(0.72), "sd14": cell(0.31)},
+    }
+
+
+def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
+    results = {"inceptionv3": fake_results(0), "spectrum": fake_results(1)}
+    grid = [
+        {"perturbation": "none", "kind": "none", "level": "", "accuracy": 0.9, "roc_auc": 0.95},
+        {"perturbation": "jpeg_95", "kind": "jpeg", "level": "95", "accuracy": 0.8, "roc_auc": 0.9},
+        {
+            "perturbation": "jpeg_50",
+            "kind": "jpeg",
+            "level": "50",
+            "accuracy": 0.6,
+            "roc_auc": None,
+        },
+    ]
+    robustness = {
+        name: {
+            row["perturbation"]: {**row, "skipped": 0, "real_accuracy": 0.5, "ai_accuracy": 0.7}
+            for row in grid
+        }
+        for name in results
+    }
+    reliability = {
+        name: {
+            "calibrated": [{"mean_score": 0.2, "observed_real_rate": 0.25, "images": 4}],
+            "uncalibrated": [{"mean_score": 0.6, "observed_real_rate": 0.25, "images": 4}],
+        }
+        for name in results
+    }
+    matrices = {
+        "inceptionv3": fake_matrix(),
+        "spectrum": {"applicable": False, "reason": "the data has 1 (sd14)", "ai_sources": []},
+    }
+    figures = draw_figures(
+        list(results), {n: grid for n in results}, reliability, matrices, tmp_path
+    )
+    assert {path.name for path in tmp_path.iterdir()} == {
+        "robustness.png",
+        "reliability_inceptionv3.png",
+        "reliability_spectrum.png",
+        "crossgen_inceptionv3.png",
+    }
+    assert all((tmp_path / p.name).read_bytes().startswith(b"\x89PNG") for p in tmp_path.iterdir())
+    assert figures["robustness"] == "evaluation/robustness.png"
+
+    confounds = {"all_cues": {"roc_auc": 0.9}, "per_cue": {}}
+    text = evaluation_report(results, robustness, matrices, figures, ["spectrum"], confounds)
+    assert "**Random-init backbones** (`weights: null`): `spectrum`" in text
+    assert "Confound warning" in text and "ROC-AUC 0.90" in text
+    assert "![robustness curves](evaluation/robustness.png)" in text
+    assert "![cross-generator heatmap of inceptionv3](evaluation/crossgen_inceptionv3.png)" in text
+    assert "| gan | 0.950 [0.850, 1.050] (AUC 0.800) | 0.310 [0.210, 0.410] (AUC 0.800) |" in text
+    assert "| all but the column | 0.720" in text
+    assert "not applicable (the data has 1 (sd14))" in text
+    quiet = evaluation_report(results, robustness, matrices, figures, [], None)
+    assert "Confound warning" not in quiet and "Random-init" not in quiet

@@ -3,13 +3,20 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import auc, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    auc,
+    average_precision_score,
+    balanced_accuracy_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from pipeline.metrics import (
     bootstrap_ci,
     classification_metrics,
     curve_rows,
     expected_calibration_error,
+    point_metrics,
 )
 
 
@@ -61,6 +68,18 @@ def test_bootstrap_statistics_match_scikit_learn(monkeypatch):
     assert result["roc_auc"] == pytest.approx([roc_auc_score(labels, p)] * 2)
     balanced = balanced_accuracy_score(labels, (p >= 0.5).astype(int))
     assert result["balanced_accuracy"] == pytest.approx([balanced] * 2)
+    point = point_metrics(labels, p, 0.5)
+    assert point["average_precision"] == pytest.approx(average_precision_score(labels, p))
+    assert point["real_accuracy"] == recall_score(labels, (p >= 0.5).astype(int), pos_label=1)
+    assert point["ai_accuracy"] == recall_score(labels, (p >= 0.5).astype(int), pos_label=0)
+    for name in ("average_precision", "ece", "brier", "real_accuracy", "ai_accuracy"):
+        assert result[name] == pytest.approx([point[name]] * 2), name
+
+
+def test_one_class_leaves_the_two_class_metrics_undefined():
+    result = point_metrics(np.array([1, 1, 1]), np.array([0.9, 0.2, 0.7]), 0.5)
+    assert result["real_accuracy"] == pytest.approx(2 / 3) and result["ai_accuracy"] is None
+    assert result["roc_auc"] is result["balanced_accuracy"] is result["average_precision"] is None
 
 
 def test_curve_rows_trace_the_curves_that_the_metrics_summarise():
@@ -88,3 +107,12 @@ def test_curve_rows_of_one_class_data_are_strict_json():
         rows = curve_rows(np.array([1, 1, 1]), np.array([0.2, 0.6, 0.9]), 0.5)
     json.dumps(rows, allow_nan=False)
     assert all(row["fpr"] is None for row in rows["roc"])
+
+
+def test_one_class_data_still_gets_intervals_for_what_it_defines():
+    rng = np.random.default_rng(3)
+    p_real = rng.uniform(size=50)
+    intervals = bootstrap_ci(np.zeros(50, int), p_real, 0.5)  # one AI source alone
+    assert set(intervals) == {"accuracy", "ai_accuracy", "ece", "brier"}
+    low, high = intervals["ai_accuracy"]
+    assert low <= (p_real < 0.5).mean() <= high and high - low < 0.4

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -46,3 +47,20 @@ def test_load_params_refuses_a_setting_outside_its_vocabulary(tmp_path):
 def test_dvc_hydra_composition_is_enabled():
     config = (ROOT / ".dvc" / "config").read_text()
     assert "[hydra]" in config and "enabled = true" in config and "config_dir = configs" in config
+
+
+def test_degradation_settings_out_of_range_are_clear_errors():
+    from pipeline.errors import ConfigError
+    from pipeline.params import validate
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    validate(params)
+    for section, key, value, message in (
+        ("robustness", "jpeg_quality", [95, 0], "robustness.jpeg_quality is [95, 0]"),
+        ("robustness", "downscale", [2], "from 0.01 to 1"),
+        ("augment", "p", 1.5, "augment.p is 1.5"),
+        ("augment", "jpeg_quality", [90, 30], "give a [low, high] pair"),
+    ):
+        broken = {**params, section: {**params[section], key: value}}
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(broken)

@@ -40,6 +40,9 @@ def named_paths(backbones: list[str], exported: str) -> set[Path]:
         paths.METRICS_DIR,
         paths.EVAL_DIR,
         paths.COMPARISON_REPORT,
+        paths.EVALUATION_REPORT,
+        paths.EVALUATION_FIGURES_DIR,
+        paths.CROSSGEN_DIR,
         paths.EXPORT_DIR,
         paths.HEADS_DIR / exported,
         paths.metrics_file(exported),
@@ -79,5 +82,6 @@ def test_top_level_metrics_and_plots_are_the_folders_the_code_writes(repo):
     (plots,) = repo.index._plots.values()
     assert [Path(path) for path in metrics] == [paths.METRICS_DIR]
     folders = {Path(next(iter(plot))) for plot in plots}
-    assert paths.HISTORY_DIR in folders
-    assert {folder.parent for folder in folders - {paths.HISTORY_DIR}} == {paths.EVAL_DIR}
+    assert {paths.HISTORY_DIR, paths.CROSSGEN_HEATMAP_DIR} <= folders
+    written_elsewhere = {paths.HISTORY_DIR, paths.CROSSGEN_HEATMAP_DIR}
+    assert {folder.parent for folder in folders - written_elsewhere} == {paths.EVAL_DIR}

@@ -1,4 +1,5 @@
-"""A local source: a folder laid out real/ and ai/, or a CSV of url,label."""
+"""A local source: a folder laid out real/ and ai/ (optionally real/<source>/, ai/<source>/),
+or a CSV of url,label[,source]."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from pipeline.images import IMAGE_SUFFIXES, LABELS
+from pipeline.images import IMAGE_SUFFIXES, LABELS, folder_source
 from scrapers.items import ImageItem, skip
 
 
@@ -21,8 +22,9 @@ def within(path: Path, folders: list[Path]) -> bool:
 
 def folder_entries(
     folder: Path, follow_outside_symlinks: bool = False
-) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
-    """(file URL, label) for every image file under folder/real and folder/ai, sorted, and
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """(file URL, label, source or "") for every image file under folder/real and folder/ai,
+    sorted (the source is the sub-folder of real/ or ai/ that holds it), and
     (path, label, reason) for the files passed over: images in formats that are not taken (such
     as SVG, `mime_<type>` as the Commons spider says), and symbolic links that lead out of the
     source folder (`symlink_outside_source`, unless `follow_outside_symlinks`)."""
@@ -41,12 +43,13 @@ def folder_entries(
             if not follow_outside_symlinks and not within(path.resolve(), inside):
                 skipped.append((str(path), label, "symlink_outside_source"))
                 continue
-            entries.append((path.resolve().as_uri(), label))
+            entries.append((path.resolve().as_uri(), label, folder_source(folder / label, path)))
     return entries, skipped
 
 
-def csv_entries(table: Path) -> list[tuple[str, str]]:
-    """(URL, label) rows of a CSV with columns url,label; paths are relative to its folder."""
+def csv_entries(table: Path) -> list[tuple[str, str, str]]:
+    """(URL, label, source or "") rows of a CSV with columns url,label and optionally source;
+    paths are relative to its folder."""
     entries = []
     with open(table, newline="", encoding="utf-8") as file:
         for line, row in enumerate(csv.DictReader(file), start=2):
@@ -55,7 +58,7 @@ def csv_entries(table: Path) -> list[tuple[str, str]]:
                 raise ValueError(f"{table}:{line}: label must be one of {LABELS}, got {label!r}")
             if "://" not in url:
                 url = (table.parent / url).resolve().as_uri()
-            entries.append((url, label))
+            entries.append((url, label, (row.get("source") or "").strip()))
     return entries
 
 
@@ -81,12 +84,12 @@ class LocalSpider(scrapy.Spider):
         self.follow_outside_symlinks = bool(follow_outside_symlinks)
         self.passed_over: list[tuple[str, str, str]] = []
 
-    def entries(self) -> list[tuple[str, str]]:
+    def entries(self) -> list[tuple[str, str, str]]:
         if self.urls:
             for entry in self.urls:
                 if entry.get("label") not in LABELS:
                     raise ValueError(f"urls entry {entry}: label must be one of {LABELS}")
-            return [(entry["url"], entry["label"]) for entry in self.urls]
+            return [(entry["url"], entry["label"], entry.get("source", "")) for entry in self.urls]
         if self.source is None:
             raise ValueError("give the local spider a source (folder or CSV) or a list of urls")
         if self.source.is_dir():
@@ -107,12 +110,12 @@ class LocalSpider(scrapy.Spider):
         for path, label, reason in self.passed_over:
             skip(self, reason, label, self.source_name, path)
         taken = dict.fromkeys(LABELS, 0)
-        for url, label in entries:
+        for url, label, source in entries:
             if self.max_items is not None and taken[label] >= self.max_items:
                 continue
             taken[label] += 1
             yield ImageItem(
-                file_urls=[url], label=label, source_name=self.source_name, source_url=url
+                file_urls=[url], label=label, source_name=source or self.source_name, source_url=url
             )
 
 
