@@ -140,6 +140,44 @@ def run(
     return results
 
 
+NAME = "clip"
+TARGET = 0.9  # the issue's: features stage ÷ bare forward, like the other backbones
+
+
+def measure(context: Any) -> dict[str, Any]:
+    """Skipped where KerasHub (the clip extra) is missing; a quick run takes ViT-B/32."""
+    from pipeline.clip import keras_hub_installed
+
+    if not keras_hub_installed():
+        return {"skipped": "KerasHub (the clip extra) is not installed"}
+    if context.quick:
+        return run(images=4, batch_size=4, preset="clip_vit_base_patch32", repeats=1)
+    return run()
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
+    if "skipped" in result:
+        return []
+    ratio = result["clip"]["stage_over_bare"]
+    return [("10. CLIP features stage ÷ bare forward", f">= {TARGET}", ratio, ratio >= TARGET)]
+
+
+def render(result: dict[str, Any]) -> list[str]:
+    if "skipped" in result:
+        return ["## 10. CLIP against InceptionV3", f"Not measured: {result['skipped']}."]
+    clip, base = result["clip"], result[BASELINE]
+    return [
+        "## 10. CLIP against InceptionV3",
+        f"{clip['preset']} at {clip['input_size']} px: {clip['stage_images_per_s']} img/s in the "
+        f"features stage, {clip['bare_images_per_s']} bare (stage ÷ bare "
+        f"**{clip['stage_over_bare']}**); InceptionV3 at {base['input_size']} px: "
+        f"{base['stage_images_per_s']} img/s (stage ÷ bare {base['stage_over_bare']}). CLIP ÷ "
+        f"InceptionV3: **{result['clip_over_inceptionv3']}**. Importing KerasHub adds "
+        f"{result['import']['keras_hub_after_keras_s']} s to Keras' "
+        f"{result['import']['keras_s']} s.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)

@@ -285,6 +285,68 @@ def run(work: Path, quick: bool = False) -> dict[str, Any]:
     return results
 
 
+NAME = "serve"
+THROUGHPUT_TARGET, P99_TARGET = 0.8, 1.5  # the issue's
+
+
+def measure(context: Any) -> dict[str, Any]:
+    return run(context.work / "serve", context.quick)
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: result[key] for key in ("serve_throughput_ratio", "serve_p99_ratio")}
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
+    throughput, p99 = result["serve_throughput_ratio"], result["serve_p99_ratio"]
+    return [
+        (
+            "9. `aiic serve` at concurrency 32 ÷ bare batched forward",
+            f">= {THROUGHPUT_TARGET}",
+            throughput,
+            throughput >= THROUGHPUT_TARGET,
+        ),
+        (
+            "9. `aiic serve` p99 at concurrency 1 ÷ bare single forward",
+            f"<= {P99_TARGET}",
+            p99,
+            p99 <= P99_TARGET,
+        ),
+    ]
+
+
+def render(result: dict[str, Any]) -> list[str]:
+    r = result
+    load = [
+        "| level | requests/s | images/s | p50 ms | p99 ms | statuses |",
+        "|---|---|---|---|---|---|",
+    ]
+    load += [
+        f"| {name} | {level['requests_s']} | {level['images_s']} | {level['p50_ms']} | "
+        f"{level['p99_ms']} | {level['statuses']} |"
+        for name, level in r["levels"].items()
+    ]
+    formats = [
+        "| format | latency ms | images/s | verdict agreement | max abs diff | bytes |",
+        "|---|---|---|---|---|---|",
+    ]
+    formats += [
+        f"| {name} | {f['latency_ms']} | {f['throughput_img_s']} | {f['verdict_agreement']} | "
+        f"{f['max_abs_diff']:.1e} | {f['bytes']} |"
+        for name, f in r["formats"].items()
+    ]
+    return [
+        "## 9. `aiic serve` under load, and the export formats",
+        f"Input {r['input_size']} px, micro-batches of up to {r['max_batch']}, {r['cpus']} CPUs, on"
+        f" 127.0.0.1. Bare forward: {r['bare']['single_ms']} ms for one image, "
+        f"{r['bare']['batched_img_s']} images/s batched. Throughput at concurrency 32 ÷ bare "
+        f"batched: **{r['serve_throughput_ratio']}**; p99 at concurrency 1 ÷ bare single: "
+        f"**{r['serve_p99_ratio']}**; 5xx answers: {r['server_5xx']}.",
+        "\n".join(load),
+        "\n".join(formats),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
