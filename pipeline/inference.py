@@ -7,6 +7,7 @@ registers the project's Keras layers (preprocessing, spectrum, calibration), whi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,11 @@ def load_exported(
         return LiteRTModel(model_file), read_json(info_file)
     import keras
 
-    from pipeline.backbones import Preprocess, SpectrumFeatures
-    from pipeline.calibrate import Calibration
-    from pipeline.clip import ClipImageEmbedding
-
-    layers = (Preprocess, SpectrumFeatures, ClipImageEmbedding, Calibration)
-    custom_layers = {layer.__name__: layer for layer in layers}
-    model = keras.saving.load_model(model_file, custom_objects=custom_layers, safe_mode=True)
+    # The project's layers register themselves with Keras when their modules load: every
+    # extractor's (pipeline.backbones imports them all) and the calibration's.
+    for module in ("pipeline.backbones", "pipeline.calibrate"):
+        importlib.import_module(module)
+    model = keras.saving.load_model(model_file, safe_mode=True)
     return model, read_json(info_file)
 
 
