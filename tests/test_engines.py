@@ -3,14 +3,16 @@ the same features, row for row, with the same skip reasons."""
 
 import functools
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import backbone_config, make_image_folder
+from conftest import backbone_config, compose_params, make_image_folder
 from pipeline import engines
+from pipeline.degradations import grid
 from pipeline.errors import ConfigError, StageFailed
 from pipeline.features import featurize
 from pipeline.paths import BACKBONE_WEIGHTS_FILE, FEATURES_FILE, INDEX_FILE, features_dir
@@ -119,17 +121,26 @@ def test_ray_features_stage_writes_what_the_local_engine_writes(tmp_path, monkey
 
 @pytest.mark.slow
 def test_ray_robustness_outputs_equal_the_local_engines(tmp_path, local_ray):
-    """The spectrum never resamples: half-size perturbations under its crop give NaN rows."""
+    """Every level of the configured grid, row for row; unusable files give NaN rows."""
     paths = image_paths(tmp_path / "images")
     spec = backbone_config("spectrum", input_size=32, batch_size=4)
     model = engines.extractor_from_spec(spec)
-    work = functools.partial(perturbed_outputs, size=32, mode="center_crop", width=16)
+    work = functools.partial(
+        perturbed_outputs,
+        size=32,
+        mode="center_crop",
+        width=16,
+        perturbations=grid(compose_params()["robustness"]),
+    )
     local = engines.map_images(None, spec, model, work, paths)
     remote = engines.map_images(RAY, spec, model, work, paths)
     assert set(remote) == set(local)
     for name, values in local.items():
         np.testing.assert_allclose(remote[name], values, rtol=1e-5, atol=1e-5, equal_nan=True)
-    assert np.isnan(local["downscale_0.5"]).all() and not np.isnan(local["jpeg_90"][0]).any()
+    assert set(local) == set(grid(compose_params()["robustness"]))
+    unusable = [i for i, path in enumerate(paths) if Path(path).name in ("bad.png", "missing.png")]
+    for values in local.values():
+        assert np.isnan(values[unusable]).all() and not np.isnan(values[0]).any()
 
 
 def test_a_stage_joins_the_cluster_at_ray_address_or_starts_its_own(monkeypatch):
