@@ -72,14 +72,21 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def compiled(model: Any) -> Callable[[np.ndarray], Any]:
     """The Keras model's forward pass as one traced graph: no per-batch Python overhead of
-    predict(). One function per model, so that repeated calls (the app, a warm CLI) reuse its
-    traces."""
+    predict(). Traced once, at the first call, for any number of images of that call's size and
+    type, so that a run's last, smaller batch (and a serving micro-batch of any size) reuses the
+    trace rather than tracing again. One function per model, so that repeated calls (the app, a
+    warm CLI) reuse its trace."""
     import tensorflow as tf
 
     if model not in _COMPILED:
-        _COMPILED[model] = tf.function(
-            lambda images: model(images, training=False), reduce_retracing=True
-        )
+        graph = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+        def forward(images: np.ndarray) -> Any:
+            if not graph.experimental_get_tracing_count():
+                graph.get_concrete_function(tf.TensorSpec((None, *images.shape[1:]), images.dtype))
+            return graph(images)
+
+        _COMPILED[model] = forward
     return _COMPILED[model]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, make_image_folder
 from pipeline.cli import STAGES
-from pipeline.runtime import image_batches
+from pipeline.runtime import compiled, image_batches
 
 
 def imported_modules(code: str) -> set[str]:
@@ -53,3 +53,23 @@ def test_batches_keep_order_and_give_each_unusable_image_a_reason(tmp_path):
     assert images.shape == (7, 16, 16, 3) and images.dtype == np.uint8
     assert reasons[2] != "" and list(reasons[:2]) + list(reasons[3:]) == [""] * 6
     assert not images[2].any()  # a black frame stands in for the unusable image
+
+
+def test_the_forward_pass_is_traced_once_for_every_batch_size():
+    import keras
+
+    traces = []
+
+    def body(images):
+        traces.append(images.shape)  # Python runs here only while TensorFlow traces
+        return images * 2.0
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(body)(inputs))
+    built = len(traces)
+    forward = compiled(model)
+    for count in (8, 3, 5):
+        images = np.full((count, 4, 4, 3), 1.5, np.float32)
+        np.testing.assert_allclose(np.asarray(forward(images)), images * 2.0)
+    assert len(traces) - built == 1
+    assert compiled(model) is forward
