@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.entry import run
 from pipeline.figures import draw_crossgen_heatmap, reliability_diagram, robustness_curves
 from pipeline.io import atomic_path, read_json
-from pipeline.metrics import ALL_AI_SOURCES, CONFOUND_WARNING_AUC
+from pipeline.metrics import ALL_AI_SOURCES, CONFOUND_WARNING_AUC, plot_rows
 from pipeline.params import load_params
 from pipeline.paths import (
     COMPARISON_REPORT,
@@ -273,12 +273,12 @@ def main() -> None:
     matrices = {n: read_json(crossgen_file(n)) for n in names if crossgen_file(n).is_file()}
     reliability = {
         name: {
-            kind: read_json(plot_file(EVAL_DIR, f"reliability_{kind}", name))
+            kind: plot_rows(plot_file(EVAL_DIR, f"reliability_{kind}", name))
             for kind in ("uncalibrated", "calibrated")
         }
         for name in names
     }
-    grids = {name: read_json(plot_file(EVAL_DIR, "robustness", name)) for name in names}
+    grids = {name: plot_rows(plot_file(EVAL_DIR, "robustness", name)) for name in names}
     random_init = [name for name in names if params["backbones"][name].get("weights") is None]
     with atomic_path(EVALUATION_FIGURES_DIR) as folder, atomic_path(EVALUATION_REPORT) as tmp:
         folder.mkdir()

@@ -4,8 +4,9 @@
 per-image test scores that the train stage wrote to data/scores/<b>.csv, and writes
 metrics/<b>.json (discrimination with bootstrap intervals, calibration before and after,
 breakdowns per source, format and size band), metrics/<b>_robustness.json (the same metrics under
-each perturbation), and the data of the ROC, precision-recall, confusion-matrix, reliability and
-robustness plots in eval/<plot>/<b>.json (dvc.yaml declares each folder as a plot).
+each perturbation), and through DVCLive the ROC, precision-recall, confusion-matrix, reliability
+and robustness plots in eval/ (pipeline.paths.plot_file: one folder per kind of plot, which
+dvc.yaml declares, and one file per backbone).
 
 Its start-up is part of every head experiment, so it imports no TensorFlow, and one process
 evaluates every backbone: importing pandas and scikit-learn takes longer than the work
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,26 +28,30 @@ from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import (
     CONFOUND_WARNING_AUC,
     PERTURBED_PREFIX,
+    RELIABILITY_BINS,
     breakdowns,
     calibration_quality,
     classification_metrics,
-    curve_rows,
     kind_and_level,
-    reliability_rows,
     robustness_metrics,
 )
 from pipeline.params import load_params
 from pipeline.paths import (
     CALIBRATION_FILE,
     CONFOUNDS,
+    CUSTOM_PLOT_KINDS,
     EVAL_DIR,
     HEADS_DIR,
     METRICS_DIR,
     SPLITS,
     metrics_file,
-    plot_file,
+    plot_name,
     scores_file,
 )
+from pipeline.tracking import open_live
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 
 def warn_about_confounds(path: Path) -> None:
@@ -59,9 +65,46 @@ def warn_about_confounds(path: Path) -> None:
         )
 
 
-def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
-    """Write <name>.json and <name>_robustness.json into `metrics_dir`, and the plot data
-    `eval_dir`/<plot>/<name>.json, from data/scores/<name>.csv and the calibration record."""
+def log_plots(
+    live: Live,
+    name: str,
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+    threshold: float,
+    robustness: dict[str, dict],
+) -> None:
+    """Backbone `name`'s plots through DVCLive: the curves and the confusion matrix of its
+    calibrated scores, reliability diagrams of `scores` ("uncalibrated", "calibrated") and its
+    robustness grid, by accuracy and by ROC-AUC."""
+    p_real = scores["calibrated"]
+    live.log_sklearn_plot("roc", labels, p_real, name=plot_name("roc", name))
+    live.log_sklearn_plot(
+        "precision_recall", labels, p_real, name=plot_name("precision_recall", name)
+    )
+    names = np.array(LABELS)
+    verdicts = names[(p_real >= threshold).astype(int)]
+    live.log_sklearn_plot(
+        "confusion_matrix", names[labels], verdicts, name=plot_name("confusion_matrix", name)
+    )
+    for kind, values in scores.items():
+        live.log_sklearn_plot(
+            "calibration",
+            labels,
+            values,
+            name=plot_name(f"reliability_{kind}", name),
+            n_bins=RELIABILITY_BINS,
+        )
+    rows = []
+    for perturbation, values in robustness.items():
+        kind, level = kind_and_level(perturbation)
+        rows.append({"perturbation": perturbation, "kind": kind, "level": level, **values})
+    for plot, x in zip(CUSTOM_PLOT_KINDS, ("accuracy", "roc_auc"), strict=True):
+        live.log_plot(plot_name(plot, name), rows, x=x, y="perturbation", template="bar_horizontal")
+
+
+def evaluate_backbone(name: str, metrics_dir: Path, live: Live) -> None:
+    """Write <name>.json and <name>_robustness.json into `metrics_dir`, and log the plots into
+    `live`, from data/scores/<name>.csv and the calibration record."""
     scores = pd.read_csv(scores_file(name), dtype={"id": str})
     fitted = read_json(HEADS_DIR / name / CALIBRATION_FILE)
     threshold = fitted["threshold"]
@@ -84,20 +127,8 @@ def evaluate_backbone(name: str, metrics_dir: Path, eval_dir: Path) -> None:
     }
     robust_results = robustness_metrics(labels, {"none": p_real} | perturbed, threshold)
     write_json(metrics_dir / metrics_file(name, "robustness").name, robust_results)
-    plots = curve_rows(labels, p_real, threshold) | {
-        f"reliability_{kind}": reliability_rows(labels, values)
-        for kind, values in (("uncalibrated", raw), ("calibrated", p_real))
-    }
-    plots["robustness"] = []
-    for perturbation, values in robust_results.items():
-        kind, level = kind_and_level(perturbation)
-        plots["robustness"].append(
-            {"perturbation": perturbation, "kind": kind, "level": level, **values}
-        )
-    plots["robustness_auc"] = plots["robustness"]  # the same rows, plotted by ROC-AUC
-    for plot, rows in plots.items():
-        plot_file(eval_dir, plot, name).parent.mkdir(exist_ok=True)
-        write_json(plot_file(eval_dir, plot, name), rows)
+    calibrated = {"uncalibrated": raw, "calibrated": p_real}
+    log_plots(live, name, labels, calibrated, threshold, robust_results)
     print(
         f"evaluate {name}: accuracy {results['accuracy']:.4f}, ROC-AUC "
         f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "
@@ -111,9 +142,9 @@ def main() -> None:
     params = load_params()
     with atomic_path(METRICS_DIR) as metrics_dir, atomic_path(EVAL_DIR) as eval_dir:
         metrics_dir.mkdir()
-        eval_dir.mkdir()
-        for name in params["backbones"]:
-            evaluate_backbone(name, metrics_dir, eval_dir)
+        with open_live(eval_dir) as live:
+            for name in params["backbones"]:
+                evaluate_backbone(name, metrics_dir, live)
     warn_about_confounds(CONFOUNDS)
 
 

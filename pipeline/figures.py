@@ -52,14 +52,15 @@ def draw_crossgen_heatmap(matrix: dict[str, Any], path: Path, title: str) -> Non
 
 
 def reliability_diagram(rows_by_backbone: dict[str, list[dict]], path: Path) -> None:
-    """Observed share of real images against mean calibrated score, per backbone."""
+    """Observed share of real images against mean calibrated score, per backbone, from the rows
+    of scikit-learn's calibration_curve as DVCLive writes them (prob_pred, prob_true)."""
     figure = Figure(figsize=(4.5, 4.5))
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     for name, rows in rows_by_backbone.items():
         axes.plot(
-            [r["mean_score"] for r in rows],
-            [r["observed_real_rate"] for r in rows],
+            [r["prob_pred"] for r in rows],
+            [r["prob_true"] for r in rows],
             "o-",
             label=name,
         )

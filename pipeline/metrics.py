@@ -3,6 +3,7 @@ scikit-learn only, so that reading or recomputing them never loads TensorFlow.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,15 +12,19 @@ from scipy.stats import rankdata
 from sklearn import metrics
 
 from pipeline.images import LABELS
+from pipeline.io import read_json
 
 PERTURBED_PREFIX = "p_real_"  # data/scores columns: calibrated P(real) after each perturbation
 SIZE_BANDS = ((0, "under 64 px"), (64, "64-255 px"), (256, "256-1023 px"), (1024, "1024 px and up"))
 BOOTSTRAP_SAMPLES = 1000
 ALL_AI_SOURCES = "all"  # the cross-generator matrix's column of every AI source together
 CONFOUND_WARNING_AUC = 0.75  # trivial cues alone separating the classes this well: warn
+RELIABILITY_BINS = 15  # equal-width bins of P(real), for the ECE and the reliability diagrams
 
 
-def expected_calibration_error(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, p_real: np.ndarray, bins: int = RELIABILITY_BINS
+) -> float:
     """ECE over `bins` equal-width bins of P(real): mean |observed real rate - mean score|,
     weighted by the share of images in each bin."""
     return float(
@@ -171,8 +176,12 @@ def calibration_quality(labels: np.ndarray, p_real: np.ndarray) -> dict[str, flo
     }
 
 
-def reliability_rows(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> list:
-    """Reliability diagram points: mean score against observed share of real images, per bin."""
+def reliability_rows(
+    labels: np.ndarray, p_real: np.ndarray, bins: int = RELIABILITY_BINS
+) -> list[dict]:
+    """Reliability diagram points: mean score against observed share of real images, per bin
+    (the evaluate stage's diagrams are scikit-learn's calibration_curve, through DVCLive, over
+    the same bins)."""
     bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
     return [
         {
@@ -184,29 +193,11 @@ def reliability_rows(labels: np.ndarray, p_real: np.ndarray, bins: int = 15) -> 
     ]
 
 
-def curve_rows(labels: np.ndarray, p_real: np.ndarray, threshold: float) -> dict[str, list[dict]]:
-    """Points of the ROC, precision-recall and confusion-matrix plots that dvc.yaml declares, by
-    file stem. A curve's end point has no threshold (null), as has every point of a curve that
-    one-class data leaves undefined."""
-
-    def rows(**columns: np.ndarray) -> list[dict]:
-        return [
-            {key: float(value) if np.isfinite(value) else None for key, value in point.items()}
-            for point in pd.DataFrame(columns).to_dict("records")
-        ]
-
-    fpr, tpr, roc_thresholds = metrics.roc_curve(labels, p_real)
-    precision, recall, pr_thresholds = metrics.precision_recall_curve(labels, p_real)
-    names = np.array(LABELS)
-    return {
-        "roc": rows(fpr=fpr, tpr=tpr, threshold=roc_thresholds),
-        "precision_recall": rows(
-            precision=precision, recall=recall, threshold=np.append(pr_thresholds, np.nan)
-        ),
-        "confusion_matrix": pd.DataFrame(
-            {"actual": names[labels], "predicted": names[(p_real >= threshold).astype(int)]}
-        ).to_dict("records"),
-    }
+def plot_rows(path: Path) -> list[dict]:
+    """The rows of a plot that DVCLive wrote: a custom plot's file is its rows, a scikit-learn
+    plot's file holds them under the plot's kind ("roc", "calibration", ...)."""
+    data = read_json(path)
+    return data if isinstance(data, list) else next(iter(data.values()))
 
 
 def size_band(width: int, height: int) -> str:

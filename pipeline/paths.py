@@ -36,11 +36,12 @@ ROBUSTNESS_FILE = "features.npz"
 HEADS_DIR = Path("models/heads")  # <backbone>/: the three files below
 HEAD_WEIGHTS_FILE = "head.weights.h5"
 CALIBRATION_FILE = "calibration.json"
-HISTORY_DIR = HEADS_DIR / "history"  # <backbone>.csv: training curves (Keras' CSVLogger)
+# DVCLive's folder of the training curves: plots/metrics/<backbone>/{train,eval}/<metric>.tsv
+HISTORY_DIR = HEADS_DIR / "history"
 
 SCORES_DIR = Path("data/scores")  # <backbone>.csv
 METRICS_DIR = Path("metrics")  # <backbone>.json, <backbone>_robustness.json
-EVAL_DIR = Path("eval")  # <plot>/<backbone>.json: one folder per kind of plot (dvc.yaml)
+EVAL_DIR = Path("eval")  # DVCLive's folder of the evaluation plots: see plot_file()
 COMPARISON_REPORT = Path("reports/comparison.md")
 EVALUATION_REPORT = Path("reports/evaluation.md")
 EVALUATION_FIGURES_DIR = Path("reports/evaluation")  # the report's PNG figures
@@ -74,8 +75,35 @@ def metrics_file(backbone: str, kind: str = "") -> Path:
     return METRICS_DIR / f"{backbone}{'_' + kind if kind else ''}.json"
 
 
+# Where DVCLive's Live puts what it logs, under its folder (dvclive.plots: each kind's subfolder)
+SKLEARN_PLOTS = Path("plots/sklearn")  # Live.log_sklearn_plot
+CUSTOM_PLOTS = Path("plots/custom")  # Live.log_plot
+METRIC_PLOTS = Path("plots/metrics")  # Live.log_metric
+SKLEARN_PLOT_KINDS = (
+    "roc",
+    "precision_recall",
+    "confusion_matrix",
+    "reliability_uncalibrated",
+    "reliability_calibrated",
+)
+CUSTOM_PLOT_KINDS = ("robustness", "robustness_auc")  # one grid, by accuracy and by ROC-AUC
+
+
+def plot_name(plot: str, backbone: str) -> str:
+    """The name evaluate logs a plot under: one folder per kind of plot, one file per backbone,
+    so that dvc.yaml declares each kind once (a folder) for every backbone."""
+    return f"{plot}/{backbone}"
+
+
 def plot_file(eval_dir: Path, plot: str, backbone: str) -> Path:
-    return eval_dir / plot / f"{backbone}.json"
+    """Where DVCLive writes evaluate's plot `plot` of `backbone`, in its folder `eval_dir`."""
+    kind = SKLEARN_PLOTS if plot in SKLEARN_PLOT_KINDS else CUSTOM_PLOTS
+    return eval_dir / kind / f"{plot_name(plot, backbone)}.json"
+
+
+def curves_folder(history_dir: Path) -> Path:
+    """DVCLive's folder of the training curves in its Live folder `history_dir`."""
+    return history_dir / METRIC_PLOTS
 
 
 def crossgen_file(backbone: str) -> Path:

@@ -2,9 +2,11 @@
 on validation, calibrated on validation, and the test split scored.
 
 `python -m pipeline train` writes, for each backbone <b> in params.yaml's `backbones`:
-- models/heads/<b>/head.weights.h5, models/heads/<b>/calibration.json (the calibrator and the
-  decision threshold, see pipeline.calibrate) and models/heads/history/<b>.csv (loss and accuracy
-  on train and validation per epoch, from Keras' CSVLogger: dvc.yaml's training-curve plots);
+- models/heads/<b>/head.weights.h5 and models/heads/<b>/calibration.json (the calibrator and the
+  decision threshold, see pipeline.calibrate);
+- through DVCLive, into models/heads/history/: loss and accuracy on train and validation per
+  epoch (plots/metrics/<b>/{train,eval}/<metric>.tsv, dvc.yaml's training-curve plots) and each
+  backbone's last values (metrics.json);
 - data/scores/<b>.csv: each test image's uncalibrated (p_raw) and calibrated (p_real) P(real),
   and its calibrated P(real) after each of the robustness stage's perturbations (p_real_<name>,
   empty where the perturbed image could not be scored).
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 import pandas as pd
+from dvclive.utils import standardize_metric_name
 
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.entry import run
@@ -44,6 +47,30 @@ from pipeline.paths import (
     scores_file,
 )
 from pipeline.runtime import load_features
+from pipeline.tracking import open_live
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+
+class CurvesToLive(keras.callbacks.Callback):
+    """One backbone's training curves into the stage's Live, as <backbone>/train/<metric> and
+    <backbone>/eval/<metric> from step 0. DVCLive's own Keras callback (DVCLiveCallback) names
+    them alike but without the backbone, and ends its Live after one fit: it logs one model per
+    Live, and this stage fits one per backbone."""
+
+    def __init__(self, live: Live, backbone: str) -> None:
+        super().__init__()
+        self.live, self.backbone = live, backbone
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.live.step = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for metric, value in (logs or {}).items():
+            split_metric = standardize_metric_name(metric, "dvclive.keras")
+            self.live.log_metric(f"{self.backbone}/{split_metric}", value)
+        self.live.next_step()
 
 
 def perturbed_features(path: Path, ids: pd.Series) -> dict[str, np.ndarray]:
@@ -73,22 +100,22 @@ def score_test_split(
     return scores
 
 
-def train_backbone(name: str, params: dict[str, Any], heads: Path, scores: Path) -> None:
+def train_backbone(
+    name: str, params: dict[str, Any], heads: Path, scores: Path, live: Live
+) -> None:
     """Train, calibrate and score one backbone's head, writing into `heads` (in place of
-    models/heads/) and `scores` (in place of data/scores/)."""
+    models/heads/) and `scores` (in place of data/scores/), its curves into `live`."""
     with np.load(balanced_file(name)) as balanced:
         train = (balanced["features"], balanced["labels"])
         class_weight = balanced.get(CLASS_WEIGHT_KEY)
     val_features, val_labels, _ = load_features(features_dir(name), "val")
     (heads / name).mkdir()
-    history = heads / HISTORY_DIR.relative_to(HEADS_DIR) / f"{name}.csv"
-    history.parent.mkdir(exist_ok=True)
     model = train_head(
         train,
         (val_features, val_labels),
         params["head"],
         params["seed"],
-        callbacks=[keras.callbacks.CSVLogger(history)],
+        callbacks=[CurvesToLive(live, name)],
         class_weight=class_weight,
     )
     fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
@@ -115,8 +142,9 @@ def main() -> None:
     with atomic_path(HEADS_DIR) as heads, atomic_path(SCORES_DIR) as scores:
         heads.mkdir()
         scores.mkdir()
-        for name in params["backbones"]:
-            train_backbone(name, params, heads, scores)
+        with open_live(heads / HISTORY_DIR.relative_to(HEADS_DIR)) as live:
+            for name in params["backbones"]:
+                train_backbone(name, params, heads, scores, live)
 
 
 if __name__ == "__main__":

@@ -91,8 +91,8 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
     }
     reliability = {
         name: {
-            "calibrated": [{"mean_score": 0.2, "observed_real_rate": 0.25, "images": 4}],
-            "uncalibrated": [{"mean_score": 0.6, "observed_real_rate": 0.25, "images": 4}],
+            "calibrated": [{"prob_pred": 0.2, "prob_true": 0.25}],
+            "uncalibrated": [{"prob_pred": 0.6, "prob_true": 0.25}],
         }
         for name in results
     }

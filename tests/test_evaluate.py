@@ -4,10 +4,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
+from sklearn.metrics import auc, roc_auc_score
 
 from conftest import ROOT, compose_params
 from pipeline import evaluate, paths
+from pipeline.metrics import plot_rows, reliability_rows
 
 
 def write_scores(root, name, seed):
@@ -24,19 +27,23 @@ def write_scores(root, name, seed):
     return scores
 
 
-def test_every_backbone_gets_metrics_and_every_declared_plot(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def run_evaluate(root, monkeypatch):
+    """The evaluate stage over made-up scores of every backbone of the composed params."""
+    monkeypatch.chdir(root)
     params = compose_params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    splits = []
-    for seed, name in enumerate(params["backbones"]):
-        scores = write_scores(tmp_path, name, seed)
-        splits.append(scores[["id", "label"]].assign(source_name="s", format="PNG", width=64))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    scores = {name: write_scores(root, name, seed) for seed, name in enumerate(params["backbones"])}
     paths.SPLITS.parent.mkdir(parents=True)
-    pd.concat(splits).assign(height=64).to_csv(paths.SPLITS, index=False)
+    splits = pd.concat(frame[["id", "label"]] for frame in scores.values())
+    splits = splits.assign(source_name="s", format="PNG", width=64, height=64)
+    splits.to_csv(paths.SPLITS, index=False)
     monkeypatch.setattr("sys.argv", ["evaluate"])
     evaluate.main()
+    return params, scores
 
+
+def test_every_backbone_gets_metrics_and_every_declared_plot(tmp_path, monkeypatch):
+    params, _ = run_evaluate(tmp_path, monkeypatch)
     declared = [
         next(iter(plot)) for plot in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
     ]
@@ -47,6 +54,37 @@ def test_every_backbone_gets_metrics_and_every_declared_plot(tmp_path, monkeypat
         assert set(robustness) == {"none", "jpeg_50"}
         for folder in declared:
             if not folder.startswith((str(paths.HISTORY_DIR), str(paths.CROSSGEN_DIR))):
-                assert json.loads((tmp_path / folder / f"{name}.json").read_text()), folder
-    written = {str(folder.relative_to(tmp_path)) for folder in (tmp_path / "eval").iterdir()}
-    assert written == set(declared) - {str(paths.HISTORY_DIR), str(paths.CROSSGEN_HEATMAP_DIR)}
+                assert plot_rows(tmp_path / folder / f"{name}.json"), folder
+    written = {str(folder.relative_to(tmp_path)) for folder in tmp_path.glob("eval/plots/*/*")}
+    elsewhere = {str(paths.curves_folder(paths.HISTORY_DIR)), str(paths.CROSSGEN_HEATMAP_DIR)}
+    assert written == set(declared) - elsewhere
+
+
+def test_the_plots_trace_what_the_metrics_summarise(tmp_path, monkeypatch):
+    params, scores_by_backbone = run_evaluate(tmp_path, monkeypatch)
+    name = next(iter(params["backbones"]))
+    scores = scores_by_backbone[name]
+    metrics = json.loads(paths.metrics_file(name).read_text())
+    labels = (scores["label"] == "real").to_numpy(dtype=int)
+    roc = plot_rows(paths.plot_file(paths.EVAL_DIR, "roc", name))
+    area = auc([row["fpr"] for row in roc], [row["tpr"] for row in roc])
+    assert (
+        area
+        == pytest.approx(metrics["roc_auc"])
+        == pytest.approx(roc_auc_score(labels, scores["p_real"]))
+    )
+    pairs = [
+        (row["actual"], row["predicted"])
+        for row in plot_rows(paths.plot_file(paths.EVAL_DIR, "confusion_matrix", name))
+    ]
+    matrix = metrics["confusion_matrix"]["matrix"]
+    assert [[pairs.count((a, p)) for p in ("ai", "real")] for a in ("ai", "real")] == matrix
+    # the reliability diagram's bins are those of the ECE
+    diagram = plot_rows(paths.plot_file(paths.EVAL_DIR, "reliability_calibrated", name))
+    bins = reliability_rows(labels, scores["p_real"].to_numpy())
+    assert [row["prob_pred"] for row in diagram] == pytest.approx([b["mean_score"] for b in bins])
+    assert [row["prob_true"] for row in diagram] == pytest.approx(
+        [b["observed_real_rate"] for b in bins]
+    )
+    robustness = plot_rows(paths.plot_file(paths.EVAL_DIR, "robustness_auc", name))
+    assert [row["perturbation"] for row in robustness] == ["none", "jpeg_50"]

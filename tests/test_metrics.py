@@ -1,10 +1,6 @@
-import json
-import warnings
-
 import numpy as np
 import pytest
 from sklearn.metrics import (
-    auc,
     average_precision_score,
     balanced_accuracy_score,
     recall_score,
@@ -14,7 +10,6 @@ from sklearn.metrics import (
 from pipeline.metrics import (
     bootstrap_ci,
     classification_metrics,
-    curve_rows,
     expected_calibration_error,
     point_metrics,
 )
@@ -80,33 +75,6 @@ def test_one_class_leaves_the_two_class_metrics_undefined():
     result = point_metrics(np.array([1, 1, 1]), np.array([0.9, 0.2, 0.7]), 0.5)
     assert result["real_accuracy"] == pytest.approx(2 / 3) and result["ai_accuracy"] is None
     assert result["roc_auc"] is result["balanced_accuracy"] is result["average_precision"] is None
-
-
-def test_curve_rows_trace_the_curves_that_the_metrics_summarise():
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 2, 300)
-    p_real = np.clip(labels * 0.2 + rng.uniform(0, 0.8, labels.size), 0, 1)
-    rows = curve_rows(labels, p_real, 0.5)
-    json.dumps(rows, allow_nan=False)  # DVC reads strict JSON: no NaN or Infinity
-    roc = rows["roc"]
-    area = auc([row["fpr"] for row in roc], [row["tpr"] for row in roc])
-    assert area == pytest.approx(roc_auc_score(labels, p_real))
-    assert roc[0]["threshold"] is None and (roc[0]["fpr"], roc[-1]["tpr"]) == (0.0, 1.0)
-    pr = rows["precision_recall"]
-    assert pr[-1] == {"precision": 1.0, "recall": 0.0, "threshold": None}
-    thresholds = [row["threshold"] for row in pr[:-1]]
-    assert thresholds == sorted(thresholds)  # recall falls as the threshold rises
-    pairs = [(row["actual"], row["predicted"]) for row in rows["confusion_matrix"]]
-    matrix = classification_metrics(labels, p_real, 0.5)["confusion_matrix"]["matrix"]
-    assert [[pairs.count((a, p)) for p in ("ai", "real")] for a in ("ai", "real")] == matrix
-
-
-def test_curve_rows_of_one_class_data_are_strict_json():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scikit-learn warns that the ROC curve is undefined
-        rows = curve_rows(np.array([1, 1, 1]), np.array([0.2, 0.6, 0.9]), 0.5)
-    json.dumps(rows, allow_nan=False)
-    assert all(row["fpr"] is None for row in rows["roc"])
 
 
 def test_one_class_data_still_gets_intervals_for_what_it_defines():

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import yaml
 from nbclient import NotebookClient
+from sklearn.calibration import calibration_curve
 from test_compare import fake_results
 
 from conftest import ROOT, compose_params
-from pipeline.metrics import reliability_rows
+from pipeline.metrics import RELIABILITY_BINS
+from pipeline.paths import EVAL_DIR, plot_file
 
 NOTEBOOK = ROOT / "notebooks" / "compare_backbones.ipynb"
 
@@ -34,9 +36,13 @@ def test_notebook_executes(tmp_path, monkeypatch):
         (tmp_path / "metrics" / f"{name}_robustness.json").write_text(json.dumps(robustness))
         labels, p = rng.integers(0, 2, 100), rng.uniform(size=100)
         for kind in ("uncalibrated", "calibrated"):
-            plot = tmp_path / "eval" / f"reliability_{kind}" / f"{name}.json"
+            plot = plot_file(tmp_path / EVAL_DIR, f"reliability_{kind}", name)
             plot.parent.mkdir(parents=True, exist_ok=True)
-            plot.write_text(json.dumps(reliability_rows(labels, p)))
+            prob_true, prob_pred = calibration_curve(labels, p, n_bins=RELIABILITY_BINS)
+            rows = [
+                {"prob_true": t, "prob_pred": m} for t, m in zip(prob_true, prob_pred, strict=True)
+            ]
+            plot.write_text(json.dumps({"calibration": rows}))  # as DVCLive writes it
     monkeypatch.setenv("AIIC_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)

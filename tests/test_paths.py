@@ -82,6 +82,10 @@ def test_top_level_metrics_and_plots_are_the_folders_the_code_writes(repo):
     (plots,) = repo.index._plots.values()
     assert [Path(path) for path in metrics] == [paths.METRICS_DIR]
     folders = {Path(next(iter(plot))) for plot in plots}
-    assert {paths.HISTORY_DIR, paths.CROSSGEN_HEATMAP_DIR} <= folders
-    written_elsewhere = {paths.HISTORY_DIR, paths.CROSSGEN_HEATMAP_DIR}
-    assert {folder.parent for folder in folders - written_elsewhere} == {paths.EVAL_DIR}
+    curves = paths.curves_folder(paths.HISTORY_DIR)
+    assert {curves, paths.CROSSGEN_HEATMAP_DIR} <= folders
+    evaluate_plots = folders - {curves, paths.CROSSGEN_HEATMAP_DIR}
+    assert evaluate_plots == {
+        paths.plot_file(paths.EVAL_DIR, plot, "any").parent
+        for plot in (*paths.SKLEARN_PLOT_KINDS, *paths.CUSTOM_PLOT_KINDS)
+    }

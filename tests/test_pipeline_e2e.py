@@ -59,8 +59,9 @@ def check_outputs(project):
         report = json.loads((project / f"reports/balance/{name}.json").read_text())
         assert report["after"]["ai"] == report["after"]["real"]
         assert (project / f"models/heads/{name}/head.weights.h5").is_file()
-        history = pd.read_csv(project / f"models/heads/history/{name}.csv")
-        assert {"epoch", "loss", "val_loss"} <= set(history.columns) and len(history)
+        curves = project / "models/heads/history/plots/metrics" / name  # DVCLive's
+        history = pd.read_csv(curves / "eval/loss.tsv", sep="\t")
+        assert history["step"].tolist() == list(range(len(history))) and len(history)
         # the metrics file says what the train stage's per-image scores say
         metrics = json.loads((project / f"metrics/{name}.json").read_text())
         predictions = pd.read_csv(project / f"data/scores/{name}.csv")
@@ -76,7 +77,7 @@ def check_outputs(project):
         assert set(metrics["calibration"]) == {"method", "fitted_on", "before", "after"}
         assert set(metrics["breakdown"]) == {"source_name", "format", "size_band"}
         for kind in ("uncalibrated", "calibrated"):
-            assert (project / f"eval/reliability_{kind}/{name}.json").is_file()
+            assert (project / f"eval/plots/sklearn/reliability_{kind}/{name}.json").is_file()
         robustness = json.loads((project / f"metrics/{name}_robustness.json").read_text())
         assert robustness["none"]["images"] == metrics["images"]
         perturbed = {
@@ -87,7 +88,7 @@ def check_outputs(project):
         assert robustness == robustness_metrics(
             labels, {"none": predictions["p_real"].to_numpy()} | perturbed, threshold
         )
-        assert (project / f"eval/robustness/{name}.json").is_file()
+        assert (project / f"eval/plots/custom/robustness/{name}.json").is_file()
         assert set(robustness) == {"none", *GRID}
         # the generated set has one AI source: the matrix says so instead of failing
         matrix = json.loads((project / f"crossgen/{name}.json").read_text())
@@ -115,11 +116,18 @@ def check_plots(project, backbones=BACKBONES):
     heatmaps = "crossgen/heatmap"  # images, and only where the data has two AI sources or more
     assert not list((project / heatmaps).iterdir())
     declared.remove(heatmaps)
-    for folder in declared:
-        for name in backbones:
-            (plot,) = shown["data"][f"{folder}/{name}.{'csv' if 'history' in folder else 'json'}"]
-            assert plot["content"]["data"]["values"], (folder, name)
-    assert len(shown["data"]) == len(declared) * len(backbones)
+    curves = "models/heads/history/plots/metrics"  # DVCLive's: <backbone>/<split>/<metric>.tsv
+    declared.remove(curves)
+    files = [f"{folder}/{name}.json" for folder in declared for name in backbones] + [
+        f"{curves}/{name}/{split}/{metric}.tsv"
+        for name in backbones
+        for split in ("train", "eval")
+        for metric in ("loss", "accuracy")
+    ]
+    for file in files:
+        (plot,) = shown["data"][file]
+        assert plot["content"]["data"]["values"], file
+    assert len(shown["data"]) == len(files)
     metrics = dvc(project, "metrics", "show", "--json")
     for name in backbones:
         assert f"metrics/{name}.json" in metrics and f"metrics/{name}_robustness.json" in metrics
@@ -174,6 +182,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
     assert ran_stages(wider) == {"train", "crossgen", "evaluate", "compare", "export"}
     # no backbone runs again: neither features nor robustness features
+    assert ".tmp-" not in run(["git", "ls-files"], project).stdout  # DVCLive's folders, swapped
     shown = dvc(project, "exp", "show", "--csv")
     assert "metrics/inceptionv3.json:accuracy" in shown and "metrics/vgg16.json:accuracy" in shown
     shown = dvc(project, "metrics", "show")

@@ -7,7 +7,7 @@ import pandas as pd
 import yaml
 
 from conftest import compose_params
-from pipeline import train
+from pipeline import paths, train
 from pipeline.calibrate import Calibration, apply_calibration
 from pipeline.runtime import load_features
 
@@ -58,8 +58,9 @@ def write_backbone(root, name, width, seed):
 
 def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, ["bb"])
+    write_params(tmp_path, ["bb", "cc"])
     write_backbone(tmp_path, "bb", 6, seed=0)
+    write_backbone(tmp_path, "cc", 6, seed=1)
     requested = []
 
     def recording_load_features(backbone_dir, split):
@@ -74,7 +75,12 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
     assert fitted["fitted_on"] == "val" and fitted["val_images"] == 12
     assert fitted["method"] == "temperature" and fitted["parameters"]["temperature"] > 0
     assert (tmp_path / "models/heads/bb/head.weights.h5").is_file()
-    assert (tmp_path / "models/heads/history/bb.csv").is_file()
+    # each backbone's curves through DVCLive, from step 0, though one Live logs them all
+    for name in ("bb", "cc"):
+        for split in ("train", "eval"):
+            curves = paths.curves_folder(tmp_path / paths.HISTORY_DIR) / name / split
+            loss = pd.read_csv(curves / "loss.tsv", sep="\t")
+            assert loss["step"].tolist() == list(range(len(loss))) and len(loss) > 1
 
     scores = pd.read_csv(tmp_path / "data/scores/bb.csv")
     assert scores["id"].tolist() == list(range(32, 42))
