@@ -1,0 +1,24 @@
+"""pipeline.tracking: DVCLive's logger as the stages open it."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.tracking import NoCommit, open_live
+
+
+def test_a_project_without_a_commit_gets_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], check=True)
+    with pytest.raises(NoCommit, match="git commit"):
+        open_live(tmp_path / "eval")
+
+
+def test_outside_a_project_it_logs_into_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open_live(tmp_path / "eval") as live:
+        live.log_plot("grid/a", [{"x": 1, "y": 2}], x="x", y="y")
+    assert (tmp_path / "eval/plots/custom/grid/a.json").is_file()
+    assert not (tmp_path / "dvc.yaml").exists()  # DVCLive's own section stays off
