@@ -28,7 +28,7 @@ from pipeline.errors import ConfigError, MissingWeights, not_one_of
 from pipeline.runtime import visible_gpus
 
 OFFLINE_ENV = "AIIC_OFFLINE"
-# How an image becomes input_size x input_size (pipeline.images.shape_for_model).
+# How an image becomes input_size x input_size: an input mode of pipeline.images.INPUT_MODES
 RESIZE, CENTER_CROP, RESIZE_CROP = "resize", "center_crop", "resize_crop"
 SPEC_KEYS = ("name", "extractor", "weights", "input_size", "batch_size", "precision")
 DEFAULT_EXTRACTOR = "keras_application"

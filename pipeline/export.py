@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.backbones import CENTER_CROP, RESIZE, RESIZE_CROP, check_spec, extractor_from_spec
+from pipeline.backbones import check_spec, extractor_from_spec
 from pipeline.calibrate import Calibration
 from pipeline.entry import run
 from pipeline.errors import StageFailed
 from pipeline.formats import FLOAT_TOLERANCE, FORMATS, write_and_check
 from pipeline.head import build_head
+from pipeline.images import INPUT_MODES
 from pipeline.inference import score_files
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.params import backbone_spec, load_params
@@ -139,16 +140,6 @@ def export_formats(
     return results
 
 
-PREPROCESSING = {
-    RESIZE: "Pillow decode, EXIF orientation applied, RGB, bilinear resize to input_size x "
-    "input_size; the backbone's own preprocess_input is inside the model",
-    CENTER_CROP: "Pillow decode, EXIF orientation applied, RGB, central input_size x input_size "
-    "crop at native resolution (nothing resampled; smaller images are refused)",
-    RESIZE_CROP: "Pillow decode, EXIF orientation applied, RGB, largest central square bicubic-"
-    "resized to input_size x input_size (CLIP's own); CLIP's normalisation is inside the model",
-}
-
-
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -167,7 +158,7 @@ def main() -> None:
         "input_size": spec["input_size"],
         "input_mode": input_mode,
         "min_size": params["data"]["min_size"],  # inference refuses what prepare refused
-        "preprocessing": PREPROCESSING[input_mode],
+        "preprocessing": INPUT_MODES[input_mode].description,
         "input": "float32 or uint8 RGB pixels in 0..255, shape (batch, input_size, input_size, 3)",
         "score": "probability that the image is a real photograph (not AI-generated)",
         "labels": {"real": f"score >= {threshold}", "ai": f"score < {threshold}"},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,10 @@ def decode(source: Path | str | bytes) -> Image.Image:
         raise UnreadableImage(name, reason, str(error)) from error
 
 
+class TooSmall(ValueError):
+    """An image smaller than an input mode can use."""
+
+
 def resize(image: Image.Image, size: int) -> np.ndarray:
     """The model input: a size x size x 3 uint8 array (0..255); each backbone preprocesses it."""
     if image.size != (size, size):
@@ -82,6 +88,8 @@ def resize(image: Image.Image, size: int) -> np.ndarray:
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
     """The central size x size pixels at native resolution: nothing resampled."""
+    if min(image.size) < size:
+        raise TooSmall(f"{image.size} is under the {size} px crop")
     left, top = (image.width - size) // 2, (image.height - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
@@ -93,21 +101,48 @@ def resize_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(fitted, dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class InputMode:
+    """How a decoded image becomes a backbone's input_size x input_size input (`shape`, which
+    raises TooSmall for an image too small for it), and that in words for model.json."""
+
+    shape: Callable[[Image.Image, int], np.ndarray]
+    description: str
+
+
+# A backbone's extractor names its mode (pipeline.backbones); a new mode is one entry here.
+DECODED = "Pillow decode, EXIF orientation applied, RGB"
+INPUT_MODES = {
+    "resize": InputMode(
+        resize,
+        f"{DECODED}, bilinear resize to input_size x input_size; the backbone's own "
+        "preprocess_input is inside the model",
+    ),
+    "center_crop": InputMode(
+        center_crop,
+        f"{DECODED}, central input_size x input_size crop at native resolution (nothing "
+        "resampled; smaller images are refused)",
+    ),
+    "resize_crop": InputMode(
+        resize_crop,
+        f"{DECODED}, largest central square bicubic-resized to input_size x input_size (CLIP's "
+        "own); CLIP's normalisation is inside the model",
+    ),
+}
+
+
 def shape_for_model(
     image: Image.Image, size: int, mode: str = "resize", name: str = "", min_size: int = 0
 ) -> np.ndarray:
-    """A decoded image as a backbone's input; `mode` is resize, resize_crop or center_crop. An
-    image whose shorter side is under `min_size` (prepare's data.min_size, recorded in model.json)
-    is refused as prepare refuses it, with the same reason."""
+    """A decoded image as a backbone's input, by the input mode `mode` (INPUT_MODES). An image
+    whose shorter side is under `min_size` (prepare's data.min_size, recorded in model.json), or
+    too small for the mode, is refused as prepare refuses a small image, with the same reason."""
     if min(image.size) < min_size:
         raise UnreadableImage(name, "too_small", f"{image.size} is under the {min_size} px minimum")
-    if mode == "resize":
-        return resize(image, size)
-    if mode == "resize_crop":
-        return resize_crop(image, size)
-    if min(image.size) < size:
-        raise UnreadableImage(name, "too_small", f"{image.size} is under the {size} px crop")
-    return center_crop(image, size)
+    try:
+        return INPUT_MODES[mode].shape(image, size)
+    except TooSmall as error:
+        raise UnreadableImage(name, "too_small", str(error)) from error
 
 
 def load_for_model(

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import backbone_config, make_image_folder
-from pipeline.backbones import Preprocess, extractor_from_spec
+from pipeline.backbones import EXTRACTORS, Preprocess, extractor_from_spec
 from pipeline.errors import ConfigError, MissingWeights
-from pipeline.images import load_for_model
+from pipeline.images import INPUT_MODES, load_for_model
 from pipeline.runtime import extract
 
 
@@ -109,3 +109,9 @@ def test_mixed_float16_is_warned_about_without_a_gpu_and_still_computes(monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build("vgg16", 32, precision="mixed_float16")
+
+
+def test_every_extractor_names_an_input_mode_with_its_description():
+    for kind in EXTRACTORS.values():
+        assert kind.input_mode in INPUT_MODES, kind
+        assert "input_size" in INPUT_MODES[kind.input_mode].description
