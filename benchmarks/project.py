@@ -58,6 +58,12 @@ def random_weights(params: dict[str, Any], small: bool = False) -> dict[str, dic
     }
 
 
+def random_backbone(backbone: str, size: int | None = None) -> dict[str, Any]:
+    """A backbone of the configs with random weights, at its own input size or `size`."""
+    spec = random_weights(compose_params())[backbone]
+    return {**spec, "input_size": size or spec["input_size"]}
+
+
 def small_size(spec: dict[str, Any]) -> int:
     """The input size a backbone runs fastest at in tests and quick benchmark runs."""
     smallest = SMALLEST_INPUT.get(spec.get("application"), SMALL_INPUT_SIZE)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.project import random_backbone
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "sample"
 NAME = "ray_engine"
@@ -65,14 +67,6 @@ def seconds(
     return time.perf_counter() - start
 
 
-def backbone_spec(backbone: str, size: int | None = None) -> dict[str, Any]:
-    """A backbone of the configs with random weights, at its own input size or `size`."""
-    from benchmarks.project import compose_params, random_weights
-
-    spec = {**random_weights(compose_params())[backbone], "batch_size": 32}
-    return {**spec, "input_size": size or spec["input_size"]}
-
-
 def run(images: int = 96, spec: dict[str, Any] | None = None, rounds: int = 2) -> dict:
     """Rounds of: the local engine, then on a local Ray of every core of this machine one actor
     of all cores and one actor per core (TensorFlow's threads in each actor follow its CPUs),
@@ -91,7 +85,7 @@ def run(images: int = 96, spec: dict[str, Any] | None = None, rounds: int = 2) -
     from pipeline.engines import ray_session
 
     cores = os.cpu_count() or 1
-    spec = spec or backbone_spec("inceptionv3")
+    spec = spec or random_backbone("inceptionv3")
     backbone = spec["name"]
     keras.utils.set_random_seed(0)
     model = extractor_from_spec(spec)
@@ -211,7 +205,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="input size (default: its own)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    spec = backbone_spec(args.backbone, args.size)
+    spec = {**random_backbone(args.backbone, args.size), "batch_size": 32}
     print(json.dumps(run(args.images, spec, args.rounds), indent=2))
 
 

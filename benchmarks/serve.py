@@ -1,7 +1,7 @@
 """Benchmark: `aiic serve` under load against the bare forward pass; export formats side by side.
 
-A model as export builds it (InceptionV3 without pretrained weights, a head, temperature
-calibration) is exported with every format; then
+A model as export builds it (the exported backbone of the configs, without pretrained weights, a
+head, temperature calibration) is exported with every format; then
 - formats: CPU latency (one image) and throughput (a batch) of .keras, SavedModel, LiteRT float32
   and LiteRT int8, with each one's verdict agreement and largest score difference against .keras;
 - bare: the Keras forward pass alone, one image and a batch of `max_batch`;
@@ -12,7 +12,7 @@ calibration) is exported with every format; then
 serve_throughput_ratio = images/s at concurrency 32 / bare batched images/s (target >= 0.8);
 serve_p99_ratio = p99 latency at concurrency 1 / bare single-image forward (target <= 1.5).
 
-Nothing leaves 127.0.0.1. Run alone: `python -m benchmarks.serve [--quick]`.
+Nothing leaves 127.0.0.1. Run alone: `python -m benchmarks.serve [--quick] [--backbone NAME]`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from benchmarks.project import compose_params, random_backbone, small_size
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 32
@@ -54,26 +56,20 @@ def synthetic_jpegs(count: int, size: int, seed: int = 0) -> list[bytes]:
     return images
 
 
-def export_model(folder: Path, size: int, images: np.ndarray) -> dict[str, Any]:
-    """model.keras, model.json and every format in `folder`; the threshold is the median score
-    of `images`, so that verdicts split and their agreement means something."""
+def export_model(folder: Path, spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
+    """model.keras, model.json and every format in `folder`, for the backbone `spec` (random
+    weights) under a head; the threshold is the median score of `images`, so that verdicts split
+    and their agreement means something."""
     import keras
 
-    from pipeline.backbones import extractor_from_spec
+    from pipeline.backbones import check_spec, extractor_from_spec
     from pipeline.calibrate import Calibration
     from pipeline.formats import FORMATS
     from pipeline.head import build_head
     from pipeline.io import write_json
 
     keras.utils.set_random_seed(0)
-    spec = {
-        "name": "inceptionv3",
-        "application": "InceptionV3",
-        "weights": None,
-        "input_size": size,
-        "batch_size": MAX_BATCH,
-        "precision": "float32",
-    }
+    size = spec["input_size"]
     extractor = extractor_from_spec(spec)
     inputs = keras.Input((size, size, 3))
     head = build_head(extractor.output_shape[-1], units=256, dropout=0.3)
@@ -82,7 +78,7 @@ def export_model(folder: Path, size: int, images: np.ndarray) -> dict[str, Any]:
     folder.mkdir(parents=True)
     model.save(folder / "model.keras")
     threshold = float(np.median(model(images.astype(np.float32)).numpy()))
-    info = {"backbone": "inceptionv3", "input_size": size, "input_mode": "resize"}
+    info = {"backbone": spec["name"], "input_size": size, "input_mode": check_spec(spec).input_mode}
     write_json(folder / "model.json", {**info, "min_size": 32, "threshold": threshold})
     seconds = {}
     for name, form in FORMATS.items():
@@ -251,17 +247,20 @@ def serve_under_load(folder: Path, good: list[bytes], work: Path, requests: int)
     return {"levels": levels, "memory": memory}
 
 
-def run(work: Path, quick: bool = False) -> dict[str, Any]:
-    """The figures above; `quick`: a small input size and few requests (a smoke run)."""
+def run(work: Path, spec: dict[str, Any], quick: bool = False) -> dict[str, Any]:
+    """The figures above for the backbone `spec` (random weights, at its input size); `quick`:
+    few requests (a smoke run)."""
     os.environ.setdefault("AIIC_LOOPBACK_ONLY", "1")
+    from pipeline.backbones import check_spec
     from pipeline.images import load_for_model
 
-    size = 75 if quick else 299
+    size, mode = spec["input_size"], check_spec(spec).input_mode
     requests = 64 if quick else 320
     repeats = 10 if quick else 30
     good = synthetic_jpegs(16, max(2 * size, 128))
-    images = np.stack([load_for_model(data, size) for data in good] * (MAX_BATCH // len(good)))
-    exported = export_model(work / "export", size, images)
+    batch = [load_for_model(data, size, mode) for data in good] * (MAX_BATCH // len(good))
+    images = np.stack(batch)
+    exported = export_model(work / "export", {**spec, "batch_size": MAX_BATCH}, images)
     results: dict[str, Any] = {"input_size": size, "max_batch": MAX_BATCH, "cpus": os.cpu_count()}
     results["export_seconds"] = exported["export_seconds"]
     results["formats"] = compare_formats(work / "export", images, exported["threshold"], repeats)
@@ -290,7 +289,8 @@ THROUGHPUT_TARGET, P99_TARGET = 0.8, 1.5  # the issue's
 
 
 def measure(context: Any) -> dict[str, Any]:
-    return run(context.work / "serve", context.quick)
+    """The exported backbone of the run's configs, at the run's input size."""
+    return run(context.work / "serve", context.exported, context.quick)
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -350,9 +350,14 @@ def render(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument(
+        "--backbone", default=None, help="a backbone of the configs (default: the exported one)"
+    )
     args = parser.parse_args(argv)
+    backbone = args.backbone or compose_params()["backbone"]["name"]
+    spec = random_backbone(backbone, small_size(random_backbone(backbone)) if args.quick else None)
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(run(Path(tmp), args.quick), indent=2))
+        print(json.dumps(run(Path(tmp), spec, args.quick), indent=2))
 
 
 if __name__ == "__main__":
