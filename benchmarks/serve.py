@@ -355,7 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     backbone = args.backbone or compose_params()["backbone"]["name"]
-    spec = random_backbone(backbone, small_size(random_backbone(backbone)) if args.quick else None)
+    spec = random_backbone(backbone)
+    if args.quick:
+        spec["input_size"] = small_size(spec)
     with tempfile.TemporaryDirectory() as tmp:
         print(json.dumps(run(Path(tmp), spec, args.quick), indent=2))
 

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,14 @@ def test_outside_a_project_it_logs_into_its_folder(tmp_path, monkeypatch):
         live.log_plot("grid/a", [{"x": 1, "y": 2}], x="x", y="y")
     assert (tmp_path / "eval/plots/custom/grid/a.json").is_file()
     assert not (tmp_path / "dvc.yaml").exists()  # DVCLive's own section stays off
+
+
+def test_the_plot_folders_named_in_paths_are_dvclives():
+    from dvclive.plots import CustomPlot, Metric
+    from dvclive.plots.sklearn import SKLearnPlot
+
+    from pipeline import paths
+
+    assert Path("plots") / SKLearnPlot.subfolder == paths.SKLEARN_PLOTS
+    assert Path("plots") / CustomPlot.subfolder == paths.CUSTOM_PLOTS
+    assert Path("plots") / Metric.subfolder == paths.METRIC_PLOTS
