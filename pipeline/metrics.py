@@ -22,11 +22,19 @@ CONFOUND_WARNING_AUC = 0.75  # trivial cues alone separating the classes this we
 RELIABILITY_BINS = 15  # equal-width bins of P(real), for the ECE and the reliability diagrams
 
 
+def reliability_bin(p_real: np.ndarray, bins: int = RELIABILITY_BINS) -> np.ndarray:
+    """The bin of each score, as scikit-learn's calibration_curve (strategy="uniform") bins it,
+    which draws the reliability diagrams: edges np.linspace(0, 1, bins + 1), a score on an inner
+    edge in the bin below it (searchsorted, side left), so that the ECE and the diagrams bin
+    every score alike (isotonic calibration outputs scores such as 0.2 or 1/3 exactly)."""
+    return np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p_real)
+
+
 def expected_calibration_error(
     labels: np.ndarray, p_real: np.ndarray, bins: int = RELIABILITY_BINS
 ) -> float:
-    """ECE over `bins` equal-width bins of P(real): mean |observed real rate - mean score|,
-    weighted by the share of images in each bin."""
+    """ECE over `bins` equal-width bins of P(real) (reliability_bin): mean |observed real rate -
+    mean score|, weighted by the share of images in each bin."""
     return float(
         sum(
             row["images"] * abs(row["observed_real_rate"] - row["mean_score"])
@@ -104,9 +112,11 @@ def _average_precision(y: np.ndarray, p: np.ndarray, positives: np.ndarray) -> n
     return (y * np.take_along_axis(precision, group_end, axis=1)).sum(axis=1) / positives
 
 
-def _expected_calibration_errors(y: np.ndarray, p: np.ndarray, bins: int = 15) -> np.ndarray:
+def _expected_calibration_errors(
+    y: np.ndarray, p: np.ndarray, bins: int = RELIABILITY_BINS
+) -> np.ndarray:
     """expected_calibration_error of each row: per bin, |real images - summed scores| / n."""
-    bin_of = np.minimum((p * bins).astype(int), bins - 1) + bins * np.arange(len(p))[:, None]
+    bin_of = reliability_bin(p, bins) + bins * np.arange(len(p))[:, None]
     gaps = np.bincount(bin_of.ravel(), weights=(y - p).ravel(), minlength=bins * len(p))
     return np.abs(gaps.reshape(len(p), bins)).sum(axis=1) / p.shape[1]
 
@@ -179,10 +189,10 @@ def calibration_quality(labels: np.ndarray, p_real: np.ndarray) -> dict[str, flo
 def reliability_rows(
     labels: np.ndarray, p_real: np.ndarray, bins: int = RELIABILITY_BINS
 ) -> list[dict]:
-    """Reliability diagram points: mean score against observed share of real images, per bin
-    (the evaluate stage's diagrams are scikit-learn's calibration_curve, through DVCLive, over
-    the same bins)."""
-    bin_of = np.minimum((p_real * bins).astype(int), bins - 1)
+    """Reliability diagram points: mean score against observed share of real images, per
+    non-empty bin; the points of scikit-learn's calibration_curve, which draws the evaluate
+    stage's diagrams through DVCLive, on the same bins (reliability_bin)."""
+    bin_of = reliability_bin(p_real, bins)
     return [
         {
             "mean_score": float(p_real[bin_of == b].mean()),

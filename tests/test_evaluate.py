@@ -17,6 +17,7 @@ def write_scores(root, name, seed):
     rng = np.random.default_rng(seed)
     labels = np.tile(["ai", "real"], 20)
     p_real = np.clip((labels == "real") * 0.3 + rng.uniform(0, 0.7, 40), 0, 1)
+    p_real[:5] = [0.2, 1 / 3, 0.4, 0.6, 0.8]  # on bin edges, as isotonic calibration outputs them
     scores = pd.DataFrame({"id": [f"{name}{i}" for i in range(40)], "label": labels})
     scores = scores.assign(p_raw=p_real**2, p_real=p_real, p_real_jpeg_50=p_real[::-1])
     (root / paths.SCORES_DIR).mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def test_the_plots_trace_what_the_metrics_summarise(tmp_path, monkeypatch):
     ]
     matrix = metrics["confusion_matrix"]["matrix"]
     assert [[pairs.count((a, p)) for p in ("ai", "real")] for a in ("ai", "real")] == matrix
-    # the reliability diagram's bins are those of the ECE
+    # the reliability diagram's bins are those of the ECE, scores on the edges included
     diagram = plot_rows(paths.plot_file(paths.EVAL_DIR, "reliability_calibrated", name))
     bins = reliability_rows(labels, scores["p_real"].to_numpy())
     assert [row["prob_pred"] for row in diagram] == pytest.approx([b["mean_score"] for b in bins])

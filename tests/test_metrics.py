@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
@@ -8,11 +9,23 @@ from sklearn.metrics import (
 )
 
 from pipeline.metrics import (
+    RELIABILITY_BINS,
     bootstrap_ci,
     classification_metrics,
     expected_calibration_error,
     point_metrics,
+    reliability_rows,
 )
+
+# Scores exactly on inner edges of the 15 bins (k/15), as isotonic calibration outputs them
+EDGE_SCORES = np.array([0.2, 1 / 3, 0.4, 0.6, 0.8])
+
+
+class Unshuffled:
+    """A generator whose every bootstrap resample is the data itself, in order."""
+
+    def integers(self, low, high, size):
+        return np.tile(np.arange(high), (size[0], 1))
 
 
 def test_ece_is_zero_when_scores_are_frequencies_and_large_when_overconfident():
@@ -53,11 +66,6 @@ def test_bootstrap_statistics_match_scikit_learn(monkeypatch):
     """With every resample equal to the data, the interval collapses onto sklearn's values."""
     labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
     p = np.array([0.2, 0.7, 0.7, 0.4, 0.9, 0.7, 0.3, 0.6])  # ties included
-
-    class Unshuffled:
-        def integers(self, low, high, size):
-            return np.tile(np.arange(high), (size[0], 1))
-
     monkeypatch.setattr(np.random, "default_rng", lambda seed: Unshuffled())
     result = bootstrap_ci(labels, p, 0.5, samples=3)
     assert result["roc_auc"] == pytest.approx([roc_auc_score(labels, p)] * 2)
@@ -84,3 +92,21 @@ def test_one_class_data_still_gets_intervals_for_what_it_defines():
     assert set(intervals) == {"accuracy", "ai_accuracy", "ece", "brier"}
     low, high = intervals["ai_accuracy"]
     assert low <= (p_real < 0.5).mean() <= high and high - low < 0.4
+
+
+def test_scores_on_bin_edges_fall_in_the_same_bins_for_the_ece_and_the_diagrams(monkeypatch):
+    rng = np.random.default_rng(4)
+    p = np.concatenate([EDGE_SCORES, EDGE_SCORES, [0.0, 1.0], rng.uniform(size=40)])
+    labels = (rng.uniform(size=p.size) < p).astype(int)
+    prob_true, prob_pred = calibration_curve(labels, p, n_bins=RELIABILITY_BINS)
+    rows = reliability_rows(labels, p)
+    assert [row["mean_score"] for row in rows] == pytest.approx(prob_pred)
+    assert [row["observed_real_rate"] for row in rows] == pytest.approx(prob_true)
+    # a score on an edge belongs to the bin below it: 0.2 with (2/15, 3/15], not with 0.25
+    assert expected_calibration_error(np.array([1, 0]), np.array([0.2, 0.25])) == pytest.approx(
+        (abs(1 - 0.2) + abs(0 - 0.25)) / 2
+    )
+    # the bootstrap's vectorised ECE bins them alike
+    monkeypatch.setattr(np.random, "default_rng", lambda seed: Unshuffled())
+    point = expected_calibration_error(labels, p)
+    assert bootstrap_ci(labels, p, 0.5, samples=2)["ece"] == pytest.approx([point] * 2)
