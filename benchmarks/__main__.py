@@ -37,6 +37,7 @@ from benchmarks import (
 from benchmarks.common import Context, image_paths, machine, timed
 from benchmarks.project import ROOT, compose_params, random_weights
 from benchmarks.render import markdown
+from pipeline.io import json_text
 
 BENCHMARKS = [
     feature_stage,
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                 results.update(benchmark.headline(results[benchmark.NAME]))
             print(f"benchmark {benchmark.NAME}: {seconds:.0f} s", file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text(json_text(results))
     page = markdown(results, BENCHMARKS)
     args.markdown.write_text(page)
     print(page)

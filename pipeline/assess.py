@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from collections import Counter
@@ -24,7 +23,7 @@ import pandas as pd
 
 from pipeline.entry import run
 from pipeline.images import IMAGE_SUFFIXES, LABELS, folder_source
-from pipeline.io import atomic_path, read_json
+from pipeline.io import atomic_path, json_text, read_json
 from pipeline.metrics import bootstrap_ci, point_metrics, reliability_rows
 from pipeline.paths import EXPORT_DIR, INFO_FILE
 from pipeline.predict import predict
@@ -181,7 +180,7 @@ def tables(report: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
 
 def render(report: dict[str, Any], output_format: str) -> str:
     if output_format == "json":
-        return json.dumps(report, indent=2) + "\n"
+        return json_text(report)
     header = f"{report['input']} scored by {report['model']} ({report['backbone']})"
     parts = [f"# {header}" if output_format == "markdown" else header]
     for title, frame in tables(report):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -107,7 +108,43 @@ def write_json(path: Path | str, data: Any) -> None:
 
 
 def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    """Strict JSON (RFC 8259 has no NaN or Infinity, which json.dumps writes by default): a
+    number that is not finite is written as null, the missing value."""
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False)
+    return text + "\n"
+
+
+def _finite_or_none(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite_or_none(value) for value in data]
+    return data
+
+
+class _NotStrict(ValueError):
+    pass
+
+
+def _refuse(constant: str) -> None:
+    raise _NotStrict(constant)
+
+
+def make_json_strict(path: Path | str) -> bool:
+    """Rewrite a JSON file that another writer left with NaN or Infinity (DVCLive writes with
+    json.dumps' defaults) as json_text writes it, those numbers as null; True if it had any."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        json.loads(text, parse_constant=_refuse)
+    except _NotStrict:
+        write_json(path, json.loads(text, parse_constant=lambda constant: None))
+        return True
+    return False
 
 
 def read_json(path: Path | str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from pipeline.entry import run
 from pipeline.fetch import FetchRefused, fetch_image, shorten
 from pipeline.images import IMAGE_SUFFIXES, UnreadableImage, shape_for_model
 from pipeline.inference import RUNTIMES, load_exported, score_files, score_images, verdict
+from pipeline.io import json_text
 from pipeline.paths import EXPORT_DIR
 
 
@@ -94,8 +94,7 @@ def score_sources(
 
 def write(rows: list[dict[str, Any]], output_format: str) -> None:
     if output_format == "json":
-        json.dump(rows, sys.stdout, indent=2)
-        print()
+        sys.stdout.write(json_text(rows))
     elif output_format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=["source", "p_real", "label", "reason"])
         writer.writeheader()

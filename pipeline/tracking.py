@@ -5,10 +5,12 @@ experiment of its own (the stage already runs under `dvc repro` or `dvc exp run`
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import AiicError
+from pipeline.io import make_json_strict
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -18,14 +20,31 @@ class NoCommit(AiicError, RuntimeError):
     """DVCLive was asked to log inside a Git repository that has no commit yet."""
 
 
+@functools.cache
+def _strict_live() -> type[Live]:
+    from dvclive import Live
+
+    class StrictLive(Live):
+        """DVCLive's `Live`, whose end leaves strict JSON files: DVCLive writes them with
+        json.dumps' defaults, so the ROC file's first threshold (scikit-learn's `inf`) comes out
+        as Infinity and a NaN metric as NaN; here they become null."""
+
+        def end(self) -> None:
+            super().end()
+            for path in Path(self.dir).rglob("*.json"):
+                make_json_strict(path)
+
+    return StrictLive
+
+
 def open_live(folder: Path) -> Live:
     """A DVCLive `Live` writing into `folder` (use it as a context manager: its end writes the
-    summary and, inside `dvc exp run`, keeps the folder tracked)."""
-    from dvclive import Live
+    summary, leaves every JSON file in `folder` strict and, inside `dvc exp run`, keeps the
+    folder tracked)."""
     from scmrepo.exceptions import SCMError
 
     try:
-        return Live(str(folder), dvcyaml=False, save_dvc_exp=False)
+        return _strict_live()(str(folder), dvcyaml=False, save_dvc_exp=False)
     except SCMError as error:
         raise NoCommit(
             f"DVCLive could not read this project's Git history to log {folder} ({error}). "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,36 @@ __all__ = ["ROOT", "SHARED_DATA", "compose_params", "run", "set_yaml", "syntheti
 os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
 os.environ["AIIC_LOOPBACK_ONLY"] = "1"  # no test crawl may leave the machine
 os.environ["DVC_NO_ANALYTICS"] = "1"  # nor DVC's usage reports
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON (RFC 8259)")
+
+
+def strict_loads(text: str) -> Any:
+    """JSON parsed as strict parsers do: NaN, Infinity and -Infinity are refused."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+def strict_json(path: Path) -> Any:
+    """A JSON file parsed strictly (strict_loads); an AssertionError names the file."""
+    try:
+        return strict_loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise AssertionError(f"{path}: {error}") from error
+
+
+def strict_json_files(folder: Path) -> list[Path]:
+    """Every JSON file under `folder` (Git's and DVC's own folders left out), each parsed
+    strictly (strict_json); the files, for the caller to check that it found the ones it wrote."""
+    files = [
+        path
+        for path in sorted(folder.rglob("*.json"))
+        if not {".git", ".dvc"} & set(path.relative_to(folder).parts)
+    ]
+    for path in files:
+        strict_json(path)
+    return files
 
 
 def backbone_config(name: str, **values: Any) -> dict[str, Any]:

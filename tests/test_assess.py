@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import synthetic_image
+from conftest import strict_json, synthetic_image
 from pipeline import assess, cli, predict
 from pipeline.metrics import bootstrap_ci, point_metrics
 
@@ -39,7 +39,7 @@ def test_report_equals_metrics_computed_from_predict_csv(
     out = genimage_folder.parent / "report.json"
     args = ["--model", str(exported_model), "--format", "json", "--out", str(out)]
     cli.main(["evaluate", str(genimage_folder), *args])  # with arguments: the command
-    report = json.loads(out.read_text())
+    report = strict_json(out)
     capsys.readouterr()
 
     images = assess.labelled_images(genimage_folder)

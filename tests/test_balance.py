@@ -1,11 +1,9 @@
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import compose_params
+from conftest import compose_params, strict_json
 from pipeline import balance as balance_stage
 from pipeline.errors import ConfigError
 from pipeline.oversample import balance, class_weights
@@ -57,7 +55,7 @@ def test_stage_oversamples_train_only(tmp_path, monkeypatch):
     held_out = features[split != "train"]
     distances = np.abs(result["features"][:, None, :] - held_out[None, :, :]).sum(axis=2)
     assert distances.min() > 0
-    report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
+    report = strict_json(tmp_path / "reports/balance/bb.json")
     assert report["before"] == {"ai": 20, "real": 40} and report["after"] == {"ai": 40, "real": 40}
 
 
@@ -79,7 +77,7 @@ def test_stage_adds_the_augmented_training_copies_before_smote(tmp_path, monkeyp
 
     result = np.load(tmp_path / "data/balanced/bb/train.npz")
     assert np.array_equal(result["features"][60:65], copies)
-    report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
+    report = strict_json(tmp_path / "reports/balance/bb.json")
     assert report["augmented_copies"] == 5
     assert report["before"] == {"ai": 25, "real": 40} and report["after"] == {"ai": 40, "real": 40}
 
@@ -112,6 +110,6 @@ def test_stage_writes_class_weights_for_train(tmp_path, monkeypatch):
     with np.load(tmp_path / "data/balanced/bb/train.npz") as result:
         assert np.array_equal(result["features"], features)
         assert result["class_weight"].tolist() == pytest.approx([2.0, 2 / 3])
-    report = json.loads((tmp_path / "reports/balance/bb.json").read_text())
+    report = strict_json(tmp_path / "reports/balance/bb.json")
     assert report["after"] == report["before"] == {"ai": 10, "real": 30}
     assert report["class_weight"] == {"ai": 2.0, "real": pytest.approx(2 / 3)}

@@ -1,12 +1,10 @@
 """The crossgen stage: a head per AI source, tested on every AI source, from features alone."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import yaml
 
-from conftest import compose_params
+from conftest import compose_params, strict_json
 from pipeline import crossgen, paths
 
 PARAMS = {
@@ -100,7 +98,7 @@ def test_the_stage_writes_a_matrix_and_heatmap_per_backbone(tmp_path, monkeypatc
     pd.DataFrame({"id": ids, "source_name": sources}).to_csv(paths.SPLITS, index=False)
     monkeypatch.setattr("sys.argv", ["crossgen"])
     crossgen.main()
-    matrix = json.loads(paths.crossgen_file("bb").read_text())
+    matrix = strict_json(paths.crossgen_file("bb"))
     assert matrix["applicable"] and set(matrix["leave_one_out"]) == {"broad", "narrow"}
     assert paths.crossgen_heatmap("bb").read_bytes().startswith(b"\x89PNG")
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from sklearn.metrics import auc, roc_auc_score
 
-from conftest import ROOT, compose_params
+from conftest import ROOT, compose_params, strict_json_files
 from pipeline import evaluate, paths
 from pipeline.metrics import plot_rows, reliability_rows
 
@@ -89,3 +89,13 @@ def test_the_plots_trace_what_the_metrics_summarise(tmp_path, monkeypatch):
     )
     robustness = plot_rows(paths.plot_file(paths.EVAL_DIR, "robustness_auc", name))
     assert [row["perturbation"] for row in robustness] == ["none", "jpeg_50"]
+
+
+def test_every_json_it_writes_is_strict(tmp_path, monkeypatch):
+    params, _ = run_evaluate(tmp_path, monkeypatch)
+    written = strict_json_files(tmp_path)  # DVCLive's files and the metrics alike
+    for name in params["backbones"]:
+        assert paths.metrics_file(name).resolve() in written
+        roc = plot_rows(paths.plot_file(paths.EVAL_DIR, "roc", name))
+        assert roc[0]["threshold"] is None  # scikit-learn's inf: no score reaches it
+        assert all(row["threshold"] is not None for row in roc[1:])

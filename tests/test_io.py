@@ -1,9 +1,13 @@
 """Atomic outputs: a kill at any moment leaves a complete copy, and outputs land together."""
 
+import json
+import math
 import os
 
+import numpy as np
 import pytest
 
+from conftest import strict_json
 from pipeline import io
 
 
@@ -87,3 +91,19 @@ def test_several_outputs_land_together_or_not_at_all(tmp_path, monkeypatch):
     assert (folder / "a.txt").read_text() == "new" and report.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared", "reports"]
     assert sorted(p.name for p in report.parent.iterdir()) == ["r.json"]
+
+
+def test_json_is_written_strict_with_null_for_numbers_that_are_not_finite(tmp_path):
+    out = tmp_path / "m.json"
+    data = {"ece": math.nan, "rows": [{"t": math.inf}, (np.float64("-inf"), 0.5)], "n": 3}
+    io.write_json(out, data)
+    assert strict_json(out) == {"ece": None, "rows": [{"t": None}, [None, 0.5]], "n": 3}
+
+
+def test_another_writers_nan_and_infinity_are_rewritten_as_null(tmp_path):
+    dvclive_style = tmp_path / "roc.json"
+    dvclive_style.write_text(json.dumps({"roc": [{"fpr": 0.0, "threshold": math.inf}]}))
+    assert io.make_json_strict(dvclive_style)
+    assert strict_json(dvclive_style) == {"roc": [{"fpr": 0.0, "threshold": None}]}
+    already = dvclive_style.read_bytes()
+    assert not io.make_json_strict(dvclive_style) and dvclive_style.read_bytes() == already

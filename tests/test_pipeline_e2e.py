@@ -19,6 +19,7 @@ from conftest import (
     make_project,
     run,
     set_yaml,
+    strict_json_files,
 )
 from pipeline.degradations import grid
 from pipeline.metrics import classification_metrics, robustness_metrics
@@ -103,6 +104,16 @@ def check_outputs(project):
     assert info["test_metrics"] == json.loads((project / f"metrics/{EXPORTED}.json").read_text())
     assert (project / "models/export/model.keras").is_file()
     assert (project / f"models/export/{EXPORTED}.weights.h5").is_file()
+    # every JSON output of every stage, DVCLive's included, parses with a strict parser
+    written = {path.relative_to(project).as_posix() for path in strict_json_files(project)}
+    assert {
+        "reports/prepare.json",
+        "reports/scrape.json",
+        "models/export/model.json",
+        "models/heads/history/metrics.json",
+        *(f"eval/plots/sklearn/roc/{name}.json" for name in BACKBONES),
+        *(f"crossgen/{name}.json" for name in BACKBONES),
+    } <= written
 
 
 def check_plots(project, backbones=BACKBONES):

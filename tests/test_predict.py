@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import synthetic_image
+from conftest import strict_loads, synthetic_image
 from pipeline import predict
 from pipeline.entry import run
 from pipeline.errors import ModelNotFound
@@ -30,7 +30,7 @@ def mixed_folder(tmp_path):
 
 def run_cli(capsys, *args):
     predict.main([*map(str, args), "--format", "json"])
-    return json.loads(capsys.readouterr().out)
+    return strict_loads(capsys.readouterr().out)
 
 
 def test_folder_rows_and_reasons(capsys, mixed_folder, exported_model):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import synthetic_image
+from conftest import strict_json_files, synthetic_image
 from pipeline import prepare as prepare_module
 from pipeline.errors import StageFailed
 from pipeline.prepare import (
@@ -193,6 +193,8 @@ def test_prepare_writes_a_dataset_card_with_its_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare_module, "confound_report", quick_confounds)
     prepare_module.main()
     assert all((tmp_path / name).is_file() for name in OUTPUTS)
+    written = {path.relative_to(tmp_path).as_posix() for path in strict_json_files(tmp_path)}
+    assert {"reports/prepare.json", "reports/confounds.json"} <= written
     card = (tmp_path / "reports" / "dataset.md").read_text()
     for heading in (
         "Images per label and split",

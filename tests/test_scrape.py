@@ -2,7 +2,6 @@ import csv
 import functools
 import hashlib
 import http.server
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import threading
 import pytest
 import yaml
 
-from conftest import ROOT, make_image_folder
+from conftest import ROOT, make_image_folder, strict_json
 
 
 def run(args, cwd, timeout):
@@ -30,7 +29,7 @@ def scrape(workdir, source, log=None, **extra):
         log.extend((result.stdout + result.stderr).splitlines())
     with open(workdir / "data/raw/manifest.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    report = json.loads((workdir / "reports/scrape.json").read_text())
+    report = strict_json(workdir / "reports/scrape.json")
     return rows, report
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from conftest import compose_params
+from conftest import compose_params, strict_json_files
 from pipeline import paths, train
 from pipeline.calibrate import Calibration, apply_calibration
 from pipeline.runtime import load_features
@@ -75,6 +75,8 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
     assert fitted["fitted_on"] == "val" and fitted["val_images"] == 12
     assert fitted["method"] == "temperature" and fitted["parameters"]["temperature"] > 0
     assert (tmp_path / "models/heads/bb/head.weights.h5").is_file()
+    written = {path.relative_to(tmp_path).as_posix() for path in strict_json_files(tmp_path)}
+    assert {"models/heads/bb/calibration.json", "models/heads/history/metrics.json"} <= written
     # each backbone's curves through DVCLive, from step 0, though one Live logs them all
     for name in ("bb", "cc"):
         for split in ("train", "eval"):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from fake_web import CommonsFile, FakeWeb, jpeg
 
-from conftest import ROOT
+from conftest import ROOT, strict_json
 from pipeline.prepare import drop_duplicate_ids
 from scrapers.spiders.commons import segment_bounds
 
@@ -52,7 +52,7 @@ def scrape(workdir: Path, config: dict) -> tuple[list[dict], dict]:
         command(workdir), cwd=workdir, env=env(), capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return manifest(workdir), json.loads((workdir / "reports/scrape.json").read_text())
+    return manifest(workdir), strict_json(workdir / "reports/scrape.json")
 
 
 def manifest(workdir: Path) -> list[dict]:
