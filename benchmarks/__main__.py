@@ -25,6 +25,7 @@ from benchmarks import (
     bfloat16,
     cached_features,
     clip,
+    durable_writes,
     feature_stage,
     head_experiment,
     inference,
@@ -51,6 +52,7 @@ BENCHMARKS = [
     smote_scale,
     serve,
     clip,
+    durable_writes,
 ]
 
 

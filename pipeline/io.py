@@ -9,6 +9,11 @@ first; then a commit journal naming them is written atomically, and only then ar
 in. A kill before the journal exists leaves every old output; a kill after it is rolled forward
 by the next writer (or `recover`), so that readers never see a mix of old and new outputs once
 the stage has run again.
+
+A power cut is survived too: every temporary file and folder is flushed to the disk (fsync)
+before the rename that publishes it, and the folder holding the renamed entry after it, since
+a file system may otherwise persist a rename before the data it points to (ext4's delayed
+allocation; see fsync(2) on directories).
 """
 
 from __future__ import annotations
@@ -32,16 +37,39 @@ def _journal(paths: list[Path]) -> Path:
     return _sibling(paths[0], "commit").with_suffix(".json")
 
 
+def _fsync(path: Path | str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _flush(path: Path) -> None:
+    """Flush `path` to the disk: a file, or a folder with every file and folder in it."""
+    if not path.is_dir():
+        _fsync(path)
+        return
+    for folder, _, files in os.walk(path):
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                _fsync(os.path.join(folder, name))
+        _fsync(folder)  # its entries: the files just flushed are reachable
+
+
 def _swap_in(tmp: Path, path: Path) -> None:
-    """Replace `path` by `tmp`; a complete copy of one of them exists at every moment."""
+    """Replace `path` by `tmp` (already flushed); a complete copy of one of them exists at every
+    moment, and the swap itself is on the disk when this returns."""
     if tmp.is_dir() and path.exists():
         old = _sibling(path, "old")
         _remove(old)
         os.replace(path, old)
         os.replace(tmp, path)
+        _fsync(path.parent)
         _remove(old)
     else:
         os.replace(tmp, path)  # atomic for a file, and for a folder onto nothing
+        _fsync(path.parent)
 
 
 def _restore(path: Path) -> None:
@@ -92,13 +120,17 @@ def atomic_outputs(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
         for tmp in tmps:
             _remove(tmp)
         raise
+    for tmp in tmps:
+        _flush(tmp)
     if len(targets) == 1:
         _swap_in(tmps[0], targets[0])
         return
     journal = _journal(targets)
     pending = _sibling(journal, "tmp")
     pending.write_text(json.dumps([[str(t), str(p)] for t, p in zip(tmps, targets, strict=True)]))
+    _flush(pending)
     os.replace(pending, journal)  # the commit point
+    _fsync(journal.parent)
     recover(*targets)
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,34 @@ def test_another_writers_nan_and_infinity_are_rewritten_as_null(tmp_path):
     assert strict_json(dvclive_style) == {"roc": [{"fpr": 0.0, "threshold": None}]}
     already = dvclive_style.read_bytes()
     assert not io.make_json_strict(dvclive_style) and dvclive_style.read_bytes() == already
+
+
+def test_outputs_reach_the_disk_before_the_renames_that_publish_them(tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        fsync(descriptor)
+
+    def recorded_replace(source, destination):
+        events.append(("rename", str(source), str(destination)))
+        replace(source, destination)
+
+    monkeypatch.setattr(io.os, "fsync", recorded_fsync)
+    monkeypatch.setattr(io.os, "replace", recorded_replace)
+    folder, report = tmp_path / "prepared", tmp_path / "r.json"
+    with io.atomic_outputs(folder, report) as (tmp_folder, tmp_report):
+        (tmp_folder / "sub").mkdir(parents=True)
+        (tmp_folder / "sub" / "a.txt").write_text("a")
+        tmp_report.write_text("{}")
+    flushed = [event[1] for event in events if event[0] == "fsync"]
+    renames = [(i, event[1], event[2]) for i, event in enumerate(events) if event[0] == "rename"]
+    first_rename = renames[0][0]
+    contents = [tmp_folder / "sub" / "a.txt", tmp_folder / "sub", tmp_folder, tmp_report]
+    assert {str(path) for path in contents} <= set(flushed[:first_rename])
+    assert renames[0][2].endswith(".commit-prepared.json")  # the journal, flushed before too
+    assert events[first_rename - 1] == ("fsync", renames[0][1])
+    for i, _, destination in renames:  # each rename is on the disk before the next step
+        assert events[i + 1] == ("fsync", str(Path(destination).parent))
+    assert (folder / "sub" / "a.txt").read_text() == "a" and report.read_text() == "{}"

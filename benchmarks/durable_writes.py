@@ -1,0 +1,105 @@
+"""11. Durable writes: what flushing every output to the disk costs a stage.
+
+pipeline.io flushes (fsync) each output's files and folders before the rename that publishes it,
+and the folder after it. Measured on the prepare stage with `data.normalize: true`, the stage
+that writes the most files (a re-encoded JPEG of every kept image): the whole stage process,
+as `python -m pipeline prepare` runs it, with the flushes and with them switched off in the same
+code, alternately, side by side in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import Context, labelled_source, timed
+from benchmarks.project import ROOT, compose_params, run
+
+NAME = "durable_writes"
+ROUNDS = 4  # runs of each, alternately, each variant first in half of them; the median counts
+NOISE = 0.08  # this machine's run-to-run spread: the cost must stay within it
+
+STAGE = "from pipeline.cli import main\nmain()"
+WITHOUT_FSYNC = "import pipeline.io\npipeline.io._fsync = lambda path: None\n" + STAGE
+
+
+def load() -> float:
+    """The 1-minute load average per core: how busy the machine was."""
+    return round(os.getloadavg()[0] / os.cpu_count(), 2)
+
+
+def measure(context: Context) -> dict[str, Any]:
+    """Seconds of the prepare stage with and without fsync, alternately, in a folder that the
+    local spider filled with `context.dvc_images` labelled images."""
+    from pipeline.params import PARAMS_FILE
+
+    work = context.work / "durable_writes"
+    source = labelled_source(context.dvc_images, work / "source", context.work)
+    params = compose_params("scrape=local")
+    params["scrape"]["source"] = str(source)
+    params["data"]["normalize"] = True
+    (work / PARAMS_FILE).write_text(yaml.safe_dump(params))
+    env = {"PYTHONPATH": str(ROOT)}
+    run([sys.executable, "-m", "pipeline", "scrape"], work, env=env)
+    load_before = load()
+    variants = [("fsync", STAGE), ("no_fsync", WITHOUT_FSYNC)]
+    seconds: dict[str, list[float]] = {variant: [] for variant, _ in variants}
+    for round_ in range(1 if context.quick else ROUNDS):
+        for variant, code in variants[:: 1 if round_ % 2 else -1]:  # each goes first in turn
+            elapsed, _ = timed(run, [sys.executable, "-c", code, "prepare"], work, env=env)
+            seconds[variant].append(round(elapsed, 2))
+    medians = {variant: statistics.median(values) for variant, values in seconds.items()}
+    written = sum(1 for path in (work / "data" / "prepared").rglob("*") if path.is_file())
+    return {
+        "images": sum(1 for path in source.rglob("*") if path.is_file()),
+        "files_written": written + len(list((work / "reports").glob("*"))),
+        "seconds": seconds,
+        "fsync_s": medians["fsync"],
+        "no_fsync_s": medians["no_fsync"],
+        "fsync_over_no_fsync": round(medians["fsync"] / medians["no_fsync"], 3),
+        "load_per_core": [load_before, load()],
+        "cores": os.cpu_count(),
+        "file_system": file_system(work),
+    }
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system holding `path` (from /proc/mounts), as fsync's cost is its."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    return max(
+        ((point, kind) for _, point, kind, *_ in mounts if str(path.resolve()).startswith(point)),
+        key=lambda mount: len(mount[0]),
+        default=("", "unknown"),
+    )[1]
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
+    ratio = result["fsync_over_no_fsync"]
+    return [
+        (
+            "11. prepare stage with fsync ÷ without (durable writes)",
+            f"<= {1 + NOISE} (noise)",
+            ratio,
+            ratio <= 1 + NOISE,
+        )
+    ]
+
+
+def render(result: dict[str, Any]) -> list[str]:
+    low, high = result["load_per_core"]
+    return [
+        "## 11. Durable writes",
+        f"The prepare stage (`data.normalize: true`, {result['images']} images, "
+        f"{result['files_written']} files written) as a whole process, with every output flushed "
+        f"to the disk (fsync) before its rename and with the flushes switched off, alternately "
+        f"({len(result['seconds']['fsync'])} runs each, the median): **{result['fsync_s']} s "
+        f"against {result['no_fsync_s']} s, {result['fsync_over_no_fsync']}x**, on "
+        f"{result['file_system']}. Runs with fsync: {result['seconds']['fsync']} s; without: "
+        f"{result['seconds']['no_fsync']} s. Load average per core during the run: {low} at its "
+        f"start, {high} at its end ({result['cores']} cores shared with other work).",
+    ]
