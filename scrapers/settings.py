@@ -31,10 +31,17 @@ MEDIA_ALLOW_REDIRECTS = True
 
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 2
+# AutoThrottle moves each download slot's delay toward latency / AUTOTHROTTLE_TARGET_CONCURRENCY,
+# a few milliseconds on a fast server, and never below DOWNLOAD_DELAY, its only floor: a slot's
+# own delay in DOWNLOAD_SLOTS is just where it starts
+# (https://docs.scrapy.org/en/latest/topics/autothrottle.html#throttling-algorithm).
+# So the polite pace is DOWNLOAD_DELAY, for every remote host; Scrapy varies each wait by
+# DOWNLOAD_DELAY_JITTER (+-50 %, https://docs.scrapy.org/en/latest/topics/settings.html#download-delay).
+DOWNLOAD_DELAY = 0.5
 AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 0.5
 AUTOTHROTTLE_TARGET_CONCURRENCY = 2.0
-DOWNLOAD_SLOTS = {"local-files": {"concurrency": 32, "delay": 0}}
+DOWNLOAD_SLOTS = {"local-files": {"concurrency": 32, "delay": 0}}  # not throttled (pipelines.py)
 RETRY_ENABLED = True
 RETRY_TIMES = 3
 DOWNLOAD_TIMEOUT = 30

@@ -1,6 +1,7 @@
 """The web spiders against a fake web on 127.0.0.1: Commons API, galleries, failing endpoints."""
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -17,12 +18,14 @@ from fake_web import CommonsFile, FakeWeb, jpeg
 
 from conftest import ROOT, strict_json
 from pipeline.prepare import drop_duplicate_ids
+from scrapers import settings
 from scrapers.spiders.commons import segment_bounds
 
 FAST = {  # politeness stays on; only the waits shrink so that the tests run in seconds
     "DOWNLOAD_TIMEOUT": 1,
     "RETRY_TIMES": 1,
     "RETRY_BACKOFF_BASE": 0.1,
+    "DOWNLOAD_DELAY": 0.01,
     "AUTOTHROTTLE_START_DELAY": 0.01,
     "AUTOTHROTTLE_MAX_DELAY": 0.2,
     "DOWNLOAD_SLOTS": {
@@ -257,6 +260,29 @@ def test_media_downloads_are_two_at_a_time_across_hosts(unkind_crawl):
     }
     assert hosts == {"127.0.0.1", "localhost"}  # two per host would allow four at once
     assert web.most_in_flight == 2
+
+
+def test_autothrottle_never_takes_a_host_below_download_delay(tmp_path):
+    """A fast server (answers within milliseconds) has AutoThrottle lower each download slot's
+    delay toward latency / AUTOTHROTTLE_TARGET_CONCURRENCY, down to DOWNLOAD_DELAY, its floor
+    (https://docs.scrapy.org/en/latest/topics/autothrottle.html#throttling-algorithm). With the
+    project's own delays, the gaps between the requests the fake Commons receives on its API and
+    on its media host stay at that floor, Scrapy's +-50 % jitter on each wait aside."""
+    floor, jitter = settings.DOWNLOAD_DELAY, 0.5
+    own_delays = {key: v for key, v in FAST.items() if "DELAY" not in key and "SLOTS" not in key}
+    with FakeWeb(page_size=1) as web:
+        web.serve_uploads = True
+        web.categories["Category:Real"] = [CommonsFile(f"File:r{i}.jpg") for i in range(8)]
+        sources = [{"category": "Category:Real", "label": "real"}]
+        config = commons_config(web, depth=0, segments=1, sources=sources, settings=own_delays)
+        rows, _ = scrape(tmp_path, config)
+    assert len(rows) == 8
+    media = [t for path, times in web.times.items() if path.startswith("/upload/") for t in times]
+    for times in (web.times["/w/api.php"], media):
+        gaps = [later - earlier for earlier, later in itertools.pairwise(sorted(times))]
+        assert len(gaps) >= 7
+        assert min(gaps) >= floor * (1 - jitter) - 0.05, gaps
+        assert sum(gaps) / len(gaps) >= 0.8 * floor, gaps
 
 
 def test_the_user_agent_carries_the_contact(unkind_crawl):

@@ -74,12 +74,10 @@ def segment_bounds(category: str, segments: int, seed: int) -> list[tuple[str, s
 
 class CommonsSpider(scrapy.Spider):
     name = "commons"
-    # Commons asks for serial API requests; all media hosts together get two downloads at once.
+    # Commons asks for serial API requests; all media hosts together get two downloads at once;
+    # each of the two slots waits DOWNLOAD_DELAY at least between requests (settings.py).
     custom_settings = {
-        "DOWNLOAD_SLOTS": {
-            API_SLOT: {"concurrency": 1, "delay": 0.5},
-            MEDIA_SLOT: {"concurrency": 2, "delay": 0.5},
-        },
+        "DOWNLOAD_SLOTS": {API_SLOT: {"concurrency": 1}, MEDIA_SLOT: {"concurrency": 2}},
     }
     media_slot = MEDIA_SLOT  # read by the dataset pipeline for every file it downloads
 
