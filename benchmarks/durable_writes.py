@@ -2,14 +2,16 @@
 
 pipeline.io flushes (fsync) each output's files and folders before the rename that publishes it,
 and the folder after it. Measured on the prepare stage with `data.normalize: true`, the stage
-that writes the most files (a re-encoded JPEG of every kept image): the whole stage process,
-as `python -m pipeline prepare` runs it, with the flushes and with them switched off in the same
-code, alternately, side by side in one run.
+that writes the most files (a re-encoded JPEG of every kept image): the whole stage process, as
+`python -m pipeline prepare` runs it, with the flushes and with them switched off in the same
+code, alternately, side by side in one run; and the flush of a fresh copy of the stage's output
+folder alone, its files one after another and (as pipeline.io does) many at once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -33,9 +35,28 @@ def load() -> float:
     return round(os.getloadavg()[0] / os.cpu_count(), 2)
 
 
+def flush_seconds(folder: Path, copy: Path) -> dict[str, float]:
+    """Seconds to flush a fresh copy of `folder` (its data not yet on the disk): every file one
+    after another, and pipeline.io's flush (many at once)."""
+    from pipeline import io
+
+    def one_by_one(path: Path) -> None:
+        for entry in (path, *path.rglob("*")):
+            io._fsync(entry)
+
+    seconds = {}
+    for name, flush in (("one_by_one_s", one_by_one), ("concurrent_s", io._flush)):
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        seconds[name] = round(timed(flush, copy)[0], 3)
+    shutil.rmtree(copy)
+    return seconds
+
+
 def measure(context: Context) -> dict[str, Any]:
     """Seconds of the prepare stage with and without fsync, alternately, in a folder that the
-    local spider filled with `context.dvc_images` labelled images."""
+    local spider filled with `context.dvc_images` labelled images; seconds of flushing its
+    output folder one file after another and concurrently."""
     from pipeline.params import PARAMS_FILE
 
     work = context.work / "durable_writes"
@@ -49,19 +70,26 @@ def measure(context: Context) -> dict[str, Any]:
     load_before = load()
     variants = [("fsync", STAGE), ("no_fsync", WITHOUT_FSYNC)]
     seconds: dict[str, list[float]] = {variant: [] for variant, _ in variants}
+    flushes: dict[str, list[float]] = {"one_by_one_s": [], "concurrent_s": []}
+    prepared = work / "data" / "prepared"
     for round_ in range(1 if context.quick else ROUNDS):
         for variant, code in variants[:: 1 if round_ % 2 else -1]:  # each goes first in turn
             elapsed, _ = timed(run, [sys.executable, "-c", code, "prepare"], work, env=env)
             seconds[variant].append(round(elapsed, 2))
-    medians = {variant: statistics.median(values) for variant, values in seconds.items()}
-    written = sum(1 for path in (work / "data" / "prepared").rglob("*") if path.is_file())
+        for name, value in flush_seconds(prepared, work / "flushed").items():
+            flushes[name].append(value)
+    medians = {variant: round(statistics.median(values), 2) for variant, values in seconds.items()}
+    flush = {name: round(statistics.median(values), 3) for name, values in flushes.items()}
     return {
         "images": sum(1 for path in source.rglob("*") if path.is_file()),
-        "files_written": written + len(list((work / "reports").glob("*"))),
+        "files_written": sum(1 for path in prepared.rglob("*") if path.is_file()),
         "seconds": seconds,
         "fsync_s": medians["fsync"],
         "no_fsync_s": medians["no_fsync"],
         "fsync_over_no_fsync": round(medians["fsync"] / medians["no_fsync"], 3),
+        "flush": flush,
+        "flushes": flushes,
+        "one_by_one_over_concurrent": round(flush["one_by_one_s"] / flush["concurrent_s"], 1),
         "load_per_core": [load_before, load()],
         "cores": os.cpu_count(),
         "file_system": file_system(work),
@@ -69,7 +97,7 @@ def measure(context: Context) -> dict[str, Any]:
 
 
 def file_system(path: Path) -> str:
-    """The type of the file system holding `path` (from /proc/mounts), as fsync's cost is its."""
+    """The type of the file system holding `path` (from /proc/mounts): fsync's cost is its."""
     mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
     return max(
         ((point, kind) for _, point, kind, *_ in mounts if str(path.resolve()).startswith(point)),
@@ -92,6 +120,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
 
 def render(result: dict[str, Any]) -> list[str]:
     low, high = result["load_per_core"]
+    flush = result["flush"]
     return [
         "## 11. Durable writes",
         f"The prepare stage (`data.normalize: true`, {result['images']} images, "
@@ -99,7 +128,10 @@ def render(result: dict[str, Any]) -> list[str]:
         f"to the disk (fsync) before its rename and with the flushes switched off, alternately "
         f"({len(result['seconds']['fsync'])} runs each, the median): **{result['fsync_s']} s "
         f"against {result['no_fsync_s']} s, {result['fsync_over_no_fsync']}x**, on "
-        f"{result['file_system']}. Runs with fsync: {result['seconds']['fsync']} s; without: "
-        f"{result['seconds']['no_fsync']} s. Load average per core during the run: {low} at its "
-        f"start, {high} at its end ({result['cores']} cores shared with other work).",
+        f"{result['file_system']} (runs with fsync: {result['seconds']['fsync']} s; without: "
+        f"{result['seconds']['no_fsync']} s). Flushing a fresh copy of its output folder alone "
+        f"takes {flush['concurrent_s']} s as pipeline.io does it, many files at once (the file "
+        f"system commits them together), against {flush['one_by_one_s']} s one after another "
+        f"(**{result['one_by_one_over_concurrent']}x**). Load average per core: {low} at the "
+        f"start, {high} at the end ({result['cores']} cores shared with other work).",
     ]

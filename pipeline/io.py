@@ -24,8 +24,11 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+FLUSH_THREADS = 16  # fsync waits on the disk, not the CPU
 
 
 def _sibling(path: Path, role: str) -> Path:
@@ -46,15 +49,20 @@ def _fsync(path: Path | str) -> None:
 
 
 def _flush(path: Path) -> None:
-    """Flush `path` to the disk: a file, or a folder with every file and folder in it."""
+    """Flush `path` to the disk: a file, or a folder with every file and folder in it (their
+    entries too), many at once: the file system commits concurrent flushes together, several
+    times faster than one after another for a folder of many small files (BENCHMARKS.md)."""
     if not path.is_dir():
         _fsync(path)
         return
+    entries = []
     for folder, _, files in os.walk(path):
-        for name in files:
-            if not os.path.islink(os.path.join(folder, name)):
-                _fsync(os.path.join(folder, name))
-        _fsync(folder)  # its entries: the files just flushed are reachable
+        entries.append(folder)
+        entries += [
+            name for name in (os.path.join(folder, f) for f in files) if not os.path.islink(name)
+        ]
+    with ThreadPoolExecutor(FLUSH_THREADS) as pool:
+        list(pool.map(_fsync, entries))
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
