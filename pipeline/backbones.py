@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import keras
 import numpy as np
-from keras.src.utils import file_utils
 
 from pipeline import clip
 from pipeline.errors import ConfigError, MissingWeights, not_one_of
@@ -135,30 +134,56 @@ def missing_weights(name: str, file: str, cause: object) -> MissingWeights:
     )
 
 
-@contextlib.contextmanager
-def weights_downloads_for(name: str) -> Iterator[None]:
-    """While a keras.applications model is built, a weights file missing from Keras' cache is
-    downloaded only when allowed, and a failure names the file (each application asks Keras'
-    `get_file` for its own file name, so no name is written down here)."""
-    real_get_file = file_utils.get_file
+# The file each keras.applications module keeps a model's ImageNet weights without its top in,
+# in Keras' cache folder (the name it gives Keras' get_file, cache_subdir="models"; see
+# keras/src/applications/<module>.py), from the model's default `name`, the input size `rows`
+# it has weights for, and MobileNetV3's `model_type`; alpha is always its default, 1.0.
+NOTOP_WEIGHTS_FILES = {
+    "convnext": "{name}_notop.h5",
+    "densenet": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "efficientnet": "{name}_notop.h5",
+    "efficientnet_v2": "{name}_notop.h5",
+    "inception_resnet_v2": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "inception_v3": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "mobilenet": "mobilenet_1_0_{rows}_tf_no_top.h5",
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
+    "mobilenet_v3": "weights_mobilenet_v3_{model_type}_224_1.0_float_no_top_v2.h5",
+    "nasnet": "{name}_no_top.h5",
+    "resnet": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "resnet_v2": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg16": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg19": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "xception": "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+# The input sizes MobileNet and MobileNetV2 have weights for; at any other size they load 224's.
+WEIGHTS_INPUT_SIZES = {"mobilenet": (128, 160, 192, 224), "mobilenet_v2": (96, 128, 160, 192, 224)}
 
-    def get_file(fname: str | None = None, origin: str | None = None, *args: Any, **kwargs: Any):
-        file = fname or Path(urlsplit(origin or "").path).name
-        cached = keras_cache_dir().parent / kwargs.get("cache_subdir", "datasets") / file
-        if cached.is_file():
-            return real_get_file(fname, origin, *args, **kwargs)
-        if os.environ.get(OFFLINE_ENV):
-            raise missing_weights(name, file, f"{OFFLINE_ENV} is set")
-        try:
-            return real_get_file(fname, origin, *args, **kwargs)
-        except Exception as error:  # Keras raises a bare Exception when a download fails
-            raise missing_weights(name, file, error) from error
 
-    file_utils.get_file = get_file
-    try:
-        yield
-    finally:
-        file_utils.get_file = real_get_file
+def imagenet_weights_file(application_name: str, input_size: int) -> str | None:
+    """The name of the file in which keras.applications keeps `application_name`'s ImageNet
+    weights without its top, for inputs `input_size` px wide; None for a module of a newer Keras
+    than NOTOP_WEIGHTS_FILES knows."""
+    constructor = application(application_name)
+    module = constructor.__module__.rsplit(".", 1)[-1]
+    if module not in NOTOP_WEIGHTS_FILES:
+        return None
+    name = str(inspect.signature(constructor).parameters["name"].default)
+    rows = input_size if input_size in WEIGHTS_INPUT_SIZES.get(module, ()) else 224
+    model_type = name.removeprefix("MobileNetV3").lower()
+    return NOTOP_WEIGHTS_FILES[module].format(name=name, rows=rows, model_type=model_type)
+
+
+def imagenet_weights(name: str, application_name: str, input_size: int) -> tuple[str, str]:
+    """(what to pass keras.applications as `weights`, the weights file's name) for weights
+    `imagenet`: the file in Keras' cache folder by its path, so that nothing is downloaded, or
+    `imagenet` (Keras downloads it); MissingWeights naming the file where downloads are off."""
+    file = imagenet_weights_file(application_name, input_size)
+    if file and (keras_cache_dir() / file).is_file():
+        return str(keras_cache_dir() / file), file
+    file = file or f"holding keras.applications.{application_name}'s ImageNet weights"
+    if os.environ.get(OFFLINE_ENV):
+        raise missing_weights(name, file, f"{OFFLINE_ENV} is set")
+    return "imagenet", file
 
 
 class KerasApplication:
@@ -176,17 +201,22 @@ class KerasApplication:
             raise ConfigError(f"backbones.{spec['name']}.weights: no such weights file: {weights}")
 
     def features(self, spec: dict[str, Any], inputs: Any) -> Any:
-        name, weights = spec["name"], spec.get("weights")
+        name, weights, file = spec["name"], spec.get("weights"), None
+        if weights == "imagenet":
+            weights, file = imagenet_weights(name, spec["application"], inputs.shape[1])
         try:
-            with weights_downloads_for(name):
-                backbone = application(spec["application"])(
-                    include_top=False,
-                    weights=weights,
-                    input_shape=inputs.shape[1:],
-                    pooling="avg",
-                )
+            backbone = application(spec["application"])(
+                include_top=False,
+                weights=weights,
+                input_shape=inputs.shape[1:],
+                pooling="avg",
+            )
         except ValueError as error:  # Keras' own checks, e.g. of the input size
             raise ConfigError(f"backbones.{name}: {error}") from error
+        except Exception as error:  # Keras raises a bare Exception when a download fails
+            if weights == "imagenet":
+                raise missing_weights(name, file, error) from error
+            raise
         backbone.trainable = False
         return backbone(Preprocess(spec["application"])(inputs), training=False)
 

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import backbone_config, make_image_folder
-from pipeline.backbones import EXTRACTORS, Preprocess, extractor_from_spec
+from pipeline.backbones import (
+    EXTRACTORS,
+    Preprocess,
+    application_names,
+    extractor_from_spec,
+    imagenet_weights_file,
+)
 from pipeline.errors import ConfigError, MissingWeights
 from pipeline.images import INPUT_MODES, load_for_model
 from pipeline.runtime import extract
@@ -26,6 +32,103 @@ def test_missing_imagenet_weights_fail_with_one_clear_paragraph(tmp_path, monkey
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert str(tmp_path / "keras" / "models") in message
     assert "backbones.vgg16.weights" in message and "null" in message and "\n" not in message
+
+
+def keras_asks_for(monkeypatch, application_name: str, size: int) -> str:
+    """The weights file a keras.applications model asks Keras' get_file for (that private
+    function patched here, in a test only, to learn the name without a download)."""
+    from keras.src.utils import file_utils
+
+    class Asked(Exception):
+        pass
+
+    def get_file(fname=None, origin=None, *args, cache_subdir="datasets", **kwargs):
+        raise Asked(fname, cache_subdir)
+
+    monkeypatch.setattr(file_utils, "get_file", get_file)
+    constructor = getattr(keras.applications, application_name)
+    with pytest.raises(Asked) as asked, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MobileNet's: no weights at this size, 224's instead
+        constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+    file, cache_subdir = asked.value.args
+    assert cache_subdir == "models"
+    return file
+
+
+@pytest.mark.parametrize(
+    ("application_name", "size"),
+    [
+        ("VGG16", 32),
+        ("InceptionV3", 75),
+        ("MobileNet", 160),  # a size it has weights for
+        ("MobileNet", 40),  # one it has not: 224's
+        ("MobileNetV2", 96),
+        ("MobileNetV3Small", 32),
+        ("ResNet50V2", 32),
+    ],
+)
+def test_the_weights_file_named_is_the_one_keras_asks_for(monkeypatch, application_name, size):
+    assert imagenet_weights_file(application_name, size) == keras_asks_for(
+        monkeypatch, application_name, size
+    )
+
+
+@pytest.mark.slow  # builds every keras.applications model: minutes
+def test_every_applications_weights_file_is_named_as_keras_names_it(monkeypatch):
+    sizes = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+    for name in application_names():
+        size = sizes.get(name, 32)
+        assert imagenet_weights_file(name, size) == keras_asks_for(monkeypatch, name, size), name
+
+
+def test_weights_in_keras_cache_load_offline_without_asking_keras_for_a_download(
+    tmp_path, monkeypatch
+):
+    import h5py
+
+    keras.utils.set_random_seed(3)
+    trained = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    cache = tmp_path / "keras" / "models"
+    cache.mkdir(parents=True)
+    # The legacy HDF5 layout of keras.applications' weights files: per layer with weights, a
+    # group listing its weights' names
+    with h5py.File(cache / imagenet_weights_file("VGG16", 32), "w") as file:
+        layers = [layer for layer in trained.layers if layer.weights]
+        file.attrs["layer_names"] = [layer.name.encode() for layer in layers]
+        for layer in layers:
+            names = [f"{layer.name}_{i}" for i in range(len(layer.weights))]
+            group = file.create_group(layer.name)
+            group.attrs["weight_names"] = [name.encode() for name in names]
+            for name, weight in zip(names, layer.weights, strict=True):
+                group.create_dataset(name, data=weight.numpy())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("AIIC_OFFLINE", "1")
+    from keras.src.utils import file_utils
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("keras.applications was left to fetch the weights itself")
+
+    monkeypatch.setattr(file_utils, "get_file", no_download)
+    keras.utils.set_random_seed(4)  # a network built afresh would have other weights
+    loaded = build("vgg16", 32, "imagenet").get_layer("vgg16")
+    for expected, actual in zip(trained.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_a_failed_download_names_the_missing_file(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def unreachable(fname=None, origin=None, *args, **kwargs):  # as Keras' get_file reports it
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", unreachable)  # no download is even tried
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("AIIC_OFFLINE")
+    with pytest.raises(MissingWeights) as error:
+        build("vgg16", 32, "imagenet")
+    message = str(error.value)
+    assert "the file vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 is not" in message
+    assert "URL fetch failure" in message and "backbones.vgg16.weights" in message
 
 
 def test_local_weights_path_must_exist(tmp_path):
