@@ -25,9 +25,9 @@ def _strict_live() -> type[Live]:
     from dvclive import Live
 
     class StrictLive(Live):
-        """DVCLive's `Live`, whose end leaves strict JSON files: DVCLive writes them with
+        """DVCLive's `Live`, whose end leaves strict JSON files: DVCLive writes its plots with
         json.dumps' defaults, so the ROC file's first threshold (scikit-learn's `inf`) comes out
-        as Infinity and a NaN metric as NaN; here they become null."""
+        as Infinity; here it becomes null. (A metric that is not finite it logs as a string.)"""
 
         def end(self) -> None:
             super().end()
