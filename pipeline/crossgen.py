@@ -26,7 +26,7 @@ import pandas as pd
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.entry import run
 from pipeline.figures import draw_crossgen_heatmap
-from pipeline.head import head_scores, train_head
+from pipeline.head import head_logits, train_head
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import ALL_AI_SOURCES, bootstrap_ci, point_metrics
 from pipeline.oversample import balance, class_weights
@@ -59,9 +59,9 @@ def fit_scorer(
     model = train_head(
         (features, labels), val, params["head"], params["seed"], class_weight=class_weight
     )
-    fitted = calibrate(val[1], head_scores(model, val[0]), params["calibration"])
+    fitted = calibrate(val[1], head_logits(model, val[0]), params["calibration"])
     calibration = Calibration(fitted["method"], fitted["parameters"])
-    return (lambda rows: apply_calibration(calibration, head_scores(model, rows))), fitted[
+    return (lambda rows: apply_calibration(calibration, head_logits(model, rows))), fitted[
         "threshold"
     ]
 
