@@ -49,6 +49,7 @@ def make_project(
     in seconds: random weights, small inputs (`backbones`: input sizes, by default every
     backbone of the configs at a small size), a small head trained for `epochs`, and only the
     backbones in `only` where it is given."""
+    composed = compose_params()["backbones"]
     if backbones is None:
         small = random_weights(compose_params(), small=True)
         backbones = {name: spec["input_size"] for name, spec in small.items()}
@@ -56,6 +57,10 @@ def make_project(
         f"backbones/{name}": {"weights": None, "input_size": size}
         for name, size in backbones.items()
     }
+    for name in backbones:  # the networks trained on images: as few epochs as the head
+        training = composed.get(name, {}).get("training", {})
+        if training.get("mode", "frozen") != "frozen":
+            settings[f"backbones/{name}"]["training"] = {**training, "epochs": epochs}
     settings["head/dense"] = {"epochs": epochs, "units": 32, "batch_size": 16, "patience": 2}
     settings["balance/smote"] = {"k_neighbors": 3}
     return project.make_project(destination, source, settings, only)
