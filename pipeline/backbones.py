@@ -175,8 +175,7 @@ def weights_downloads_for(name: str) -> Iterator[None]:
 class KerasApplication:
     """Any keras.applications model (`application`: its name there), without its top and with
     global average pooling, behind its own preprocess_input; weights `imagenet`, a .h5 file, or
-    null (random). It can be fine-tuned (its batch normalisation kept in inference mode, as
-    Keras' transfer-learning guide does) or trained from scratch (in training mode)."""
+    null (random). It can be fine-tuned or trained from scratch (pipeline.training)."""
 
     options = ("application",)
     input_mode = RESIZE
@@ -201,10 +200,7 @@ class KerasApplication:
         except ValueError as error:  # Keras' own checks, e.g. of the input size
             raise ConfigError(f"backbones.{name}: {error}") from error
         backbone.trainable = False  # pipeline.training unfreezes what a training trains
-        pixels = Preprocess(spec["application"])(inputs)
-        if training_mode(spec) == SCRATCH:
-            return backbone(pixels)
-        return backbone(pixels, training=False)
+        return backbone(Preprocess(spec["application"])(inputs))
 
     @staticmethod
     def core(extractor: keras.Model) -> keras.Model:

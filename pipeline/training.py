@@ -323,22 +323,40 @@ def fingerprint(spec: dict[str, Any], seed: int, train: pd.DataFrame, val: pd.Da
 
 
 def unfreeze(extractor: keras.Model, kind: Extractor, spec: dict[str, Any]) -> None:
-    """Make trainable what the training trains: every layer (scratch, or finetune with unfreeze
-    `all`), or the top `unfreeze` layers of the network's core (the keras.applications model
-    inside its extractor, or the network itself)."""
+    """Make trainable what the training trains: every layer (scratch), or for finetune the top
+    `unfreeze` layers of the network's core (the keras.applications model inside its extractor,
+    or the network itself; `all`: every layer) but its batch normalisation, which stays in
+    inference mode as Keras' transfer-learning guide asks. A Keras 3 batch normalisation layer
+    runs in inference mode when it is not trainable; a `training=False` in the graph would not
+    do, since `fit` calls the model with training=True and that reaches every layer
+    (keras-team/keras#20285)."""
     extractor.trainable = True
-    count = spec["training"]["unfreeze"]
-    if training_mode(spec) == SCRATCH or count == "all":
+    if training_mode(spec) == SCRATCH:
         return
+    count = spec["training"]["unfreeze"]
     core = kind.core(extractor)
     layers = [layer for layer in core.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if count > len(layers):
-        raise ConfigError(
-            f"backbones.{spec['name']}.training.unfreeze is {count}, but {core.name} has "
-            f"{len(layers)} layers: give a number from 1 to {len(layers)}, or 'all'"
-        )
-    for layer in layers[: len(layers) - count]:
-        layer.trainable = False
+    if count != "all":
+        if count > len(layers):
+            raise ConfigError(
+                f"backbones.{spec['name']}.training.unfreeze is {count}, but {core.name} has "
+                f"{len(layers)} layers: give a number from 1 to {len(layers)}, or 'all'"
+            )
+        for layer in layers[: len(layers) - count]:
+            layer.trainable = False
+    for layer in all_layers(extractor):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of a model, those of the models nested in it included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += all_layers(layer)
+    return found
 
 
 def labels_of(rows: pd.DataFrame) -> np.ndarray:

@@ -67,10 +67,12 @@ def make_project(
 
 
 def make_exported_model(folder: Path, seed: int = 0) -> Path:
-    """A small exported model (spectrum features and an untrained head) laid out as export does."""
+    """A small exported model (spectrum features, an untrained head and the sigmoid of an
+    uncalibrated Calibration) laid out as export does."""
     import keras
 
     from pipeline.backbones import extractor_from_spec
+    from pipeline.calibrate import Calibration
     from pipeline.head import build_head
     from pipeline.io import write_json
 
@@ -79,7 +81,7 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     head = build_head(8, units=4, dropout=0.0)
     inputs = keras.Input((32, 32, 3))
     folder.mkdir(parents=True, exist_ok=True)
-    keras.Model(inputs, head(extractor(inputs))).save(folder / "model.keras")
+    keras.Model(inputs, Calibration()(head(extractor(inputs)))).save(folder / "model.keras")
     info = {"backbone": "spectrum", "input_size": 32, "input_mode": "center_crop", "min_size": 32}
     write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}})
     return folder
