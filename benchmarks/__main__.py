@@ -33,6 +33,7 @@ from benchmarks import (
     scrape,
     serve,
     smote_scale,
+    training_stage,
 )
 from benchmarks.common import Context, image_paths, machine, timed
 from benchmarks.project import ROOT, compose_params, random_weights
@@ -50,6 +51,7 @@ BENCHMARKS = [
     smote_scale,
     serve,
     clip,
+    training_stage,
 ]
 
 

@@ -436,6 +436,7 @@ TRAINING_KEYS = (
     "epochs",
     "batch_size",
     "learning_rate",
+    "schedule",
     "patience",
     "unfreeze",
     "workers",
@@ -444,6 +445,8 @@ TRAINING_KEYS = (
     "augment",
 )
 TRAINING_HEAD_KEYS = ("units", "dropout", "learning_rate")
+# the learning rate over a training: as given, or Keras' cosine decay from it to 0 over the epochs
+SCHEDULES = ("constant", "cosine")
 AUGMENT_KEYS = ("flip", "crop", "blur", "blur_sigma", "jpeg", "jpeg_quality")
 
 
@@ -464,6 +467,8 @@ def check_training(name: str, training: dict[str, Any], trainable: bool) -> None
     _check_number(f"{setting}.epochs", training["epochs"], 1, whole=True)
     _check_number(f"{setting}.batch_size", training["batch_size"], 1, whole=True)
     _check_number(f"{setting}.learning_rate", training["learning_rate"], 0, above=True)
+    if training["schedule"] not in SCHEDULES:
+        raise not_one_of(f"{setting}.schedule", training["schedule"], SCHEDULES)
     _check_number(f"{setting}.patience", training["patience"], 0, whole=True)
     if training["unfreeze"] != "all":
         _check_number(f"{setting}.unfreeze", training["unfreeze"], 1, whole=True, also="'all'")

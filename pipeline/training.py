@@ -359,6 +359,34 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
+def compiled_network(
+    extractor: keras.Model,
+    kind: Extractor,
+    spec: dict[str, Any],
+    head: keras.Model,
+    steps_per_epoch: int = 1,
+) -> keras.Model:
+    """The network a training fits: the extractor, what of it trains made trainable, and the
+    head, compiled with Adam at the training's learning rate (constant, or Keras' cosine decay
+    to 0 over its epochs: a function of the optimizer's step count, which the checkpoint keeps,
+    so a resumed training goes on where it was) and the logit's loss."""
+    config = spec["training"]
+    learning_rate = config["learning_rate"]
+    if config["schedule"] == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=config["epochs"] * steps_per_epoch
+        )
+    unfreeze(extractor, kind, spec)
+    inputs = keras.Input(extractor.input_shape[1:], name="rgb")
+    network = keras.Model(inputs, head(extractor(inputs)), name=f"{spec['name']}_network")
+    network.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=logit_loss(),
+        metrics=logit_metrics(),
+    )
+    return network
+
+
 def labels_of(rows: pd.DataFrame) -> np.ndarray:
     return rows["label"].map(LABELS.index).to_numpy(dtype=np.int64)
 
@@ -420,15 +448,6 @@ def train_network(
     else:
         head_config = config["head"]
         head = build_head(extractor.output_shape[-1], head_config["units"], head_config["dropout"])
-    unfreeze(extractor, kind, spec)
-    inputs = keras.Input(extractor.input_shape[1:], name="rgb")
-    network = keras.Model(inputs, head(extractor(inputs)), name=f"{spec['name']}_network")
-    network.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]),
-        loss=logit_loss(),
-        metrics=logit_metrics(),
-    )
-    start = resumable.restore(network)
     size, mode_name, workers = (
         spec["input_size"],
         kind.input_mode,
@@ -445,7 +464,6 @@ def train_network(
         augment=config["augment"],
         class_weight=weights,
         workers=workers,
-        epoch=start,
     )
     val_images = TrainingImages(
         val["path"].tolist(),
@@ -456,6 +474,9 @@ def train_network(
         seed,
         workers=workers,
     )
+    network = compiled_network(extractor, kind, spec, head, len(train_images))
+    start = resumable.restore(network)
+    train_images.start_epoch(start)
     curves = CurvesToLive(live, prefix, resumable.history)
     if resumable.finished:  # killed after its last epoch: nothing to train, the curves to log
         curves.on_train_begin()
@@ -478,6 +499,9 @@ def train_network(
         "epochs_run": resumable.epoch,
         "best_epoch": resumable.best_epoch + 1,
         "best_val_loss": resumable.best,
+        "best_val_accuracy": resumable.history[resumable.best_epoch].get("val_accuracy")
+        if resumable.history
+        else None,
         "stopped_early": resumable.stopped_early,
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
         # training and validation images decoded and run per second of a median epoch

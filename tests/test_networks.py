@@ -112,6 +112,7 @@ def with_training(name, **values):
         (with_training("npr", epochs=0), "epochs is 0: it must be a whole number >= 1"),
         (with_training("vgg16", unfreeze="most"), "unfreeze is 'most'.*or 'all'"),
         (with_training("cnn", workers=0), "workers is 0"),
+        (with_training("cnn", schedule="step"), "schedule is 'step'; allowed values"),
         (with_training("cnn", shuffle=True), "training key is 'shuffle'; allowed values"),
         (with_training("cnn", augment={"flip": 0.5}), "augment lacks crop"),
         (

@@ -200,6 +200,18 @@ def test_a_resumed_training_ends_with_the_uninterrupted_ones_weights(tmp_path):
     assert pd.read_csv(curves, sep="\t")["step"].tolist() == [0, 1, 2, 3]
 
 
+def test_a_resumed_cosine_schedule_goes_on_where_it_was(tmp_path):
+    """The cosine decay is a function of the optimizer's step count, which the checkpoint
+    keeps: resumed, the learning rate goes on from where it was, and so do the weights."""
+    rows = image_rows(tmp_path / "images")
+    spec = small_cnn(epochs=3, schedule="cosine")
+    straight, _ = train_once(tmp_path / "straight", rows, spec, "straight")
+    train_once(tmp_path / "resumed", rows, spec, "first", crash_after=1)
+    resumed, _ = train_once(tmp_path / "resumed", rows, spec, "second")
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_another_trainings_checkpoint_is_discarded(tmp_path):
     rows = image_rows(tmp_path / "images")
     train_once(tmp_path, rows, small_cnn(epochs=3), "first", crash_after=1)
