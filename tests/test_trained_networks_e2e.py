@@ -47,9 +47,9 @@ def trained_project(destination, images, epochs=2, batch_size=8):
     )
     config = project / "configs/config.yaml"
     config.write_text(
-        config.read_text().replace(
-            "  - scrape:", "  - backbones@backbones.mobilenetv2: mobilenetv2\n  - scrape:"
-        )
+        config.read_text()
+        .replace("  - scrape:", "  - backbones@backbones.mobilenetv2: mobilenetv2\n  - scrape:")
+        .replace("  - backbone: inceptionv3", "  - backbone: cnn")
     )
     for name in ("npr", "cnn"):
         spec = compose_params()["backbones"][name]
