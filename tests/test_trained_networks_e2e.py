@@ -126,9 +126,9 @@ def test_each_trained_network_exports_in_every_format_and_predicts_as_evaluated(
         info = json.loads((project / "models/export/model.json").read_text())
         assert info["backbone"] == name, output
         assert set(info["formats"]) == set(FORMATS)
-        for entry in info["formats"].values():
+        for format_name, entry in info["formats"].items():
             assert entry["file"] is None or entry["passed"], entry
-            if entry["file"] and "max_abs_diff" in entry:
+            if entry["file"] and not FORMATS[format_name].quantized:  # int8: judged by verdicts
                 assert entry["max_abs_diff"] <= 1e-4
         record = json.loads((project / paths.network_dir(name) / "metrics.json").read_text())
         assert record["training"]["mode"] == ("finetune" if name == "mobilenetv2" else "scratch")
