@@ -34,6 +34,7 @@ from benchmarks import (
     scrape,
     serve,
     smote_scale,
+    training_stage,
 )
 from benchmarks.common import Context, image_paths, machine, timed
 from benchmarks.project import ROOT, compose_params, random_weights
@@ -53,6 +54,7 @@ BENCHMARKS = [
     serve,
     clip,
     durable_writes,
+    training_stage,
 ]
 
 

@@ -30,7 +30,8 @@ def measure(context: Context) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.head import head_scores
+    from pipeline.calibrate import uncalibrated
+    from pipeline.head import head_logits
     from pipeline.images import LABELS, load_for_model
     from pipeline.runtime import compiled
     from pipeline.train import train_head
@@ -59,7 +60,7 @@ def measure(context: Context) -> dict[str, Any]:
         cosine = (full * mixed).sum(1) / norms
         train = (full[:half], labels[:half])
         classifier = train_head(train, train, context.head(), context.params["seed"])
-        p_full, p_mixed = (head_scores(classifier, f[half:]) for f in (full, mixed))
+        p_full, p_mixed = (uncalibrated(head_logits(classifier, f[half:])) for f in (full, mixed))
         results[name] = {
             "images": len(chosen),
             "input_size": size,

@@ -1,9 +1,10 @@
 """Feature extractors, from a registry driven by config: any keras.applications model, a
-weight-free frequency spectrum, CLIP's image tower (pipeline.clip), and whatever else registers
-in EXTRACTORS.
+weight-free frequency spectrum, CLIP's image tower (pipeline.clip), the networks made to be
+trained (pipeline.networks: NPR, a CIFAKE-size CNN), and whatever else registers in EXTRACTORS.
 
 A backbone is one entry of params.yaml's `backbones` (one file in configs/backbones/): its
-`extractor` kind (`keras_application` by default) and that kind's options. Each extractor is a
+`extractor` kind (`keras_application` by default), that kind's options, and how it is trained
+(`training`: frozen by default; pipeline.training checks and runs the rest). Each extractor is a
 Keras model from RGB pixels (0..255) to one feature vector per image, with its preprocessing
 inside, so that the exported model is one self-contained file.
 """
@@ -22,19 +23,29 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline import clip
+from pipeline import clip, networks
 from pipeline.errors import ConfigError, MissingWeights, not_one_of
 from pipeline.runtime import visible_gpus
 
 OFFLINE_ENV = "AIIC_OFFLINE"
 # How an image becomes input_size x input_size: an input mode of pipeline.images.INPUT_MODES
 RESIZE, CENTER_CROP, RESIZE_CROP = "resize", "center_crop", "resize_crop"
-SPEC_KEYS = ("name", "extractor", "weights", "input_size", "batch_size", "precision")
+SPEC_KEYS = ("name", "extractor", "weights", "input_size", "batch_size", "precision", "training")
+# How a backbone is trained (its `training.mode`): frozen (features only, the head trains on
+# them), finetune (Keras' two phases: the head on frozen features, then the top layers with it
+# at a low learning rate, batch normalisation in inference mode) or scratch (every layer, batch
+# normalisation in training mode, one phase)
+FROZEN, FINETUNE, SCRATCH = TRAINING_MODES = ("frozen", "finetune", "scratch")
 DEFAULT_EXTRACTOR = "keras_application"
 # precision -> Keras policy: float32, bfloat16 (fast on CPUs with AVX512-BF16/AMX) or
 # mixed_float16 (fast on NVIDIA GPUs' tensor cores)
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "mixed_float16": "mixed_float16"}
 GPU_PRECISIONS = ("mixed_float16",)
+
+
+def training_mode(spec: dict[str, Any]) -> str:
+    """The backbone's `training.mode` (frozen where it has no `training` section)."""
+    return (spec.get("training") or {}).get("mode", FROZEN)
 
 
 def application_names() -> list[str]:
@@ -189,10 +200,11 @@ def imagenet_weights(name: str, application_name: str, input_size: int) -> tuple
 class KerasApplication:
     """Any keras.applications model (`application`: its name there), without its top and with
     global average pooling, behind its own preprocess_input; weights `imagenet`, a .h5 file, or
-    null (random)."""
+    null (random). It can be fine-tuned or trained from scratch (pipeline.training)."""
 
     options = ("application",)
     input_mode = RESIZE
+    trainable = True
 
     def check(self, spec: dict[str, Any]) -> None:
         application(spec.get("application"))
@@ -217,8 +229,13 @@ class KerasApplication:
             if weights == "imagenet":
                 raise missing_weights(name, file, error) from error
             raise
-        backbone.trainable = False
-        return backbone(Preprocess(spec["application"])(inputs), training=False)
+        backbone.trainable = False  # pipeline.training unfreezes what a training trains
+        return backbone(Preprocess(spec["application"])(inputs))
+
+    @staticmethod
+    def core(extractor: keras.Model) -> keras.Model:
+        """The keras.applications model inside the extractor: the layers fine-tuning counts."""
+        return next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
 
 
 class Spectrum:
@@ -227,6 +244,7 @@ class Spectrum:
     options = ("bins",)
     input_mode = CENTER_CROP
     min_size = 8
+    trainable = False
 
     def check(self, spec: dict[str, Any]) -> None:
         if spec.get("weights") is not None:
@@ -255,6 +273,7 @@ class Clip:
 
     options = ("preset", "architecture")
     input_mode = RESIZE_CROP
+    trainable = False
 
     def check(self, spec: dict[str, Any]) -> None:
         name, preset, weights = spec["name"], spec.get("preset"), spec.get("weights")
@@ -331,14 +350,91 @@ def missing_preset(name: str, preset: str, folder: Path, cause: object) -> Missi
     )
 
 
-EXTRACTORS: dict[str, KerasApplication | Spectrum | Clip] = {
+class Network:
+    """A network of pipeline.networks, made to be trained on images: random weights (null) or
+    a .h5 file of its own weights, such as the backbone.weights.h5 of an earlier training."""
+
+    trainable = True
+    options: tuple[str, ...] = ()
+    input_mode = RESIZE
+
+    def check(self, spec: dict[str, Any]) -> None:
+        weights = spec.get("weights")
+        if weights is not None and not (str(weights).endswith(".h5") and Path(weights).is_file()):
+            raise ConfigError(
+                f"backbones.{spec['name']}.weights must be null (random, to train) or the path "
+                f"of a .h5 file of this network's weights, got {weights!r}: no pretrained "
+                "weights exist to download"
+            )
+        smallest = self.min_size(spec)
+        if spec["input_size"] < smallest:
+            raise ConfigError(
+                f"backbones.{spec['name']}.input_size must be at least {smallest} for this "
+                f"network, got {spec['input_size']}"
+            )
+
+    def min_size(self, spec: dict[str, Any]) -> int:
+        """The smallest input_size the network takes (each network says)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def core(extractor: keras.Model) -> keras.Model:
+        return extractor
+
+
+class Npr(Network):
+    """NPR (pipeline.networks.npr). It sees pixels at native resolution, as its residual is
+    about neighbouring pixels that resampling would mix: a central crop at inference, a random
+    one in training."""
+
+    input_mode = CENTER_CROP
+
+    def min_size(self, spec: dict[str, Any]) -> int:
+        return networks.NPR_MIN_SIZE
+
+    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
+        return networks.npr(inputs)
+
+
+class Cnn(Network):
+    """The CIFAKE-size CNN (pipeline.networks.cnn): `widths` (one stage each), `convs_per_stage`
+    and `dense` units from config."""
+
+    options = ("widths", "convs_per_stage", "dense")
+
+    def check(self, spec: dict[str, Any]) -> None:
+        name = spec["name"]
+        widths = spec.get("widths")
+        if not widths or not all(_whole(width, 1) for width in widths):
+            raise ConfigError(f"backbones.{name}.widths must be a list of whole numbers >= 1")
+        if not _whole(spec.get("convs_per_stage"), 1):
+            raise ConfigError(f"backbones.{name}.convs_per_stage must be a whole number >= 1")
+        if not _whole(spec.get("dense"), 0):
+            raise ConfigError(f"backbones.{name}.dense must be a whole number >= 0")
+        super().check(spec)
+
+    def min_size(self, spec: dict[str, Any]) -> int:
+        return networks.cnn_min_size(spec["widths"])
+
+    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
+        return networks.cnn(inputs, spec["widths"], spec["convs_per_stage"], spec["dense"])
+
+
+def _whole(value: Any, lowest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
+
+
+Extractor = KerasApplication | Spectrum | Clip | Network
+EXTRACTORS: dict[str, Extractor] = {
     "keras_application": KerasApplication(),
     "spectrum": Spectrum(),
     "clip": Clip(),
+    "npr": Npr(),
+    "cnn": Cnn(),
 }
 
 
-def extractor_kind(spec: dict[str, Any]) -> KerasApplication | Spectrum | Clip:
+def extractor_kind(spec: dict[str, Any]) -> Extractor:
     """The registered extractor a backbone spec names (`extractor`, default keras_application)."""
     kind = spec.get("extractor", DEFAULT_EXTRACTOR)
     if kind not in EXTRACTORS:
@@ -346,8 +442,9 @@ def extractor_kind(spec: dict[str, Any]) -> KerasApplication | Spectrum | Clip:
     return EXTRACTORS[kind]
 
 
-def check_spec(spec: dict[str, Any]) -> KerasApplication | Spectrum | Clip:
-    """Validate a backbone spec before any work: its keys, extractor and their values."""
+def check_spec(spec: dict[str, Any]) -> Extractor:
+    """Validate a backbone spec before any work: its keys, extractor and their values, and how
+    it is trained."""
     kind = extractor_kind(spec)
     allowed = (*SPEC_KEYS, *kind.options)
     for key in spec:
@@ -358,7 +455,119 @@ def check_spec(spec: dict[str, Any]) -> KerasApplication | Spectrum | Clip:
     if precision not in precisions:
         raise not_one_of(f"backbones.{spec['name']}.precision", precision, precisions)
     kind.check(spec)
+    if "training" in spec:
+        check_training(spec["name"], spec["training"], kind.trainable)
     return kind
+
+
+# A backbone's `training` section (configs/backbones/*.yaml): every key below, each checked
+TRAINING_KEYS = (
+    "mode",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "schedule",
+    "patience",
+    "unfreeze",
+    "workers",
+    "crossgen",
+    "head",
+    "augment",
+)
+TRAINING_HEAD_KEYS = ("units", "dropout", "learning_rate")
+# the learning rate over a training: as given, or Keras' cosine decay from it to 0 over the epochs
+SCHEDULES = ("constant", "cosine")
+AUGMENT_KEYS = ("flip", "crop", "blur", "blur_sigma", "jpeg", "jpeg_quality")
+
+
+def check_training(name: str, training: dict[str, Any], trainable: bool) -> None:
+    """The `training` section of backbone `name`: its mode, then, the same for every mode so
+    that a typo never waits for a mode switch, each key present, known and in range."""
+    setting = f"backbones.{name}.training"
+    if not isinstance(training, dict):
+        raise ConfigError(f"{setting} must be a section of settings, got {training!r}")
+    mode = training.get("mode")
+    if mode not in TRAINING_MODES:
+        raise not_one_of(f"{setting}.mode", mode, TRAINING_MODES)
+    if mode != FROZEN and not trainable:
+        raise not_one_of(f"{setting}.mode", mode, [FROZEN])
+    if mode == FROZEN and set(training) == {"mode"}:
+        return
+    _check_keys(setting, training, TRAINING_KEYS)
+    _check_number(f"{setting}.epochs", training["epochs"], 1, whole=True)
+    _check_number(f"{setting}.batch_size", training["batch_size"], 1, whole=True)
+    _check_number(f"{setting}.learning_rate", training["learning_rate"], 0, above=True)
+    if training["schedule"] not in SCHEDULES:
+        raise not_one_of(f"{setting}.schedule", training["schedule"], SCHEDULES)
+    _check_number(f"{setting}.patience", training["patience"], 0, whole=True)
+    if training["unfreeze"] != "all":
+        _check_number(f"{setting}.unfreeze", training["unfreeze"], 1, whole=True, also="'all'")
+    if training["workers"] is not None:
+        _check_number(f"{setting}.workers", training["workers"], 1, whole=True, also="null")
+    if not isinstance(training["crossgen"], bool):
+        raise not_one_of(f"{setting}.crossgen", training["crossgen"], [True, False])
+    head = training["head"]
+    _check_keys(f"{setting}.head", head, TRAINING_HEAD_KEYS)
+    _check_number(f"{setting}.head.units", head["units"], 0, whole=True)
+    _check_number(f"{setting}.head.dropout", head["dropout"], 0, highest=0.99)
+    _check_number(f"{setting}.head.learning_rate", head["learning_rate"], 0, above=True)
+    augment = training["augment"]
+    _check_keys(f"{setting}.augment", augment, AUGMENT_KEYS)
+    for key in ("flip", "blur", "jpeg"):
+        _check_number(f"{setting}.augment.{key}", augment[key], 0, highest=1)
+    _check_number(f"{setting}.augment.crop", augment["crop"], 0, highest=1, above=True)
+    for key, highest in (("blur_sigma", 100), ("jpeg_quality", 100)):
+        pair = augment[key]
+        lowest = 1 if key == "jpeg_quality" else 0
+        if not (
+            isinstance(pair, list | tuple)
+            and len(pair) == 2
+            and all(isinstance(v, int | float) and lowest <= v <= highest for v in pair)
+            and pair[0] <= pair[1]
+        ):
+            raise ConfigError(
+                f"{setting}.augment.{key} is {pair!r}: give a [low, high] pair of numbers from "
+                f"{lowest} to {highest}"
+            )
+
+
+def _check_keys(setting: str, section: Any, keys: tuple[str, ...]) -> None:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{setting} must be a section with the keys {', '.join(keys)}")
+    for key in section:
+        if key not in keys:
+            raise not_one_of(f"{setting} key", key, keys)
+    missing = [key for key in keys if key not in section]
+    if missing:
+        raise ConfigError(f"{setting} lacks {', '.join(missing)}; its keys: {', '.join(keys)}")
+
+
+def _check_number(
+    setting: str,
+    value: Any,
+    lowest: float,
+    *,
+    highest: float | None = None,
+    whole: bool = False,
+    above: bool = False,
+    also: str = "",
+) -> None:
+    """A number from `lowest` (excluded where `above`) to `highest`, whole where asked."""
+    kinds = int if whole else int | float
+    ok = (
+        isinstance(value, kinds)
+        and not isinstance(value, bool)
+        and (value > lowest if above else value >= lowest)
+        and (highest is None or value <= highest)
+    )
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        bound = f"above {lowest}" if above else f">= {lowest}"
+        if highest is not None:
+            bound += f" and <= {highest}"
+        raise ConfigError(
+            f"{setting} is {value!r}: it must be {kind} {bound}{' or ' + also if also else ''}"
+        )
 
 
 @contextlib.contextmanager
@@ -396,4 +605,7 @@ def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
     with dtype_policy(PRECISIONS[precision]):
         features = kind.features(spec, inputs)
     features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(features)
-    return keras.Model(inputs, features, name=f"{spec['name']}_features")
+    model = keras.Model(inputs, features, name=f"{spec['name']}_features")
+    if isinstance(kind, Network) and spec.get("weights"):
+        model.load_weights(spec["weights"])
+    return model

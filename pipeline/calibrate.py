@@ -1,10 +1,12 @@
 """Calibration: make P(real) honest on the validation split, and choose the threshold there.
 
 The train stage fits a calibrator (temperature scaling by default, Platt scaling or isotonic
-regression by config) to the trained head's validation scores, picks the decision threshold on
+regression by config) to the trained head's validation logits, picks the decision threshold on
 the calibrated validation scores, and writes both to models/heads/<backbone>/calibration.json.
-Neither sees the test split. The same Calibration layer turns the head's test scores into p-scores
-in the train stage, and is part of the exported inference model.
+Neither sees the test split. The same Calibration layer turns the head's test logits into
+p-scores in the train stage, and is the last layer of the exported inference model: heads and
+trained networks output logits, so calibration works on them directly and never on a clipped
+probability.
 """
 
 from __future__ import annotations
@@ -14,76 +16,77 @@ from typing import Any
 import keras
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import expit, log_expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from pipeline.errors import not_one_of
 from pipeline.params import CALIBRATION_METHODS, THRESHOLD_RULES
 
-EPSILON = 1e-7
-
-
-def _logit(p: Any) -> Any:
-    p = keras.ops.clip(p, EPSILON, 1 - EPSILON)
-    return keras.ops.log(p) - keras.ops.log1p(-p)
-
 
 @keras.saving.register_keras_serializable(package="aiic")
 class Calibration(keras.layers.Layer):
-    """Maps the head's P(real) to a calibrated P(real): the one implementation, numpy and Keras."""
+    """Maps the head's logit to a calibrated P(real): the one implementation, numpy and Keras.
+
+    `none` is the plain sigmoid; temperature and Platt scaling rescale the logit before it;
+    isotonic regression interpolates its fitted steps over the logit."""
 
     def __init__(self, method: str = "none", parameters: dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.method = method
         self.parameters = parameters or {}
 
-    def call(self, p_real: Any) -> Any:
-        p_real = keras.ops.cast(p_real, "float32")
+    def call(self, logits: Any) -> Any:
+        logits = keras.ops.cast(logits, "float32")
         if self.method == "temperature":
-            return keras.ops.sigmoid(_logit(p_real) / self.parameters["temperature"])
+            return keras.ops.sigmoid(logits / self.parameters["temperature"])
         if self.method == "platt":
             slope, intercept = self.parameters["slope"], self.parameters["intercept"]
-            return keras.ops.sigmoid(slope * _logit(p_real) + intercept)
+            return keras.ops.sigmoid(slope * logits + intercept)
         if self.method == "isotonic":
-            return _interpolate(p_real, self.parameters["x"], self.parameters["y"])
-        return p_real
+            return _interpolate(logits, self.parameters["x"], self.parameters["y"])
+        return keras.ops.sigmoid(logits)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "method": self.method, "parameters": self.parameters}
 
 
-def _interpolate(p: Any, xs: list[float], ys: list[float]) -> Any:
-    """Piecewise-linear interpolation of p over the isotonic fit's (x, y) knots, clipped."""
+def _interpolate(z: Any, xs: list[float], ys: list[float]) -> Any:
+    """Piecewise-linear interpolation of z over the isotonic fit's (x, y) knots, clipped at the
+    ends (scikit-learn's out_of_bounds="clip")."""
+    if len(xs) == 1:
+        return keras.ops.full_like(keras.ops.cast(z, "float32"), ys[0])
     x = keras.ops.convert_to_tensor(np.asarray(xs, np.float32))
     y = keras.ops.convert_to_tensor(np.asarray(ys, np.float32))
-    shape = keras.ops.shape(p)
-    flat = keras.ops.clip(keras.ops.reshape(p, (-1,)), xs[0], xs[-1])
+    shape = keras.ops.shape(z)
+    flat = keras.ops.clip(keras.ops.reshape(z, (-1,)), xs[0], xs[-1])
     right = keras.ops.clip(keras.ops.searchsorted(x, flat, side="right"), 1, len(xs) - 1)
     x0, x1 = keras.ops.take(x, right - 1), keras.ops.take(x, right)
     y0, y1 = keras.ops.take(y, right - 1), keras.ops.take(y, right)
-    weight = keras.ops.clip((flat - x0) / keras.ops.maximum(x1 - x0, EPSILON), 0.0, 1.0)
-    return keras.ops.reshape(y0 + weight * (y1 - y0), shape)
+    gap = x1 - x0
+    weight = keras.ops.where(gap > 0, (flat - x0) / keras.ops.where(gap > 0, gap, 1.0), 1.0)
+    return keras.ops.reshape(y0 + keras.ops.clip(weight, 0.0, 1.0) * (y1 - y0), shape)
 
 
-def fit_calibration(labels: np.ndarray, p_real: np.ndarray, method: str) -> Calibration:
-    """A Calibration fitted on (validation) labels and scores."""
-    logits = keras.ops.convert_to_numpy(_logit(p_real.astype(np.float32))).astype(np.float64)
+def fit_calibration(labels: np.ndarray, logits: np.ndarray, method: str) -> Calibration:
+    """A Calibration fitted on (validation) labels and the head's logits."""
+    logits = np.asarray(logits, np.float64)
     if method == "temperature":
 
         def negative_log_likelihood(log_temperature: float) -> float:
-            q = 1 / (1 + np.exp(-logits / np.exp(log_temperature)))
-            q = np.clip(q, EPSILON, 1 - EPSILON)
-            return -np.mean(labels * np.log(q) + (1 - labels) * np.log(1 - q))
+            scaled = logits / np.exp(log_temperature)
+            return -np.mean(labels * log_expit(scaled) + (1 - labels) * log_expit(-scaled))
 
         best = minimize_scalar(negative_log_likelihood, bounds=(-5, 5), method="bounded")
         return Calibration("temperature", {"temperature": float(np.exp(best.x))})
     if method == "platt":
-        model = LogisticRegression(C=1e6).fit(logits[:, None], labels)
+        # C=inf: no penalty, as scikit-learn documents it (penalty=None is deprecated)
+        model = LogisticRegression(C=np.inf).fit(logits[:, None], labels)
         return Calibration(
             "platt", {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
         )
     if method == "isotonic":
-        model = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(p_real, labels)
+        model = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(logits, labels)
         return Calibration(
             "isotonic",
             {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()},
@@ -93,8 +96,14 @@ def fit_calibration(labels: np.ndarray, p_real: np.ndarray, method: str) -> Cali
     raise not_one_of("calibration.method", method, CALIBRATION_METHODS)
 
 
-def apply_calibration(calibration: Calibration, p_real: np.ndarray) -> np.ndarray:
-    return keras.ops.convert_to_numpy(calibration(p_real.astype(np.float32))).astype(np.float64)
+def apply_calibration(calibration: Calibration, logits: np.ndarray) -> np.ndarray:
+    """Calibrated P(real) of logits, as the exported model's last layer computes it."""
+    return keras.ops.convert_to_numpy(calibration(logits.astype(np.float32))).astype(np.float64)
+
+
+def uncalibrated(logits: np.ndarray) -> np.ndarray:
+    """The head's own P(real): the sigmoid of its logit, in float64."""
+    return expit(np.asarray(logits, np.float64))
 
 
 def choose_threshold(
@@ -119,11 +128,11 @@ def choose_threshold(
     return float(best[np.argmin(np.abs(best - 0.5))])
 
 
-def calibrate(labels: np.ndarray, p_real: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
-    """Fit the `calibration` params' method to (validation) labels and head scores, and choose
+def calibrate(labels: np.ndarray, logits: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
+    """Fit the `calibration` params' method to (validation) labels and head logits, and choose
     the threshold on the calibrated scores: the record calibration.json holds."""
-    calibration = fit_calibration(labels, p_real, config["method"])
-    calibrated = apply_calibration(calibration, p_real)
+    calibration = fit_calibration(labels, logits, config["method"])
+    calibrated = apply_calibration(calibration, logits)
     return {
         "method": calibration.method,
         "parameters": calibration.parameters,

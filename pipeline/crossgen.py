@@ -9,8 +9,11 @@ rows trained on, columns tested on, each cell AI accuracy, AP and ROC-AUC with b
 intervals. The leave-one-source-out row holds, for each B, the head trained on every AI source
 but B, tested on B. With fewer than two AI sources the file says that the matrix does not apply.
 
-No backbone runs here: the heads train on the features the features stage cached. One process
-serves every backbone, as in train.
+No backbone runs here: the heads train on the features the features stage cached. For a
+backbone trained on images, that stage also trained one network per set of AI sources a row
+needs (crossgen/ in its features folder), and each head here trains and tests on the features of
+the network trained on its own set, so that no cell tests a network on a generator it saw. One
+process serves every backbone, as in train.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 from pipeline.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.entry import run
 from pipeline.figures import draw_crossgen_heatmap
-from pipeline.head import head_scores, train_head
+from pipeline.head import head_logits, train_head
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import ALL_AI_SOURCES, bootstrap_ci, point_metrics
 from pipeline.oversample import balance, class_weights
@@ -41,7 +44,7 @@ from pipeline.paths import (
     crossgen_heatmap,
     features_dir,
 )
-from pipeline.runtime import load_augmented
+from pipeline.runtime import load_augmented, load_crossgen_features
 
 CELL_METRICS = ("ai_accuracy", "average_precision", "roc_auc")
 
@@ -59,9 +62,9 @@ def fit_scorer(
     model = train_head(
         (features, labels), val, params["head"], params["seed"], class_weight=class_weight
     )
-    fitted = calibrate(val[1], head_scores(model, val[0]), params["calibration"])
+    fitted = calibrate(val[1], head_logits(model, val[0]), params["calibration"])
     calibration = Calibration(fitted["method"], fitted["parameters"])
-    return (lambda rows: apply_calibration(calibration, head_scores(model, rows))), fitted[
+    return (lambda rows: apply_calibration(calibration, head_logits(model, rows))), fitted[
         "threshold"
     ]
 
@@ -87,11 +90,14 @@ def cross_generator_matrix(
     sources: np.ndarray,
     params: dict[str, Any],
     augmented: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    features_by_set: dict[tuple[str, ...], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The matrix from one backbone's features (rows aligned with `labels`, `splits` and
     `sources`: the source name of each image); `params` holds balance, head, calibration, seed.
     `augmented` (features, labels, sources) are augmented copies of training images, added to
-    each head's training set as the balance stage adds them to the main head's."""
+    each head's training set as the balance stage adds them to the main head's.
+    `features_by_set`, for a trained backbone: the features (rows as `features`) by the network
+    trained on each set of AI sources; a head then uses those of its own set only."""
     real = labels == 1
     ai_sources = sorted(set(sources[~real].tolist()))
     if len(ai_sources) < 2:
@@ -107,11 +113,23 @@ def cross_generator_matrix(
 
     scorers: dict[tuple[str, ...], tuple[Scorer, float] | str] = {}
 
+    def features_for(trained_on: tuple[str, ...]) -> np.ndarray | None:
+        if features_by_set is None:
+            return features
+        return features_by_set.get(trained_on)
+
     def scorer(trained_on: tuple[str, ...]) -> tuple[Scorer, float] | str:
         """A trained head, or why none could be trained (too few images for SMOTE)."""
         if trained_on not in scorers:
+            own = features_for(trained_on)
+            if own is None:
+                scorers[trained_on] = (
+                    f"no network was trained on {', '.join(trained_on)} alone (the backbone's "
+                    "training.crossgen is off)"
+                )
+                return scorers[trained_on]
             train, val = rows("train", trained_on), rows("val", trained_on)
-            train_set = (features[train], labels[train])
+            train_set = (own[train], labels[train])
             if augmented is not None:
                 copies = (augmented[1] == 1) | np.isin(augmented[2], trained_on)
                 train_set = (
@@ -119,7 +137,7 @@ def cross_generator_matrix(
                     np.concatenate([train_set[1], augmented[1][copies]]),
                 )
             try:
-                scorers[trained_on] = fit_scorer(train_set, (features[val], labels[val]), params)
+                scorers[trained_on] = fit_scorer(train_set, (own[val], labels[val]), params)
             except ValueError as error:
                 scorers[trained_on] = str(error)
         return scorers[trained_on]
@@ -132,7 +150,7 @@ def cross_generator_matrix(
         if not (test & ~real).any():
             return {"not_applicable": f"no test images of {', '.join(tested_on)}"}
         score, threshold = fitted
-        return cell(labels[test], score(features[test]), threshold)
+        return cell(labels[test], score(features_for(trained_on)[test]), threshold)
 
     trained = {}
     for source in ai_sources:
@@ -164,7 +182,9 @@ def backbone_matrix(name: str, params: dict[str, Any]) -> dict[str, Any]:
     source_of = pd.read_csv(SPLITS, dtype={"id": str}).set_index("id")["source_name"]
     named = index.assign(source_name=index["id"].map(source_of))
     usable = index["ok"].to_numpy(dtype=bool)
-    augmented = load_augmented(features_dir(name))
+    by_set = load_crossgen_features(features_dir(name))
+    # a trained backbone's augmented copies come from its main network, not the per-set ones
+    augmented = None if by_set is not None else load_augmented(features_dir(name))
     features = np.load(features_dir(name) / FEATURES_FILE, mmap_mode="r")[usable]
     return cross_generator_matrix(
         np.asarray(features, dtype=np.float32),
@@ -173,6 +193,9 @@ def backbone_matrix(name: str, params: dict[str, Any]) -> dict[str, Any]:
         named.loc[usable, "source_name"].fillna("").astype(str).to_numpy(),
         params,
         None if augmented is None else (*augmented[:2], source_of.reindex(augmented[2]).to_numpy()),
+        None
+        if by_set is None
+        else {key: np.asarray(values[usable], np.float32) for key, values in by_set.items()},
     )
 
 

@@ -1,5 +1,10 @@
 """The dense classification head trained on cached backbone features: built, fitted and scored
-here, so that every stage that trains one (train, crossgen) trains it the same way."""
+here, so that every stage that trains one (train, crossgen, and a network's first phase of
+fine-tuning) trains it the same way.
+
+The head outputs a logit, not a probability: the loss takes it as such, and calibration
+(pipeline.calibrate) works on it directly, so that no score is ever recovered from a clipped
+sigmoid. The sigmoid comes last, inside the calibration."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from pipeline.errors import ConfigError
 
 
 def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Model:
-    """Features in, P(real) out. Extra head params (epochs, learning_rate...) are ignored here.
+    """Features in, the logit of P(real) out. Extra head params (epochs, learning_rate...) are
+    ignored here.
 
     `units: 0` leaves out the hidden layer: the head is one logistic unit on the features, the
     linear probe of UnivFD (Ojha et al., CVPR 2023). Negative units are refused."""
@@ -24,19 +30,29 @@ def build_head(input_dim: int, units: int, dropout: float, **_: Any) -> keras.Mo
     if units:
         x = keras.layers.Dense(units, activation="relu")(x)
         x = keras.layers.Dropout(dropout)(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_real")(x)
+    outputs = keras.layers.Dense(1, name="logit")(x)
     return keras.Model(inputs, outputs, name="head")
 
 
-def head_scores(model: keras.Model, features: np.ndarray) -> np.ndarray:
-    """Uncalibrated P(real) of feature rows.
+def head_logits(model: keras.Model, features: np.ndarray) -> np.ndarray:
+    """The head's logit of P(real) for each feature row (pipeline.calibrate turns it into P).
 
     One direct call, not `model.predict`, which builds a dataset and traces a function on every
     call: the train stage's eight calls per head cost about a third of a second that way."""
     if not len(features):
         return np.empty(0)
-    p_real = model(features, training=False)
-    return keras.ops.convert_to_numpy(p_real)[:, 0].astype(np.float64)
+    logits = model(features, training=False)
+    return keras.ops.convert_to_numpy(logits)[:, 0].astype(np.float64)
+
+
+def logit_loss() -> keras.losses.Loss:
+    """Binary cross-entropy on the logit: Keras computes it stably, with no clipped sigmoid."""
+    return keras.losses.BinaryCrossentropy(from_logits=True)
+
+
+def logit_metrics() -> list[keras.metrics.Metric]:
+    """Accuracy of logits: P(real) >= 0.5 is a logit >= 0, named as Keras names "accuracy"."""
+    return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
 
 
 def seed_everything(seed: int) -> None:
@@ -69,8 +85,8 @@ def train_head(
     model = build_head(train[0].shape[1], **head)
     model.compile(
         optimizer=keras.optimizers.Adam(head["learning_rate"]),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
+        loss=logit_loss(),
+        metrics=logit_metrics(),
     )
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=head["patience"], restore_best_weights=True

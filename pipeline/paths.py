@@ -24,6 +24,17 @@ FEATURES_FILE = "features.npy"  # float32, one row per row of splits.csv
 INDEX_FILE = "index.csv"  # id, label, split, ok, reason
 BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the exact extractor the features came from
 AUGMENTED_FILE = "augmented.npz"  # ids, labels, features of augmented training copies (if any)
+# A trained backbone's features by the networks trained for the cross-generator matrix, one per
+# set of AI sources: <i>.npy in this subfolder, and the sets in CROSSGEN_SETS_FILE
+CROSSGEN_FEATURES = "crossgen"
+CROSSGEN_SETS_FILE = "crossgen.json"
+
+# The features stage's record of how each backbone was trained: <backbone>/metrics.json and,
+# for a trained one, DVCLive's curves in <backbone>/plots/metrics/<training>/{train,eval}/
+NETWORKS_DIR = Path("models/networks")
+NETWORK_RECORD_FILE = "metrics.json"  # DVCLive's summary, with the training's record in it
+# Where a training keeps its checkpoint until the stage has finished (git- and DVC-ignored)
+CHECKPOINTS_DIR = Path("models/checkpoints")
 
 BALANCED_DIR = Path("data/balanced")  # <backbone>/train.npz
 BALANCED_FILE = "train.npz"
@@ -56,6 +67,10 @@ INFO_FILE = "model.json"
 
 def features_dir(backbone: str) -> Path:
     return FEATURES_DIR / backbone
+
+
+def network_dir(backbone: str) -> Path:
+    return NETWORKS_DIR / backbone
 
 
 def balanced_file(backbone: str) -> Path:

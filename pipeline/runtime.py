@@ -7,6 +7,7 @@ cached features (balance, evaluate) start without it.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections import deque
@@ -20,7 +21,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.images import LABELS, UnreadableImage, load_for_model
-from pipeline.paths import AUGMENTED_FILE, FEATURES_FILE, INDEX_FILE
+from pipeline.paths import (
+    AUGMENTED_FILE,
+    CROSSGEN_FEATURES,
+    CROSSGEN_SETS_FILE,
+    FEATURES_FILE,
+    INDEX_FILE,
+)
 
 DECODE_THREADS = 2
 logger = logging.getLogger(__name__)
@@ -135,3 +142,17 @@ def load_augmented(backbone_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         return None
     with np.load(path) as stored:
         return stored["features"], stored["labels"], stored["ids"]
+
+
+def load_crossgen_features(backbone_dir: Path) -> dict[tuple[str, ...], np.ndarray] | None:
+    """A trained backbone's features by each network the features stage trained for the
+    cross-generator matrix, by that network's set of AI sources (memory-mapped, rows as in
+    features.npy); None for a frozen backbone, whose one set of features serves every head."""
+    sets_file = backbone_dir / CROSSGEN_SETS_FILE
+    if not sets_file.is_file():
+        return None
+    sets = json.loads(sets_file.read_text(encoding="utf-8"))
+    return {
+        tuple(sources): np.load(backbone_dir / CROSSGEN_FEATURES / f"{i}.npy", mmap_mode="r")
+        for i, sources in sets.items()
+    }

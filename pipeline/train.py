@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from dvclive.utils import standardize_metric_name
 
-from pipeline.calibrate import Calibration, apply_calibration, calibrate
+from pipeline.calibrate import Calibration, apply_calibration, calibrate, uncalibrated
 from pipeline.entry import run
 from pipeline.head import dataset as dataset  # re-exported: benchmarks import it from here
-from pipeline.head import head_scores, train_head
+from pipeline.head import head_logits, train_head
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import PERTURBED_PREFIX
 from pipeline.params import load_params
@@ -88,14 +88,16 @@ def score_test_split(
     index: pd.DataFrame,
     perturbed: dict[str, np.ndarray],
 ) -> pd.DataFrame:
-    """One row per test image: id, label, p_raw, p_real and p_real_<perturbation> (NaN where
-    the perturbed image gave no features)."""
-    raw = head_scores(model, features)
-    scores = index[["id", "label"]].assign(p_raw=raw, p_real=apply_calibration(calibration, raw))
+    """One row per test image: id, label, p_raw (the head's own sigmoid), p_real (calibrated)
+    and p_real_<perturbation> (NaN where the perturbed image gave no features)."""
+    logits = head_logits(model, features)
+    scores = index[["id", "label"]].assign(
+        p_raw=uncalibrated(logits), p_real=apply_calibration(calibration, logits)
+    )
     for name, rows in perturbed.items():
         usable = ~np.isnan(rows).any(axis=1)
         column = np.full(len(rows), np.nan)
-        column[usable] = apply_calibration(calibration, head_scores(model, rows[usable]))
+        column[usable] = apply_calibration(calibration, head_logits(model, rows[usable]))
         scores[PERTURBED_PREFIX + name] = column
     return scores
 
@@ -118,7 +120,7 @@ def train_backbone(
         callbacks=[CurvesToLive(live, name)],
         class_weight=class_weight,
     )
-    fitted = calibrate(val_labels, head_scores(model, val_features), params["calibration"])
+    fitted = calibrate(val_labels, head_logits(model, val_features), params["calibration"])
     model.save_weights(heads / name / HEAD_WEIGHTS_FILE)
     write_json(
         heads / name / CALIBRATION_FILE,

@@ -80,6 +80,7 @@ def make_project(
     in seconds: random weights, small inputs (`backbones`: input sizes, by default every
     backbone of the configs at a small size), a small head trained for `epochs`, and only the
     backbones in `only` where it is given."""
+    composed = compose_params()["backbones"]
     if backbones is None:
         small = random_weights(compose_params(), small=True)
         backbones = {name: spec["input_size"] for name, spec in small.items()}
@@ -87,16 +88,22 @@ def make_project(
         f"backbones/{name}": {"weights": None, "input_size": size}
         for name, size in backbones.items()
     }
+    for name in backbones:  # the networks trained on images: as few epochs as the head
+        training = composed.get(name, {}).get("training", {})
+        if training.get("mode", "frozen") != "frozen":
+            settings[f"backbones/{name}"]["training"] = {**training, "epochs": epochs}
     settings["head/dense"] = {"epochs": epochs, "units": 32, "batch_size": 16, "patience": 2}
     settings["balance/smote"] = {"k_neighbors": 3}
     return project.make_project(destination, source, settings, only)
 
 
 def make_exported_model(folder: Path, seed: int = 0) -> Path:
-    """A small exported model (spectrum features and an untrained head) laid out as export does."""
+    """A small exported model (spectrum features, an untrained head and the sigmoid of an
+    uncalibrated Calibration) laid out as export does."""
     import keras
 
     from pipeline.backbones import extractor_from_spec
+    from pipeline.calibrate import Calibration
     from pipeline.head import build_head
     from pipeline.io import write_json
 
@@ -105,7 +112,7 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     head = build_head(8, units=4, dropout=0.0)
     inputs = keras.Input((32, 32, 3))
     folder.mkdir(parents=True, exist_ok=True)
-    keras.Model(inputs, head(extractor(inputs))).save(folder / "model.keras")
+    keras.Model(inputs, Calibration()(head(extractor(inputs)))).save(folder / "model.keras")
     info = {"backbone": "spectrum", "input_size": 32, "input_mode": "center_crop", "min_size": 32}
     write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}})
     return folder

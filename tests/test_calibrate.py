@@ -3,27 +3,27 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from pipeline.calibrate import apply_calibration, choose_threshold, fit_calibration
+from pipeline.calibrate import Calibration, apply_calibration, choose_threshold, fit_calibration
 from pipeline.errors import ConfigError
 from pipeline.metrics import expected_calibration_error
 
 
 def overconfident(n: int, seed: int):
-    """Labels drawn from true probabilities, and scores pushed towards 0 and 1 (a raw sigmoid)."""
+    """Labels drawn from true probabilities, and logits four times too large (an overconfident
+    head)."""
     rng = np.random.default_rng(seed)
     truth = rng.uniform(0.05, 0.95, n)
     labels = (rng.uniform(size=n) < truth).astype(int)
-    logits = np.log(truth / (1 - truth)) * 4
-    return labels, 1 / (1 + np.exp(-logits))
+    return labels, np.log(truth / (1 - truth)) * 4
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
 def test_calibration_lowers_ece_on_held_out_scores(method):
-    labels, scores = overconfident(4000, seed=0)
-    test_labels, test_scores = overconfident(4000, seed=1)
-    calibration = fit_calibration(labels, scores, method)
-    before = expected_calibration_error(test_labels, test_scores)
-    after = expected_calibration_error(test_labels, apply_calibration(calibration, test_scores))
+    labels, logits = overconfident(4000, seed=0)
+    test_labels, test_logits = overconfident(4000, seed=1)
+    calibration = fit_calibration(labels, logits, method)
+    before = expected_calibration_error(test_labels, apply_calibration(Calibration(), test_logits))
+    after = expected_calibration_error(test_labels, apply_calibration(calibration, test_logits))
     assert before > 0.1 and after < before / 3
 
 
@@ -41,7 +41,7 @@ def test_calibration_survives_saving_as_part_of_a_model(method, tmp_path):
     inputs = keras.Input((1,))
     keras.Model(inputs, calibration(inputs)).save(tmp_path / "m.keras")
     reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    probe = np.linspace(0, 1, 11, dtype=np.float32)[:, None]
+    probe = np.linspace(-8, 8, 17, dtype=np.float32)[:, None]
     expected = apply_calibration(calibration, probe)
     np.testing.assert_allclose(reloaded.predict(probe, verbose=0), expected, atol=1e-6)
 
@@ -51,9 +51,25 @@ def test_isotonic_layer_matches_scikit_learn():
 
     labels, scores = overconfident(1000, seed=4)
     reference = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(scores, labels)
-    probe = np.random.default_rng(5).uniform(size=200)
+    probe = np.random.default_rng(5).normal(scale=6, size=200)
     ours = apply_calibration(fit_calibration(labels, scores, "isotonic"), probe)
     np.testing.assert_allclose(ours, reference.predict(probe), atol=1e-5)
+
+
+def test_calibration_reads_logits_beyond_a_float32_sigmoid():
+    """Logits whose sigmoid rounds to 1.0 in float32 keep their order through temperature
+    scaling: nothing is recovered from a clipped probability."""
+    logits = np.array([20.0, 30.0, 40.0])
+    calibrated = apply_calibration(Calibration("temperature", {"temperature": 10.0}), logits)
+    assert np.all(np.diff(calibrated) > 0) and calibrated[-1] < 1
+
+
+def test_platt_is_unpenalised():
+    """Platt scaling is a logistic regression without a penalty (C=inf, as scikit-learn
+    documents it): on separable-looking data it fits the slope the data call for."""
+    labels, logits = overconfident(20000, seed=6)
+    slope = fit_calibration(labels, logits, "platt").parameters["slope"]
+    assert slope == pytest.approx(0.25, rel=0.15)
 
 
 def test_thresholds():

@@ -131,3 +131,31 @@ def test_augmented_copies_join_only_the_heads_trained_on_their_source(monkeypatc
     real, per_source = 40, 20  # training images: 40 real, 20 per AI source
     # heads: broad, narrow (leave-one-out heads are the same two): originals + their copies
     assert sizes == {0: 2 * (real + per_source), 1: 2 * (real + per_source)}
+
+
+def test_a_trained_backbones_heads_use_their_own_networks_features():
+    """For a backbone trained on images, each head trains and tests on the features of the
+    network trained on its own AI sources: here the network trained on 'narrow' alone gives
+    features without 'broad's traces, so its head cannot find 'broad' through them."""
+    features, labels, splits, sources = two_generators()
+    blind = features.copy()
+    blind[:, :2] = np.random.default_rng(1).normal(size=(len(blind), 2))  # 'broad's traces gone
+    blind[:, 2] = np.random.default_rng(2).normal(size=len(blind))  # and the shared one
+    by_set = {("broad",): features, ("narrow",): blind}
+    matrix = crossgen.cross_generator_matrix(
+        features, labels, splits, sources, PARAMS, features_by_set=by_set
+    )
+    rows = matrix["trained_on"]
+    assert rows["broad"]["tested_on"]["broad"]["ai_accuracy"] > 0.9
+    assert rows["narrow"]["tested_on"]["broad"]["roc_auc"] < 0.7  # blind features: no signal
+    plain = crossgen.cross_generator_matrix(features, labels, splits, sources, PARAMS)
+    assert plain["trained_on"]["narrow"]["tested_on"]["broad"]["roc_auc"] > 0.9
+
+
+def test_a_set_no_network_was_trained_on_is_not_applicable_with_the_reason():
+    features, labels, splits, sources = two_generators()
+    matrix = crossgen.cross_generator_matrix(
+        features, labels, splits, sources, PARAMS, features_by_set={("broad",): features}
+    )
+    cell = matrix["trained_on"]["narrow"]["tested_on"]["broad"]
+    assert "training.crossgen is off" in cell["not_applicable"]

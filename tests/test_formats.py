@@ -105,6 +105,20 @@ def test_checks_fail_when_scores_drift():
     assert not flipped["passed"]
 
 
+def test_a_quantised_format_may_swap_one_near_tied_pair_of_a_small_test_split():
+    """Four real and four AI images: one pair ranked the other way round moves the ROC-AUC by
+    1/16, which a small test split cannot help; two pairs fail, as any verdict change does."""
+    is_real = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    evaluated = np.array([0.30, 0.31, 0.32, 0.4990, 0.4995, 0.70, 0.71, 0.72])
+    one_swap = evaluated.copy()
+    one_swap[3], one_swap[4] = 0.4996, 0.4991  # both still under the threshold 0.5
+    assert quantized_check(one_swap, evaluated, is_real, 0.5)["passed"]
+    two_swaps = one_swap.copy()
+    two_swaps[2] = 0.4993
+    result = quantized_check(two_swaps, evaluated, is_real, 0.5)
+    assert result["roc_auc_change"] == -2 / 16 and not result["passed"]
+
+
 def test_export_fails_the_stage_on_a_format_that_disagrees(images_and_scores, tmp_path):
     model, _, sample = images_and_scores
     info = {"input_size": SIZE, "input_mode": "resize", "threshold": 0.5}

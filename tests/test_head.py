@@ -6,7 +6,7 @@ import pytest
 
 from conftest import compose_params
 from pipeline.errors import ConfigError
-from pipeline.head import build_head, head_scores
+from pipeline.head import build_head, head_logits
 
 
 def test_dense_head_has_a_hidden_layer():
@@ -15,14 +15,14 @@ def test_dense_head_has_a_hidden_layer():
 
 
 def test_units_zero_is_one_logistic_layer():
-    """Its score is exactly sigmoid(w.x + b): the linear probe, nothing hidden."""
+    """Its logit is exactly w.x + b: the linear probe, nothing hidden."""
     head = build_head(8, units=0, dropout=0.0)
     dense = [layer for layer in head.layers if isinstance(layer, keras.layers.Dense)]
     assert len(dense) == 1 and head.count_params() == 8 + 1
     features = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     kernel, bias = dense[0].get_weights()
-    expected = 1 / (1 + np.exp(-(features @ kernel[:, 0] + bias[0])))
-    np.testing.assert_allclose(head_scores(head, features), expected, rtol=1e-5)
+    expected = features @ kernel[:, 0] + bias[0]
+    np.testing.assert_allclose(head_logits(head, features), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_linear_config_composes_to_units_zero():

@@ -55,6 +55,8 @@ def named_paths(backbones: list[str], exported: str) -> set[Path]:
             paths.balanced_file(name).parent,
             paths.BALANCE_REPORTS_DIR / f"{name}.json",
             paths.robustness_file(name).parent,
+            paths.network_dir(name) / paths.NETWORK_RECORD_FILE,
+            paths.curves_folder(paths.network_dir(name)),
         }
     return named
 

@@ -26,6 +26,11 @@ from pipeline.metrics import classification_metrics, robustness_metrics
 
 pytestmark = pytest.mark.slow  # whole `dvc repro` runs: CI runs them, `pytest -m slow` too
 BACKBONES = tuple(compose_params()["backbones"])
+TRAINED = tuple(  # the backbones trained on the images (npr, cnn), the others frozen
+    name
+    for name, spec in compose_params()["backbones"].items()
+    if spec.get("training", {}).get("mode", "frozen") != "frozen"
+)
 EXPORTED = compose_params()["backbone"]["name"]
 GRID = grid(compose_params()["robustness"])
 
@@ -91,6 +96,11 @@ def check_outputs(project):
         )
         assert (project / f"eval/plots/custom/robustness/{name}.json").is_file()
         assert set(robustness) == {"none", *GRID}
+        record = json.loads((project / f"models/networks/{name}/metrics.json").read_text())
+        if name in TRAINED:
+            assert record["training"]["epochs_run"] >= 1 and record["training"]["skipped"]
+        else:
+            assert record == {"training": "frozen"}
         # the generated set has one AI source: the matrix says so instead of failing
         matrix = json.loads((project / f"crossgen/{name}.json").read_text())
         assert matrix["applicable"] is False and matrix["ai_sources"] == ["local"]
@@ -132,6 +142,13 @@ def check_plots(project, backbones=BACKBONES):
     files = [f"{folder}/{name}.json" for folder in declared for name in backbones] + [
         f"{curves}/{name}/{split}/{metric}.tsv"
         for name in backbones
+        for split in ("train", "eval")
+        for metric in ("loss", "accuracy")
+    ]
+    files += [  # the networks' own training curves, declared by the features stage
+        f"models/networks/{name}/plots/metrics/network/{split}/{metric}.tsv"
+        for name in backbones
+        if name in TRAINED
         for split in ("train", "eval")
         for metric in ("loss", "accuracy")
     ]

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import yaml
+from scipy.special import logit
 
 from conftest import compose_params, strict_json_files
 from pipeline import paths, train
-from pipeline.calibrate import Calibration, apply_calibration
+from pipeline.calibrate import Calibration, apply_calibration, uncalibrated
+from pipeline.head import head_logits
 from pipeline.runtime import load_features
 
 SPLITS = np.repeat(["train", "val", "test"], [20, 12, 10])
@@ -89,7 +91,9 @@ def test_the_train_stage_calibrates_on_validation_and_scores_test(tmp_path, monk
     assert list(scores.columns) == ["id", "label", "p_raw", "p_real", "p_real_blur"]
     calibration = Calibration(fitted["method"], fitted["parameters"])
     np.testing.assert_allclose(
-        scores["p_real"], apply_calibration(calibration, scores["p_raw"].to_numpy()), atol=1e-7
+        scores["p_real"],
+        apply_calibration(calibration, logit(scores["p_raw"].to_numpy())),
+        atol=1e-6,
     )
     # the "blur" rows are the unperturbed features, so their p-scores are the same
     np.testing.assert_allclose(scores["p_real_blur"][:9], scores["p_real"][:9], atol=1e-6)
@@ -130,5 +134,5 @@ def test_class_weights_in_the_loss_undo_the_majoritys_pull():
     plain = train.train_head((features, labels), validation, head, seed=0)
     weights = np.array([2.5, 0.625], np.float32)
     weighted = train.train_head((features, labels), validation, head, seed=0, class_weight=weights)
-    assert train.head_scores(plain, features).mean() > 0.7
-    assert 0.35 < train.head_scores(weighted, features).mean() < 0.65
+    assert uncalibrated(head_logits(plain, features)).mean() > 0.7
+    assert 0.35 < uncalibrated(head_logits(weighted, features)).mean() < 0.65
