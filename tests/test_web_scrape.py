@@ -267,7 +267,10 @@ def test_autothrottle_never_takes_a_host_below_download_delay(tmp_path):
     delay toward latency / AUTOTHROTTLE_TARGET_CONCURRENCY, down to DOWNLOAD_DELAY, its floor
     (https://docs.scrapy.org/en/latest/topics/autothrottle.html#throttling-algorithm). With the
     project's own delays, the gaps between the requests the fake Commons receives on its API and
-    on its media host stay at that floor, Scrapy's +-50 % jitter on each wait aside."""
+    on its media host stay at that floor, Scrapy's +-50 % jitter on each wait aside. The gaps
+    are measured where the server receives the requests, so one request held up on a loaded
+    machine (its predecessor arriving late) may show a short gap: one is allowed; the old
+    settings gave short gaps throughout."""
     floor, jitter = settings.DOWNLOAD_DELAY, 0.5
     own_delays = {key: v for key, v in FAST.items() if "DELAY" not in key and "SLOTS" not in key}
     with FakeWeb(page_size=1) as web:
@@ -281,7 +284,7 @@ def test_autothrottle_never_takes_a_host_below_download_delay(tmp_path):
     for times in (web.times["/w/api.php"], media):
         gaps = [later - earlier for earlier, later in itertools.pairwise(sorted(times))]
         assert len(gaps) >= 7
-        assert min(gaps) >= floor * (1 - jitter) - 0.05, gaps
+        assert sum(gap < floor * (1 - jitter) - 0.05 for gap in gaps) <= 1, gaps
         assert sum(gaps) / len(gaps) >= 0.8 * floor, gaps
 
 
