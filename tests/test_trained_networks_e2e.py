@@ -45,6 +45,7 @@ def trained_project(destination, images, epochs=2, batch_size=8):
     (project / "configs/backbones/mobilenetv2.yaml").write_text(
         json.dumps({**FINETUNED, "training": finetune})
     )
+    (project / "configs/backbone/mobilenetv2.yaml").write_text("name: mobilenetv2\n")
     config = project / "configs/config.yaml"
     config.write_text(
         config.read_text()
@@ -142,7 +143,7 @@ def test_each_trained_network_exports_in_every_format_and_predicts_as_evaluated(
         assert p_real == pytest.approx(scores["p_real"].tolist(), abs=1e-4)
 
     # a network's own setting re-runs its training and what follows, and no other backbone's
-    changed = dvc(project, "exp", "run", "-S", "backbones.npr.training.epochs=3")
+    changed = dvc(project, "exp", "run", "-S", "backbones.npr.training.learning_rate=0.01")
     ran = set(re.findall(r"Running stage '([^']+)'", changed))
     assert {"features@npr", "balance@npr", "robustness@npr", "train"} <= ran
     assert not {"features@cnn", "features@mobilenetv2"} & ran
