@@ -105,6 +105,16 @@ def server():
     httpd.shutdown()
 
 
+@pytest.fixture
+def unconnected(monkeypatch):
+    """No connection may be opened: a refusal must come from the checks alone."""
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(fetch_module, "_connection_pool", no_connection)
+
+
 def only_test_server(address):
     """Treat the test server's 127.0.0.1 as if it were a public host, and nothing else."""
     return address == LOOPBACK
@@ -139,11 +149,7 @@ def only_test_server(address):
         "http://user:pass@127.0.0.1/",
     ],
 )
-def test_non_public_addresses_are_refused_before_connecting(url, monkeypatch):
-    def no_connection(*args, **kwargs):
-        raise AssertionError("a connection was attempted")
-
-    monkeypatch.setattr(fetch_module, "_connection_pool", no_connection)
+def test_non_public_addresses_are_refused_before_connecting(url, unconnected):
     with pytest.raises(FetchRefused, match="non-public address"):
         fetch_image(url)
 
@@ -186,22 +192,14 @@ def host_of(address: str) -> str:
 
 
 @pytest.mark.parametrize(("address", "embedded"), EMBEDDED_FORMS)
-def test_an_embedded_private_ipv4_address_is_refused_with_its_name(address, embedded, monkeypatch):
-    def no_connection(*args, **kwargs):
-        raise AssertionError("a connection was attempted")
-
-    monkeypatch.setattr(fetch_module, "_connection_pool", no_connection)
+def test_an_embedded_private_ipv4_address_is_refused_with_its_name(address, embedded, unconnected):
     assert not is_public(ipaddress.ip_address(address))
     with pytest.raises(FetchRefused, match=f"which embeds {embedded}, a non-public address"):
         fetch_image(f"http://{host_of(address)}/x.png")
 
 
 @pytest.mark.parametrize("address", NOT_GLOBAL_FORMS)
-def test_special_purpose_ranges_that_are_not_global_are_refused(address, monkeypatch):
-    def no_connection(*args, **kwargs):
-        raise AssertionError("a connection was attempted")
-
-    monkeypatch.setattr(fetch_module, "_connection_pool", no_connection)
+def test_special_purpose_ranges_that_are_not_global_are_refused(address, unconnected):
     assert not is_public(ipaddress.ip_address(address))
     with pytest.raises(FetchRefused, match=f"resolves to {address}, a non-public address"):
         fetch_image(f"http://{host_of(address)}/x.png")
