@@ -26,6 +26,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,29 +233,27 @@ def create_app(settings: Settings) -> FastAPI:
     async def prepare(items: list[tuple[str, str, Any]], work: Work) -> list[Any]:
         """Each image fetched (URLs, on the request's share of the fetch threads), measured, then
         decoded and shaped in its fair turn: an array, or the exception that says why not."""
-        payloads: list[Any] = [payload for _, _, payload in items]
-        urls = [index for index, (_, kind, _) in enumerate(items) if kind == "url"]
-        fetched = await asyncio.gather(
-            *(wrap(work.fetching.submit(download, payloads[i], work.deadline())) for i in urls),
-            return_exceptions=True,
-        )
-        for index, body in zip(urls, fetched, strict=True):
-            payloads[index] = body
-        data = [payload if isinstance(payload, bytes) else b"" for payload in payloads]
-        pixels = await asyncio.to_thread(lambda: [pixel_count(d) if d else 0 for d in data])
-        if sum(pixels) > settings.max_request_pixels:
+        outcomes: list[Any] = [payload for _, _, payload in items]  # bytes until decoded
+        fetching = {
+            i: work.fetching.submit(download, url, work.deadline())
+            for i, (_, kind, url) in enumerate(items)
+            if kind == "url"
+        }
+        await settle(outcomes, fetching)
+        data = {i: body for i, body in enumerate(outcomes) if isinstance(body, bytes)}
+        pixels = await asyncio.to_thread(lambda: {i: pixel_count(body) for i, body in data.items()})
+        if (total := sum(pixels.values())) > settings.max_request_pixels:
+            budget = settings.max_request_pixels
             raise HTTPException(
-                413,
-                f"the images decode to {sum(pixels):,} pixels, over {settings.max_request_pixels:,}"
-                " a request: send fewer or smaller images",
+                413, f"the images decode to {total:,} pixels, over {budget:,} a request: send fewer"
+                " or smaller images"
             )
-        jobs = [
-            wrap(work.decoding.submit(shaped, kind, source, payload, cost=max(count, 1)))
-            if isinstance(payload, bytes)
-            else done(payload)
-            for (_, kind, source), payload, count in zip(items, payloads, pixels, strict=True)
-        ]
-        return await asyncio.gather(*jobs, return_exceptions=True)
+        decoding = {
+            i: work.decoding.submit(shaped, items[i][1], items[i][2], body, cost=max(pixels[i], 1))
+            for i, body in data.items()
+        }
+        await settle(outcomes, decoding)
+        return outcomes
 
     async def score(items: list[tuple[str, str, Any]], work: Work) -> dict[str, Any]:
         state["preparing"] += 1
@@ -304,13 +303,12 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def wrap(future: Any) -> asyncio.Future:
-    """A worker's Future as an awaitable; cancelling it cancels the job if it has not begun."""
-    return asyncio.wrap_future(future)
-
-
-async def done(value: Any) -> Any:
-    return value
+async def settle(outcomes: list[Any], jobs: dict[int, Future]) -> None:
+    """outcomes[i] = job i's result or exception, once all are done. Cancelling the wait cancels
+    the jobs that have not begun (asyncio.wrap_future passes the cancellation on)."""
+    ends = await asyncio.gather(*map(asyncio.wrap_future, jobs.values()), return_exceptions=True)
+    for index, end in zip(jobs, ends, strict=True):
+        outcomes[index] = end
 
 
 async def disconnected(request: Request) -> None:
@@ -339,7 +337,9 @@ def reason(kind: str, outcome: Any) -> str:
         return str(outcome) if kind == "url" else outcome.reason
     if isinstance(outcome, FetchRefused):
         return str(outcome)
-    if isinstance(outcome, Exception):
+    if isinstance(outcome, asyncio.CancelledError):  # its pool shut down: the server is stopping
+        return "cancelled: the server is stopping"
+    if isinstance(outcome, BaseException):
         logger.error("an image failed unexpectedly", exc_info=outcome)
         return f"internal error ({type(outcome).__name__}); the server's log has its details"
     return ""

@@ -115,8 +115,9 @@ def test_answers_equal_predict_in_request_order(api, images, exported_model):
 def test_decode_errors_and_bombs_are_reasons_not_500s(api, images, monkeypatch):
     url, _ = api
     _, good, bad = images
-    cut = upload(url, [("cut.png", bad["cut.png"])])
-    assert cut.status_code == 200 and cut.json()["results"][0]["reason"] == "truncated"
+    cut = upload(url, [("cut.png", bad["cut.png"]), ("empty.png", b"")])
+    assert cut.status_code == 200
+    assert [row["reason"] for row in cut.json()["results"]] == ["truncated", "empty"]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 48 x 48 is over twice this: refused
     bomb = upload(url, [("big.png", good["good1.png"])])
     assert bomb.status_code == 200 and bomb.json()["results"][0]["reason"] == "bomb"
