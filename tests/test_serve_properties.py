@@ -23,7 +23,7 @@ from pipeline import fetch as fetch_module
 from pipeline.serve import Settings, create_app
 
 PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
