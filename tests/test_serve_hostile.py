@@ -232,6 +232,37 @@ def test_slow_urls_delay_only_their_senders(trusting, host):
     healthy(url)
 
 
+def test_a_client_that_leaves_has_its_downloads_cut_off(trusting, host):
+    """Its 8 slow URLs were being fetched 4 at a time (its share); once it hangs up, the server
+    closes those connections at once rather than at the download deadline."""
+    url, process, log = trusting
+    host_port = int(host.rsplit(":", 1)[1])
+
+    def downloads():
+        connections = psutil.Process(process.pid).net_connections("tcp")
+        return sum(1 for c in connections if c.raddr and c.raddr.port == host_port)
+
+    def wait_until(condition, seconds):
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    request = httpx.Request("POST", f"{url}/predict", json={"urls": [f"{host}{DRIP}"] * 8})
+    body = request.read()
+    address, port = url.removeprefix("http://").split(":")
+    head = f"POST /predict HTTP/1.1\r\nHost: {address}\r\n" + "".join(
+        f"{key}: {value}\r\n" for key, value in request.headers.items() if key != "host"
+    )
+    with socket.create_connection((address, int(port))) as client:
+        client.sendall(head.encode() + b"\r\n" + body)
+        wait_until(lambda: downloads() == 4, 3)
+    started = time.monotonic()
+    wait_until(lambda: downloads() == 0, 2)  # --download-deadline is 4 s
+    print(f"\ndownloads of a client that left closed after {time.monotonic() - started:.2f} s")
+    healthy(url)
+
+
 def test_valid_and_garbage_images_mixed_get_predicts_scores(guarded, exported_model, tmp_path):
     url, _, _ = guarded
     valid = {f"v{i}.jpg": data for i, data in enumerate(synthetic_jpegs(16, 96, seed=5))}
