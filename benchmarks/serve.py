@@ -265,14 +265,14 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
 
 def render(result: dict[str, Any]) -> list[str]:
     r, bare = result, result["bare"]
-    load = ["| level | requests/s | images/s | p50 ms | p99 ms | statuses |", "|---|" * 6]
+    load = ["| level | requests/s | images/s | p50 ms | p99 ms | statuses |", "|" + "---|" * 6]
     load += [
         f"| {name} | {level['requests_s']} | {level['images_s']} | {level['p50_ms']} | "
         f"{level['p99_ms']} | {level['statuses']} |"
         for name, level in r["levels"].items()
     ]
     formats = ["| format | latency ms | images/s | verdict agreement | max abs diff | bytes |"]
-    formats.append("|---|" * 6)
+    formats.append("|" + "---|" * 6)
     formats += [
         f"| {name} | {f['latency_ms']} | {f['throughput_img_s']} | {f['verdict_agreement']} | "
         f"{f['max_abs_diff']:.1e} | {f['bytes']} |"
