@@ -4,8 +4,9 @@ A model as export builds it (the exported backbone of the configs, without pretr
 head, temperature calibration) is exported with every format; then
 - formats: CPU latency (one image) and throughput (a batch) of .keras, SavedModel, LiteRT float32
   and LiteRT int8, with each one's verdict agreement and largest score difference against .keras;
-- bare: the Keras forward pass alone, one image (its median and p99 over as many calls as the
-  concurrency-1 level has good requests) and a batch of `max_batch`; and decoding one image;
+- bare: the Keras forward pass alone, in this process: one image, timed before each request of
+  the concurrency-1 level (median and p99: both meet the same moments of a shared machine), and a
+  batch of `max_batch` before and after the load levels; and decoding one image;
 - load: `aiic serve` in its own process on 127.0.0.1, at concurrency 1, 8 and 32, each level a
   bounded number of requests mixing good images, bad files and oversized bodies: requests/s,
   images/s, p50/p99 latency of the good requests, status counts, every good image's score against
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.formats import compare_formats, export_model, timed_calls
 from benchmarks.project import compose_params, random_backbone, small_size
 from benchmarks.serving import server, synthetic_jpegs
 
@@ -40,96 +42,23 @@ MAX_BODY_MB = 1  # the server's limit here, so that an oversized body costs litt
 SCORE_TOLERANCE = 1e-5
 
 
-def export_model(folder: Path, spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
-    """model.keras, model.json and every format in `folder`, for the backbone `spec` (random
-    weights) under a head; the threshold is the median score of `images`, so that verdicts split
-    and their agreement means something."""
-    import keras
+class Bare:
+    """The Keras forward pass alone, in this process: `single()` times one image (called between
+    the concurrency-1 requests, so that both meet the same moments of a shared machine)."""
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.calibrate import Calibration
-    from pipeline.formats import FORMATS
-    from pipeline.head import build_head
-    from pipeline.io import write_json
+    def __init__(self, folder: Path, images: np.ndarray) -> None:
+        from pipeline.inference import forward, load_exported
 
-    keras.utils.set_random_seed(0)
-    size = spec["input_size"]
-    extractor = extractor_from_spec(spec)
-    inputs = keras.Input((size, size, 3))
-    head = build_head(extractor.output_shape[-1], units=256, dropout=0.3)
-    calibration = Calibration("temperature", {"temperature": 1.5})
-    model = keras.Model(inputs, calibration(head(extractor(inputs))))
-    folder.mkdir(parents=True)
-    model.save(folder / "model.keras")
-    threshold = float(np.median(model(images.astype(np.float32)).numpy()))
-    info = {"backbone": spec["name"], "input_size": size, "input_mode": check_spec(spec).input_mode}
-    write_json(folder / "model.json", {**info, "min_size": 32, "threshold": threshold})
-    seconds = {}
-    for name, form in FORMATS.items():
-        started = time.perf_counter()
-        form.write(model, size, folder / form.file)
-        seconds[name] = round(time.perf_counter() - started, 1)
-    return {"threshold": threshold, "export_seconds": seconds}
+        self.score, self.batch = forward(load_exported(folder)[0]), images[:MAX_BATCH]
+        self.score(self.batch[:1]), self.score(self.batch)  # warm: traced, tensors allocated
+        self.singles: list[float] = []
 
+    def single(self) -> None:
+        self.singles += timed_calls(self.score, self.batch[:1], 1)
 
-def timed_calls(function: Any, argument: Any, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function(argument)
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def bytes_on_disk(path: Path) -> int:
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(file.stat().st_size for file in files if file.is_file())
-
-
-def compare_formats(folder: Path, images: np.ndarray, threshold: float, repeats: int) -> dict:
-    """Latency of one image, throughput of a batch, agreement with .keras: per format."""
-    from pipeline.formats import FORMATS
-    from pipeline.inference import forward, load_exported
-    from pipeline.paths import MODEL_FILE
-
-    model, _ = load_exported(folder)
-    scorers = {"keras": forward(model)}
-    scorers.update({name: form.load(folder / form.file) for name, form in FORMATS.items()})
-    batch = images[:MAX_BATCH]
-    reference = scorers["keras"](batch)
-    results = {}
-    for name, score in scorers.items():
-        score(batch[:1]), score(batch)  # warm: traced, tensors allocated
-        single = timed_calls(score, batch[:1], repeats)
-        batched = timed_calls(score, batch, max(3, repeats // 5))
-        p_real = score(batch)
-        results[name] = {
-            "latency_ms": round(1000 * float(np.median(single)), 2),
-            "throughput_img_s": round(len(batch) / float(np.median(batched)), 1),
-            "verdict_agreement": float(np.mean((p_real >= threshold) == (reference >= threshold))),
-            "max_abs_diff": float(np.max(np.abs(p_real - reference))),
-            "bytes": bytes_on_disk(
-                folder / (FORMATS[name].file if name in FORMATS else MODEL_FILE)
-            ),
-        }
-    return results
-
-
-def bare_forward(folder: Path, images: np.ndarray, singles: int, repeats: int) -> dict:
-    """The forward pass alone: one image `singles` times (median and p99), a batch."""
-    from pipeline.inference import forward, load_exported
-
-    model, _ = load_exported(folder)
-    score = forward(model)
-    batch = images[:MAX_BATCH]
-    score(batch[:1]), score(batch)
-    single = 1000 * np.array(timed_calls(score, batch[:1], singles))
-    batched = float(np.median(timed_calls(score, batch, max(3, repeats // 5))))
-    return {
-        "single_ms": round(float(np.median(single)), 2),
-        "single_p99_ms": round(float(np.percentile(single, 99)), 2),
-        "batched_img_s": round(len(batch) / batched, 1),
-    }
+    def batched_img_s(self, repeats: int) -> float:
+        seconds = float(np.median(timed_calls(self.score, self.batch, max(3, repeats // 5))))
+        return round(len(self.batch) / seconds, 1)
 
 
 def request_mix(good: list[bytes], count: int) -> list[tuple[str, bytes]]:
@@ -140,7 +69,8 @@ def request_mix(good: list[bytes], count: int) -> list[tuple[str, bytes]]:
     return [cycle[i % len(cycle)] for i in range(count)]
 
 
-async def load_level(url: str, mix: list[tuple[str, bytes]], concurrency: int) -> dict:
+async def load_level(url: str, mix: list, concurrency: int, between: Any = None) -> dict:
+    """The requests of `mix`, `concurrency` at a time (calling `between()` before each)."""
     import httpx
 
     limit = asyncio.Semaphore(concurrency)
@@ -149,6 +79,8 @@ async def load_level(url: str, mix: list[tuple[str, bytes]], concurrency: int) -
 
         async def one(name: str, data: bytes) -> None:
             async with limit:
+                if between:
+                    between()
                 started = time.perf_counter()
                 response = await client.post(f"{url}/predict", files=[("files", (name, data))])
                 elapsed = time.perf_counter() - started
@@ -171,7 +103,7 @@ async def load_level(url: str, mix: list[tuple[str, bytes]], concurrency: int) -
     }
 
 
-def serve_under_load(folder: Path, good: list[bytes], work: Path, requests: int) -> dict:
+def serve_under_load(folder: Path, good: list, work: Path, requests: int, bare: Bare) -> dict:
     import psutil
 
     from pipeline.predict import predict
@@ -188,7 +120,8 @@ def serve_under_load(folder: Path, good: list[bytes], work: Path, requests: int)
         levels, memory = {}, {"after_start_mib": round(process.memory_info().rss / 2**20, 1)}
         # the last level again: memory that still grows there would grow for ever
         for key, concurrency in zip(LEVELS, (*CONCURRENCY, CONCURRENCY[-1]), strict=True):
-            level = asyncio.run(load_level(url, request_mix(good, requests), concurrency))
+            between = bare.single if concurrency == 1 else None
+            level = asyncio.run(load_level(url, request_mix(good, requests), concurrency, between))
             scores = level.pop("scores")
             level["score_mismatches"] = sum(
                 abs(score - expected[name]) > SCORE_TOLERANCE
@@ -221,15 +154,19 @@ def run(work: Path, spec: dict[str, Any], quick: bool = False) -> dict[str, Any]
     results["export_seconds"] = exported["export_seconds"]
     results["formats"] = compare_formats(work / "export", images, exported["threshold"], repeats)
     results["load_average"] = [round(os.getloadavg()[0], 2)]
-    singles = len(request_mix(good, requests)) * 8 // 10  # as many as c1's good requests
-    before = bare_forward(work / "export", images, singles, repeats)
-    results.update(serve_under_load(work / "export", good, work, requests))
-    after = bare_forward(work / "export", images, singles, repeats)
+    forward = Bare(work / "export", images)
+    before = forward.batched_img_s(repeats)
+    results.update(serve_under_load(work / "export", good, work, requests, forward))
+    after = forward.batched_img_s(repeats)
     results["load_average"].append(round(os.getloadavg()[0], 2))
-    # the faster of the two, so that a busy moment of a shared machine flatters no ratio
-    bare = {key: min(before[key], after[key]) for key in ("single_ms", "single_p99_ms")}
-    bare["batched_img_s"] = max(before["batched_img_s"], after["batched_img_s"])
-    bare["decode_ms"] = round(float(decode_ms), 2)
+    singles = 1000 * np.array(forward.singles)
+    bare = {
+        "single_ms": round(float(np.median(singles)), 2),
+        "single_p99_ms": round(float(np.percentile(singles, 99)), 2),
+        # the faster of the two, so that a busy moment of a shared machine flatters no ratio
+        "batched_img_s": max(before, after),
+        "decode_ms": round(float(decode_ms), 2),
+    }
     results["bare"], c1 = bare, results["levels"]["c1"]
     results["serve_throughput_ratio"] = round(
         results["levels"]["c32"]["images_s"] / bare["batched_img_s"], 3
