@@ -5,15 +5,20 @@ flow that has been served the least work so far, each job counting its cost (the
 decodes, or one download): start-time fair queueing (Goyal, Vin and Cheng, IEEE/ACM Transactions
 on Networking 5(5), 1997), so that a request queueing many or expensive jobs delays a newcomer by
 at most the jobs already running, never by its own queue. Two limits keep a flow or a kind of job
-from taking every worker: `per_flow`, a request's share (its jobs running at once), and
-`heavy_workers`, how many workers may run jobs costing over `heavy_cost` at once, so that cheap
-jobs always find a worker that no expensive one holds. Cancelling a flow drops its queued jobs;
-a job already running runs to its end (its caller stops it by other means, e.g. a deadline).
+from taking every worker: `per_flow`, a request's share (its jobs running at once), and the
+`heavy_workers`, the only workers that run jobs costing over `heavy_cost`, so that cheap jobs
+always find a worker that no expensive one holds. The heavy workers run at a lower scheduling
+priority (`heavy_nice`; on Linux a thread's nice value is its own, setpriority(2)), so that
+expensive jobs take the CPU only as far as the cheap ones and the rest of the process leave it;
+they take cheap jobs too when no heavy one waits. Cancelling a flow drops its queued jobs; a job
+already running runs to its end (its caller stops it by other means, e.g. a deadline).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -57,16 +62,19 @@ class FairPool:
         per_flow: int | None = None,
         heavy_cost: float = math.inf,
         heavy_workers: int | None = None,
+        heavy_nice: int = 0,
     ) -> None:
-        self.per_flow = per_flow or workers
-        self.heavy_cost, self.heavy_workers = heavy_cost, heavy_workers or workers
+        self.per_flow, self.heavy_cost = per_flow or workers, heavy_cost
         self._lock = threading.Condition()
         self._waiting: list[Flow] = []  # flows with queued jobs, in the order they began to wait
         self._virtual = 0.0  # the tag of the job a worker took last
-        self._heavy_running = 0
         self._closed = False
+        heavy = workers if heavy_workers is None else heavy_workers
         for index in range(workers):
-            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True).start()
+            nice = heavy_nice if index < heavy else None  # None: takes cheap jobs only
+            thread = threading.Thread(target=self._work, args=(nice,), daemon=True)
+            thread.name = f"{name}-{index}"
+            thread.start()
 
     def flow(self) -> Flow:
         return Flow(self)
@@ -89,7 +97,7 @@ class FairPool:
                 flow.tag = max(flow.tag, self._virtual)
                 self._waiting.append(flow)
             flow.jobs.append(job)
-            self._lock.notify()
+            self._lock.notify_all()  # not any one worker: it may not be one that may take it
         return job.future
 
     def _cancel(self, flow: Flow) -> None:
@@ -104,34 +112,34 @@ class FairPool:
         while flow.jobs:
             flow.jobs.popleft().future.cancel()
 
-    def _heavy(self, job: _Job) -> bool:
-        return job.cost > self.heavy_cost
+    def _take(self, heavy_worker: bool) -> tuple[Flow, _Job] | None:
+        """The next job a worker may take: of the flow served least among those within their
+        share; a heavy worker looks for a heavy job first."""
+        kinds = (True, False) if heavy_worker else (False,)
+        for heavy in kinds:
+            ready = [
+                flow
+                for flow in self._waiting
+                if flow.running < self.per_flow and (flow.jobs[0].cost > self.heavy_cost) == heavy
+            ]
+            if ready:
+                chosen = min(ready, key=lambda flow: flow.tag)  # the first to wait, on a tie
+                job = chosen.jobs.popleft()
+                if not chosen.jobs:
+                    self._waiting.remove(chosen)
+                self._virtual = chosen.tag
+                chosen.tag += job.cost
+                chosen.running += 1
+                return chosen, job
+        return None
 
-    def _take(self) -> tuple[Flow, _Job] | None:
-        """The next job: of the flow served least whose share and job kind a worker may take."""
-        chosen = None
-        for flow in self._waiting:
-            if flow.running >= self.per_flow:
-                continue
-            if self._heavy(flow.jobs[0]) and self._heavy_running >= self.heavy_workers:
-                continue
-            if chosen is None or flow.tag < chosen.tag:
-                chosen = flow
-        if chosen is None:
-            return None
-        job = chosen.jobs.popleft()
-        if not chosen.jobs:
-            self._waiting.remove(chosen)
-        self._virtual = chosen.tag
-        chosen.tag += job.cost
-        chosen.running += 1
-        self._heavy_running += self._heavy(job)
-        return chosen, job
-
-    def _work(self) -> None:
+    def _work(self, nice: int | None) -> None:
+        if nice:  # where the OS has no per-thread priority, the heavy workers keep the usual one
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         while True:
             with self._lock:
-                while not self._closed and (taken := self._take()) is None:
+                while not self._closed and (taken := self._take(nice is not None)) is None:
                     self._lock.wait()
                 if self._closed:
                     return
@@ -145,5 +153,4 @@ class FairPool:
             finally:
                 with self._lock:
                     flow.running -= 1
-                    self._heavy_running -= self._heavy(job)
                     self._lock.notify_all()

@@ -12,7 +12,8 @@ Hostile or faulty requests cost their senders, not everyone: no body, URL or red
 headers and refused with 413 over a budget of decoded pixels before any is decoded; decoding and
 downloading run on pools shared fairly among requests (pipeline.fairpool: a request's turn by the
 work it has had, a share of the download threads each, images over `large_image_pixels` on at
-most half the decode threads); a request's downloads share one deadline; and a request whose
+most half the decode threads, at a lower priority); a request's downloads share one deadline; and
+a request whose
 client has gone, or that timed out, has its queued work dropped and its downloads cut off.
 """
 
@@ -50,6 +51,7 @@ from pipeline.predict import fetched_for_model
 MAX_PARTS = 10_000  # multipart parts parsed before Starlette refuses the body
 SETTINGS_ENV = "AIIC_SERVE_SETTINGS"  # how the settings reach uvicorn's worker processes
 CLIENT_CLOSED = 499  # nginx's status for a client that left first; nobody receives it
+LARGE_IMAGE_NICE = 10  # the scheduling priority of the threads that decode large images
 logger = logging.getLogger(__name__)
 
 
@@ -169,6 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
             "aiic-decode",
             heavy_cost=settings.large_image_pixels,
             heavy_workers=max(1, settings.decode_threads // 2),
+            heavy_nice=LARGE_IMAGE_NICE,
         )
         state["fetchers"] = FairPool(
             settings.fetch_threads, "aiic-fetch", per_flow=settings.fetches_per_request

@@ -1,6 +1,7 @@
 """The fair worker pool of `aiic serve`: results, fair turns by cost, a flow's share, the heavy
 jobs' limit, and cancelling a flow's queued jobs."""
 
+import os
 import threading
 import time
 
@@ -117,4 +118,21 @@ def test_a_future_cancelled_by_its_caller_is_skipped():
     skipped.cancel()  # as asyncio.wrap_future's cancellation does
     release.set()
     assert kept.result(5) == "kept" and started == ["first", "kept"]
+    pool.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priority here")
+def test_heavy_jobs_run_at_the_lower_priority_and_cheap_ones_do_not():
+    def priority(_):
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    pool, release, started, job = blocked_pool(2, heavy_cost=100, heavy_workers=1, heavy_nice=5)
+    usual = os.getpriority(os.PRIO_PROCESS, 0)
+    heavy, light = pool.flow(), pool.flow()
+    assert heavy.submit(priority, None, cost=1000).result(5) == min(usual + 5, 19)
+    blocker = heavy.submit(job, "heavy", cost=1000)  # holds the heavy worker
+    wait_for(lambda: started == ["heavy"])
+    assert light.submit(priority, None).result(5) == usual
+    release.set()
+    blocker.result(5)
     pool.shutdown()
