@@ -28,6 +28,7 @@ from benchmarks import (
     durable_writes,
     feature_stage,
     head_experiment,
+    hostile,
     inference,
     memory,
     ray_engine,
@@ -55,6 +56,7 @@ BENCHMARKS = [
     clip,
     durable_writes,
     training_stage,
+    hostile,
 ]
 
 
@@ -84,6 +86,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="images for the head experiment (default: the default crawl's, "
         "scrape.max_items per label)",
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks' results of --out (a run of the same kind), replacing "
+        "only those measured now; the page says which were measured when",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown")
     return parser.parse_args(argv)
 
@@ -105,6 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     params = compose_params()
     count = args.images or (16 if args.quick else 256)
     results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
+    if args.merge and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        if earlier["quick"] != args.quick:
+            raise SystemExit("--merge: the results in --out are of the other kind (--quick)")
+        measured = {b.NAME: results["machine"]["date"] for b in selected}
+        results = {**earlier, "updated": {**earlier.get("updated", {}), **measured}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         context = Context(

@@ -21,6 +21,9 @@ def header(results: dict[str, Any]) -> str:
         "ratio of two things measured side by side in that run, on the same images (random-init "
         "backbones)."
     )
+    if results.get("updated"):
+        again = ", ".join(f"{name} on {date}" for name, date in results["updated"].items())
+        text += f" Measured again since, alone, by `{command} --only NAME --merge`: {again}."
     if results["quick"]:
         text += " A quick run measures tiny sizes: a smoke test, not figures to quote."
     return text

@@ -75,6 +75,19 @@ def decode(source: Path | str | bytes) -> Image.Image:
         raise UnreadableImage(name, reason, str(error)) from error
 
 
+def pixel_count(data: bytes) -> int:
+    """Width x height as the image's header declares them, read without decoding its pixels: what
+    decoding it will cost. 0 where Pillow cannot read a header (a bomb beyond twice Pillow's
+    limit included): decode() then refuses it, and names why, just as cheaply."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.width * image.height
+    except Exception:  # whatever stops Pillow here stops decode() too, which reports it
+        return 0
+
+
 class TooSmall(ValueError):
     """An image smaller than an input mode can use."""
 

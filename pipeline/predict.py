@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.entry import run
-from pipeline.fetch import FetchRefused, fetch_image, shorten
+from pipeline.fetch import FetchRefused, decode_fetched, fetch, shorten
 from pipeline.images import IMAGE_SUFFIXES, UnreadableImage, shape_for_model
 from pipeline.inference import RUNTIMES, load_exported, score_files, score_images, verdict
 from pipeline.io import json_text
@@ -55,7 +55,13 @@ def predict(
 def url_for_model(url: str, info: dict[str, Any]) -> np.ndarray:
     """The image at `url` fetched safely and shaped as model.json says; FetchRefused or
     UnreadableImage (whose message names the URL shortened) when it cannot be used."""
-    image = fetch_image(url)
+    return fetched_for_model(url, fetch(url).body, info)
+
+
+def fetched_for_model(url: str, body: bytes, info: dict[str, Any]) -> np.ndarray:
+    """The fetched `body` of `url` decoded and shaped as url_for_model does it (`aiic serve`
+    fetches and decodes on separate threads)."""
+    image = decode_fetched(url, body)
     min_size = info.get("min_size", 0)
     return shape_for_model(image, info["input_size"], info["input_mode"], shorten(url), min_size)
 

@@ -5,43 +5,53 @@ request order, with the numbers `aiic predict` gives: the same decoding, size ch
 (pipeline.images), the same SSRF-safe fetcher for URLs (pipeline.fetch), the same model. GET
 /healthz answers 200 once the model is loaded, GET /model its model.json.
 
-Images of concurrent requests are scored together: one thread runs the model on whatever is
-queued, waiting at most a short window for more while other requests are still being decoded,
-up to a maximum batch, so that the server's throughput under load approaches the model's batched
-throughput while a lone request does not wait at all.
+Images of concurrent requests are scored together in shared forward passes (pipeline.batcher).
+
+Hostile or faulty requests cost their senders, not everyone: no body, URL or redirect gives a 500
+(a malformed one is a 400 or that image's reason); a request's images are measured from their
+headers and refused with 413 over a budget of decoded pixels before any is decoded; decoding and
+downloading run on pools shared fairly among requests (pipeline.fairpool: a request's turn by the
+work it has had, a share of the download threads each, images over `large_image_pixels` on at
+most half the decode threads, at a lower priority); a request's downloads share one deadline; and
+a request whose
+client has gone, or that timed out, has its queued work dropped and its downloads cut off.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import gc
 import json
 import logging
 import os
-import queue
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
+from pipeline.batcher import MicroBatcher
 from pipeline.entry import run
-from pipeline.fetch import FetchRefused, shorten
-from pipeline.images import UnreadableImage, load_for_model
+from pipeline.fairpool import FairPool
+from pipeline.fetch import Deadline, FetchRefused, fetch, shorten
+from pipeline.images import UnreadableImage, load_for_model, pixel_count
 from pipeline.inference import RUNTIMES, describe, exported_files, forward, load_exported, verdict
 from pipeline.paths import EXPORT_DIR
-from pipeline.predict import url_for_model
+from pipeline.predict import fetched_for_model
 
 MAX_PARTS = 10_000  # multipart parts parsed before Starlette refuses the body
 SETTINGS_ENV = "AIIC_SERVE_SETTINGS"  # how the settings reach uvicorn's worker processes
+CLIENT_CLOSED = 499  # nginx's status for a client that left first; nobody receives it
+LARGE_IMAGE_NICE = 10  # the scheduling priority of the threads that decode large images
 logger = logging.getLogger(__name__)
 
 
@@ -53,92 +63,40 @@ class Settings:
     batch_wait_ms: float = 5.0
     max_images: int = 32  # per request
     max_body_bytes: int = 32 * 1024 * 1024
-    timeout_s: float = 60.0  # per request; a URL fetch alone may take pipeline.fetch's 30 s
+    timeout_s: float = 60.0  # per request
+    max_request_pixels: int = 256_000_000  # decoded, a request: 32 images of 8 megapixels
+    large_image_pixels: int = 16_000_000  # images over this decode on half the decode threads
     decode_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
-    fetch_threads: int = 16
+    fetch_threads: int = 64
+    fetches_per_request: int = 4  # a request's share of the fetch threads
+    download_deadline_s: float = 30.0  # a request's downloads, all together
+
+
+class Work:
+    """One request's share of the decode and fetch pools and its downloads' deadline; `end()`
+    drops what it still has queued and cuts its downloads off (answered, timed out or gone)."""
+
+    def __init__(self, decoders: FairPool, fetchers: FairPool, download_deadline_s: float) -> None:
+        self.decoding, self.fetching = decoders.flow(), fetchers.flow()
+        self.download_deadline_s = download_deadline_s
+        self.downloads: Deadline | None = None
+
+    def deadline(self) -> Deadline:
+        if self.downloads is None:
+            seconds = self.download_deadline_s
+            why = f"was cut off: the request's downloads took {seconds:g} s"
+            self.downloads = Deadline(seconds, why)
+        return self.downloads
+
+    def end(self) -> None:
+        self.decoding.cancel()
+        self.fetching.cancel()
+        if self.downloads is not None:
+            self.downloads.expire()
 
 
 class BodyTooLarge(Exception):
     """The request body passed Settings.max_body_bytes while it arrived."""
-
-
-class MicroBatcher:
-    """Scores the images of concurrent requests in shared forward passes on one thread.
-
-    `expecting()` says whether more images are on their way (requests admitted but still decoding
-    or fetching): only then does a batch wait, at most `wait_s`, for them.
-    """
-
-    def __init__(
-        self,
-        score: Callable[[np.ndarray], np.ndarray],
-        max_batch: int,
-        wait_s: float,
-        expecting: Callable[[], bool],
-    ) -> None:
-        self.score, self.max_batch, self.wait_s, self.expecting = (
-            score,
-            max_batch,
-            wait_s,
-            expecting,
-        )
-        self.queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
-        self.batch_sizes: list[int] = []  # images per forward pass, for the load test's check
-        self.thread = threading.Thread(target=self._run, name="aiic-batcher", daemon=True)
-        self.thread.start()
-
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """P(real) of `images` (a uint8 batch), once a forward pass has scored them."""
-        future: Future = Future()
-        self.queue.put((images, future))
-        return await asyncio.wrap_future(future)
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-
-    def _gather(self, first: tuple[np.ndarray, Future]) -> list[tuple[np.ndarray, Future]]:
-        jobs, count = [first], len(first[0])
-        deadline = time.monotonic() + self.wait_s
-        while count < self.max_batch:
-            try:
-                if self.expecting():
-                    job = self.queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                else:
-                    job = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # closing: finish this batch, then stop
-                self.queue.put(None)
-                break
-            jobs.append(job)
-            count += len(job[0])
-        return jobs
-
-    def _run(self) -> None:
-        while (first := self.queue.get()) is not None:
-            # a request that timed out has cancelled its future: its images are not scored
-            jobs = [job for job in self._gather(first) if job[1].set_running_or_notify_cancel()]
-            if not jobs:
-                continue
-            images = np.concatenate([job[0] for job in jobs])
-            try:
-                scores = np.concatenate(
-                    [
-                        self.score(images[start : start + self.max_batch])
-                        for start in range(0, len(images), self.max_batch)
-                    ]
-                )
-            except Exception as error:  # a failed forward pass fails its requests, not the server
-                logger.exception("forward pass failed")
-                for _, future in jobs:
-                    future.set_exception(error)
-                continue
-            self.batch_sizes.append(len(images))
-            start = 0
-            for job_images, future in jobs:
-                future.set_result(scores[start : start + len(job_images)])
-                start += len(job_images)
 
 
 class BodyLimit:
@@ -197,6 +155,10 @@ def create_app(settings: Settings) -> FastAPI:
         size = info["input_size"]
         for batch in sorted({1, 2, settings.max_batch}):  # trace the shapes before the first user
             score(np.zeros((batch, size, size, 3), np.uint8))
+        # TensorFlow and the model leave some 500,000 objects that live as long as the process;
+        # a full collection walks them all (a few hundred ms, several forward passes, for every
+        # request in flight). gc.freeze() leaves them out of every later collection.
+        gc.freeze()
         state["info"] = info
         state["batcher"] = MicroBatcher(
             score,
@@ -204,13 +166,20 @@ def create_app(settings: Settings) -> FastAPI:
             settings.batch_wait_ms / 1000,
             lambda: state["preparing"] > 0,
         )
-        state["decoders"] = ThreadPoolExecutor(settings.decode_threads, "aiic-decode")
-        state["fetchers"] = ThreadPoolExecutor(settings.fetch_threads, "aiic-fetch")
-        app.state.batcher = state["batcher"]
+        state["decoders"] = FairPool(
+            settings.decode_threads,
+            "aiic-decode",
+            heavy_cost=settings.large_image_pixels,
+            heavy_workers=max(1, settings.decode_threads // 2),
+            heavy_nice=LARGE_IMAGE_NICE,
+        )
+        state["fetchers"] = FairPool(
+            settings.fetch_threads, "aiic-fetch", per_flow=settings.fetches_per_request
+        )
         yield
         state["batcher"].close()
-        state["decoders"].shutdown(cancel_futures=True)
-        state["fetchers"].shutdown(wait=False, cancel_futures=True)
+        state["decoders"].shutdown()
+        state["fetchers"].shutdown()
 
     app = FastAPI(title="ai-image-classifier", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -228,54 +197,71 @@ def create_app(settings: Settings) -> FastAPI:
     async def model_info() -> dict[str, Any]:
         return state["info"]
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, error: ClientDisconnect) -> Response:
+        logger.info("%s went away while sending its request", client_of(request))
+        return Response(status_code=CLIENT_CLOSED)
+
     async def inputs(request: Request) -> list[tuple[str, str, bytes | str]]:
         """(name, kind, payload) per image: kind "file" with its bytes or "url" with the URL."""
-        content_type = request.headers.get("content-type", "")
+        content_type = request.headers.get("content-type", "").lower()
         if content_type.startswith("multipart/form-data"):
             # Starlette's own caps on parts answer 400; ours, on images, is the documented 413.
-            form = await request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
-            files = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
-            return [(item.filename or "", "file", await item.read()) for item in files]
+            # The form closes its spooled files when the block ends (Starlette's Requests page).
+            async with request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS) as form:
+                files = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
+                return [(item.filename or "", "file", await item.read()) for item in files]
         if content_type.startswith("application/json"):
             try:
                 body = json.loads(await request.body())
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:  # RecursionError: [[[[... nested deep
                 raise HTTPException(400, f"the body is not JSON: {error}") from error
             urls = body.get("urls") if isinstance(body, dict) else None
             if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
                 raise HTTPException(400, 'expected {"urls": ["https://...", ...]}')
+            if not all(map(encodable, urls)):
+                raise HTTPException(400, "a URL holds a lone surrogate (\\ud800): not text")
             return [(shorten(url), "url", url) for url in urls]
         raise HTTPException(415, 'send multipart/form-data `files` or JSON {"urls": [...]}')
 
-    def prepared(kind: str, payload: bytes | str) -> np.ndarray:
+    def download(url: str, deadline: Deadline) -> bytes:
+        return fetch(url, shared=deadline).body
+
+    def shaped(kind: str, source: str, data: bytes) -> np.ndarray:
         info = state["info"]
         if kind == "url":
-            return url_for_model(str(payload), info)
-        return load_for_model(
-            payload, info["input_size"], info["input_mode"], info.get("min_size", 0)
-        )
+            return fetched_for_model(source, data, info)
+        return load_for_model(data, info["input_size"], info["input_mode"], info.get("min_size", 0))
 
-    async def prepare(request: Request) -> tuple[list[tuple[str, str, Any]], list[Any]]:
-        """The request's images, each decoded and shaped (or fetched) on a worker thread: an
-        array, or the exception that says why it cannot be scored."""
-        items = await inputs(request)
-        if not items:
-            raise HTTPException(400, "no images: send `files` or `urls`")
-        if len(items) > settings.max_images:
-            raise HTTPException(413, f"{len(items)} images, over {settings.max_images} a request")
-        loop = asyncio.get_running_loop()
-        jobs = [
-            loop.run_in_executor(
-                state["fetchers" if kind == "url" else "decoders"], prepared, kind, payload
+    async def prepare(items: list[tuple[str, str, Any]], work: Work) -> list[Any]:
+        """Each image fetched (URLs, on the request's share of the fetch threads), measured, then
+        decoded and shaped in its fair turn: an array, or the exception that says why not."""
+        outcomes: list[Any] = [payload for _, _, payload in items]  # bytes until decoded
+        fetching = {
+            i: work.fetching.submit(download, url, work.deadline())
+            for i, (_, kind, url) in enumerate(items)
+            if kind == "url"
+        }
+        await settle(outcomes, fetching)
+        data = {i: body for i, body in enumerate(outcomes) if isinstance(body, bytes)}
+        pixels = await asyncio.to_thread(lambda: {i: pixel_count(body) for i, body in data.items()})
+        if (total := sum(pixels.values())) > settings.max_request_pixels:
+            budget = settings.max_request_pixels
+            raise HTTPException(
+                413, f"the images decode to {total:,} pixels, over {budget:,} a request: send fewer"
+                " or smaller images"
             )
-            for _, kind, payload in items
-        ]
-        return items, await asyncio.gather(*jobs, return_exceptions=True)
+        decoding = {
+            i: work.decoding.submit(shaped, items[i][1], items[i][2], body, cost=max(pixels[i], 1))
+            for i, body in data.items()
+        }
+        await settle(outcomes, decoding)
+        return outcomes
 
-    async def answer(request: Request) -> dict[str, Any]:
+    async def score(items: list[tuple[str, str, Any]], work: Work) -> dict[str, Any]:
         state["preparing"] += 1
         try:
-            items, outcomes = await prepare(request)
+            outcomes = await prepare(items, work)
         finally:
             state["preparing"] -= 1
         good = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
@@ -286,25 +272,80 @@ def create_app(settings: Settings) -> FastAPI:
         threshold = state["info"]["threshold"]
         results = []
         for index, ((name, kind, _), outcome) in enumerate(zip(items, outcomes, strict=True)):
-            if isinstance(outcome, UnreadableImage):
-                reason = str(outcome) if kind == "url" else outcome.reason
-            elif isinstance(outcome, FetchRefused):
-                reason = str(outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                reason = ""
-            results.append(result(name, p_real.get(index), reason, threshold))
+            results.append(result(name, p_real.get(index), reason(kind, outcome), threshold))
         return {"results": results}
 
-    @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def answer(request: Request, work: Work) -> Any:
+        items = await inputs(request)
+        if not items:
+            raise HTTPException(400, "no images: send `files` or `urls`")
+        if len(items) > settings.max_images:
+            raise HTTPException(413, f"{len(items)} images, over {settings.max_images} a request")
+        scoring = asyncio.ensure_future(score(items, work))
+        gone = asyncio.ensure_future(disconnected(request))
         try:
-            return await asyncio.wait_for(answer(request), settings.timeout_s)
+            finished, _ = await asyncio.wait({scoring, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # on a time-out too: the work of a request nobody waits for stops
+            scoring.cancel()
+            gone.cancel()
+        if scoring not in finished:
+            logger.info("%s went away before its answer; its work was dropped", client_of(request))
+            return Response(status_code=CLIENT_CLOSED)
+        return scoring.result()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        work = Work(state["decoders"], state["fetchers"], settings.download_deadline_s)
+        try:
+            return await asyncio.wait_for(answer(request, work), settings.timeout_s)
         except asyncio.TimeoutError as error:  # not TimeoutError itself before Python 3.11
             raise HTTPException(504, f"the request took over {settings.timeout_s:g} s") from error
+        finally:
+            work.end()
 
     return app
+
+
+async def settle(outcomes: list[Any], jobs: dict[int, Future]) -> None:
+    """outcomes[i] = job i's result or exception, once all are done. Cancelling the wait cancels
+    the jobs that have not begun (asyncio.wrap_future passes the cancellation on)."""
+    ends = await asyncio.gather(*map(asyncio.wrap_future, jobs.values()), return_exceptions=True)
+    for index, end in zip(jobs, ends, strict=True):
+        outcomes[index] = end
+
+
+async def disconnected(request: Request) -> None:
+    """Returns once the client has gone. After the body, uvicorn's receive() waits until the
+    connection closes or the response is sent (Starlette's StreamingResponse listens so too)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's \\ud800 escapes decode to lone surrogates
+        return False
+    return True
+
+
+def client_of(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"
+
+
+def reason(kind: str, outcome: Any) -> str:
+    """Why an image was not scored ("" when it was); an unexpected error is logged, and costs
+    only its own image."""
+    if isinstance(outcome, UnreadableImage):
+        return str(outcome) if kind == "url" else outcome.reason
+    if isinstance(outcome, FetchRefused):
+        return str(outcome)
+    if isinstance(outcome, asyncio.CancelledError):  # its pool shut down: the server is stopping
+        return "cancelled: the server is stopping"
+    if isinstance(outcome, BaseException):
+        logger.error("an image failed unexpectedly", exc_info=outcome)
+        return f"internal error ({type(outcome).__name__}); the server's log has its details"
+    return ""
 
 
 def app_from_environment() -> FastAPI:
@@ -312,17 +353,26 @@ def app_from_environment() -> FastAPI:
     return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the project's loggers' info lines (a client that went away, one
+    line each) through its handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["pipeline"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     exported_files(Path(settings.model_dir), settings.runtime)  # a missing model fails here, now
+    options = {"host": host, "port": port, "log_config": log_config()}
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port)
+        uvicorn.run(create_app(settings), **options)
         return
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-    uvicorn.run(
-        "pipeline.serve:app_from_environment", factory=True, host=host, port=port, workers=workers
-    )
+    uvicorn.run("pipeline.serve:app_from_environment", factory=True, workers=workers, **options)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -343,6 +393,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-images", type=int, default=defaults.max_images)
     parser.add_argument("--max-body-mb", type=float, default=defaults.max_body_bytes / 2**20)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds")
+    parser.add_argument(
+        "--max-request-mp",
+        type=float,
+        default=defaults.max_request_pixels / 1e6,
+        help="decoded megapixels a request may ask for (413 over it)",
+    )
+    parser.add_argument(
+        "--large-image-mp",
+        type=float,
+        default=defaults.large_image_pixels / 1e6,
+        help="images over this decode on at most half the decode threads",
+    )
+    parser.add_argument("--fetch-threads", type=int, default=defaults.fetch_threads)
+    parser.add_argument(
+        "--fetches-per-request",
+        type=int,
+        default=defaults.fetches_per_request,
+        help="a request's share of the fetch threads",
+    )
+    parser.add_argument(
+        "--download-deadline",
+        type=float,
+        default=defaults.download_deadline_s,
+        help="seconds for all of a request's downloads",
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         model_dir=args.model,
@@ -352,6 +427,11 @@ def main(argv: list[str] | None = None) -> None:
         max_images=args.max_images,
         max_body_bytes=int(args.max_body_mb * 2**20),
         timeout_s=args.timeout,
+        max_request_pixels=int(args.max_request_mp * 1e6),
+        large_image_pixels=int(args.large_image_mp * 1e6),
+        fetch_threads=args.fetch_threads,
+        fetches_per_request=args.fetches_per_request,
+        download_deadline_s=args.download_deadline,
     )
     serve(settings, args.host, args.port, args.workers)
 

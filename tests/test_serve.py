@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import http.server
 import io
+import logging
+import socket
 import threading
 import time
 
@@ -16,8 +18,10 @@ from PIL import Image
 
 from conftest import synthetic_image
 from pipeline import predict, serve
+from pipeline.batcher import MicroBatcher
 from pipeline.entry import run
-from pipeline.serve import MicroBatcher, Settings, create_app
+from pipeline.images import load_for_model
+from pipeline.serve import Settings, create_app
 
 
 def png(image: Image.Image) -> bytes:
@@ -111,8 +115,9 @@ def test_answers_equal_predict_in_request_order(api, images, exported_model):
 def test_decode_errors_and_bombs_are_reasons_not_500s(api, images, monkeypatch):
     url, _ = api
     _, good, bad = images
-    cut = upload(url, [("cut.png", bad["cut.png"])])
-    assert cut.status_code == 200 and cut.json()["results"][0]["reason"] == "truncated"
+    cut = upload(url, [("cut.png", bad["cut.png"]), ("empty.png", b"")])
+    assert cut.status_code == 200
+    assert [row["reason"] for row in cut.json()["results"]] == ["truncated", "empty"]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 48 x 48 is over twice this: refused
     bomb = upload(url, [("big.png", good["good1.png"])])
     assert bomb.status_code == 200 and bomb.json()["results"][0]["reason"] == "bomb"
@@ -202,6 +207,128 @@ def test_a_request_that_takes_too_long_times_out(exported_model, image_host, mon
         started = time.monotonic()
         response = httpx.post(f"{url}/predict", json={"urls": [f"{image_host}/slow"]}, timeout=30)
         assert response.status_code == 504 and time.monotonic() - started < 5
+
+
+def test_a_request_over_the_pixel_budget_is_refused_before_decoding(exported_model, images):
+    _, good, _ = images
+    budget = 2 * 48 * 48  # two of the 48 x 48 test images
+    settings = Settings(model_dir=str(exported_model), max_request_pixels=budget)
+    with running(settings) as (url, _), watched_decoding() as decoded:
+        refused = upload(url, [("a.png", good["good0.png"])] * 3)
+        assert refused.status_code == 413 and not decoded
+        assert "decode to 6,912 pixels, over 4,608 a request" in refused.json()["detail"]
+        assert upload(url, [("a.png", good["good0.png"])] * 2).status_code == 200
+        assert len(decoded) == 2
+
+
+@contextlib.contextmanager
+def watched_decoding(seconds=0.0):
+    """The names of the uploads the server decodes (after `seconds` each), in order."""
+    decoded = []
+
+    def slow(data, *args):
+        time.sleep(seconds)
+        decoded.append(len(data))
+        return load_for_model(data, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serve, "load_for_model", slow)
+        yield decoded
+
+
+@contextlib.contextmanager
+def server_log():
+    """Records of the server's loggers (uvicorn's do not reach the root logger)."""
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "pipeline")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def send_and_leave(url, request: httpx.Request, body: bytes, wait: float) -> None:
+    """Send the request's head and `body` on a socket, then close it after `wait` seconds."""
+    host, port = url.removeprefix("http://").split(":")
+    head = f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: {host}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k != "host")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(head.encode("latin-1") + b"\r\n" + body)
+        time.sleep(wait)
+
+
+def test_a_client_that_leaves_mid_upload_is_one_info_line(api, images):
+    url, _ = api
+    _, good, _ = images
+    files = [("files", ("a.png", good["good0.png"]))]
+    body = (request := httpx.Request("POST", f"{url}/predict", files=files)).read()
+    with server_log() as records:
+        send_and_leave(url, request, body[: len(body) // 2], wait=0.2)
+        time.sleep(0.5)
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert not [r for r in records if r.levelno >= logging.WARNING or r.exc_info], records
+    lines = [r.getMessage() for r in records if "went away" in r.getMessage()]
+    assert len(lines) == 1 and "while sending its request" in lines[0]
+
+
+def test_the_queued_work_of_a_client_that_left_is_dropped(exported_model, images):
+    _, good, _ = images
+    settings = Settings(model_dir=str(exported_model), decode_threads=1, max_images=8)
+    with running(settings) as (url, _), watched_decoding(0.3) as decoded, server_log() as records:
+        files = [("files", (f"{i}.png", good["good0.png"])) for i in range(8)]
+        request = httpx.Request("POST", f"{url}/predict", files=files)
+        send_and_leave(url, request, request.read(), wait=0.45)  # during the second decode
+        time.sleep(1.5)  # the other six would be decoded by now
+        assert len(decoded) <= 3
+        assert upload(url, [("b.png", good["good1.png"])]).status_code == 200  # at once
+    lines = [r.getMessage() for r in records if "went away" in r.getMessage()]
+    assert len(lines) == 1 and "its work was dropped" in lines[0]
+
+
+def test_slow_downloads_cost_only_their_own_request(exported_model, image_host, monkeypatch):
+    """A request's share of the fetch threads and its downloads' deadline: four URLs that trickle
+    a byte a second end at the deadline with a reason each (not a 504), and another request's URL
+    is fetched meanwhile on the threads the first may not take."""
+    monkeypatch.setenv("AIIC_ALLOW_PRIVATE_URLS", "1")
+    limits = {"fetch_threads": 3, "fetches_per_request": 2, "download_deadline_s": 2.0}
+    with running(Settings(model_dir=str(exported_model), **limits)) as (url, _):
+
+        async def both():
+            async with httpx.AsyncClient(timeout=30) as client:
+                slow = asyncio.ensure_future(
+                    client.post(f"{url}/predict", json={"urls": [f"{image_host}/slow"] * 4})
+                )
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                fast = await client.post(
+                    f"{url}/predict", json={"urls": [f"{image_host}/good1.png"]}
+                )
+                fast_seconds = time.monotonic() - started
+                return await slow, fast, fast_seconds
+
+        slow, fast, fast_seconds = asyncio.run(both())
+    assert fast.status_code == 200 and fast.json()["results"][0]["reason"] == ""
+    assert fast_seconds < 1.5
+    assert slow.status_code == 200
+    reasons = [row["reason"] for row in slow.json()["results"]]
+    assert all("was cut off: the request's downloads took 2 s" in r for r in reasons), reasons
+
+
+def test_a_malformed_url_costs_only_its_own_image(api, images, image_host, monkeypatch):
+    url, _ = api
+    monkeypatch.setenv("AIIC_ALLOW_PRIVATE_URLS", "1")
+    urls = ["http://[::1", f"{image_host}/good1.png", "http://a]b:80/"]
+    rows = httpx.post(f"{url}/predict", json={"urls": urls}, timeout=60).json()["results"]
+    assert [row["reason"] == "" for row in rows] == [False, True, False]
+    assert "is not a valid URL" in rows[0]["reason"] and "is not a valid URL" in rows[2]["reason"]
 
 
 def test_concurrent_requests_share_forward_passes():
