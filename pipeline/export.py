@@ -4,9 +4,10 @@ Writes models/export/: <backbone>.weights.h5 (the trained head), model.keras (on
 pixels to P(real): preprocess_input, frozen backbone, head), the deployment formats chosen in
 `export.formats` (pipeline.formats: SavedModel, LiteRT float32 and int8) and model.json (what the
 score means, input size, smallest accepted image, threshold, test metrics, each format's check,
-hashes of params and data). Before it finishes, it reloads model.keras and every format and checks
-that they score test images as the train stage did (the scores that evaluate measured); a format
-the converter cannot handle for this backbone is recorded in model.json with the reason.
+how explanation maps are made, hashes of params and data). Before it finishes, it reloads
+model.keras and every format and checks that they score test images as the train stage did (the
+scores that evaluate measured); a format the converter cannot handle for this backbone is recorded
+in model.json with the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pipeline.formats import FLOAT_TOLERANCE, FORMATS, write_and_check
 from pipeline.images import INPUT_MODES
 from pipeline.inference import score_files
 from pipeline.io import atomic_path, read_json, write_json
+from pipeline.occlusion import Occlusion
 from pipeline.params import backbone_spec, load_params
 from pipeline.paths import (
     EXPORT_DIR,
@@ -131,6 +133,7 @@ def main() -> None:
         "calibrated": calibration["method"] != "none",
         "calibration": f"{calibration['method']}, fitted on the validation split",
         "test_metrics": read_json(metrics_file(name)),
+        "explain": Occlusion.from_settings(params["explain"]).settings(),
         "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
         "data_sha256": digest(SPLITS.read_bytes()),
         "aiic_version": __version__,
