@@ -2,8 +2,11 @@
 
 POST /predict takes multipart `files` or JSON {"urls": [...]} and answers one result per image, in
 request order, with the numbers `aiic predict` gives: the same decoding, size check and resizing
-(pipeline.images), the same SSRF-safe fetcher for URLs (pipeline.fetch), the same model. GET
-/healthz answers 200 once the model is loaded, GET /model its model.json.
+(pipeline.images), the same SSRF-safe fetcher for URLs (pipeline.fetch), the same model. POST
+/explain takes the same inputs, at most `max_maps` images, and adds each image's occlusion map
+(pipeline.occlusion): its grid of numbers, the image's pixels it covers, and with ?png=true the
+map drawn over the image; the covered copies go through the same micro-batcher, under the same
+limits. GET /healthz answers 200 once the model is loaded, GET /model its model.json.
 
 Images of concurrent requests are scored together: one thread runs the model on whatever is
 queued, waiting at most a short window for more while other requests are still being decoded,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -34,11 +38,14 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from pipeline.entry import run
+from pipeline.errors import AiicError
 from pipeline.fetch import FetchRefused, shorten
-from pipeline.images import UnreadableImage, load_for_model
+from pipeline.images import INPUT_MODES, UnreadableImage, decode, load_for_model, shape_for_model
 from pipeline.inference import RUNTIMES, describe, exported_files, forward, load_exported, verdict
+from pipeline.occlusion import Occlusion, map_from_scores, occlusion_copies
+from pipeline.overlay import map_png
 from pipeline.paths import EXPORT_DIR
-from pipeline.predict import url_for_model
+from pipeline.predict import load_source, url_for_model
 
 MAX_PARTS = 10_000  # multipart parts parsed before Starlette refuses the body
 SETTINGS_ENV = "AIIC_SERVE_SETTINGS"  # how the settings reach uvicorn's worker processes
@@ -54,6 +61,7 @@ class Settings:
     max_images: int = 32  # per request
     max_body_bytes: int = 32 * 1024 * 1024
     timeout_s: float = 60.0  # per request; a URL fetch alone may take pipeline.fetch's 30 s
+    max_maps: int = 4  # images per POST /explain: each map is grid * grid + 1 forward passes
     decode_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     fetch_threads: int = 16
 
@@ -173,6 +181,18 @@ def too_large(max_bytes: int) -> JSONResponse:
     return JSONResponse({"detail": f"the request body is over {max_bytes} bytes"}, 413)
 
 
+def refusal(kind: str, outcome: Any) -> str:
+    """Why an input was not scored ("" where `outcome`, its decoding's result, is usable);
+    an unexpected exception is raised."""
+    if isinstance(outcome, UnreadableImage):
+        return str(outcome) if kind == "url" else outcome.reason
+    if isinstance(outcome, FetchRefused):
+        return str(outcome)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return ""
+
+
 def result(name: str, p_real: float | None, reason: str, threshold: float) -> dict[str, Any]:
     """One image's answer: P(real), the verdict and its reading, or why it was not scored."""
     if p_real is None:
@@ -198,6 +218,10 @@ def create_app(settings: Settings) -> FastAPI:
         for batch in sorted({1, 2, settings.max_batch}):  # trace the shapes before the first user
             score(np.zeros((batch, size, size, 3), np.uint8))
         state["info"] = info
+        try:
+            state["occlusion"] = Occlusion.of_model(info)
+        except AiicError as error:  # exported before maps: POST /explain says so
+            state["occlusion"] = str(error)
         state["batcher"] = MicroBatcher(
             score,
             settings.max_batch,
@@ -255,18 +279,30 @@ def create_app(settings: Settings) -> FastAPI:
             payload, info["input_size"], info["input_mode"], info.get("min_size", 0)
         )
 
-    async def prepare(request: Request) -> tuple[list[tuple[str, str, Any]], list[Any]]:
-        """The request's images, each decoded and shaped (or fetched) on a worker thread: an
-        array, or the exception that says why it cannot be scored."""
+    def prepared_for_map(kind: str, payload: bytes | str) -> tuple[Any, np.ndarray]:
+        """The decoded image and the model's input of it, as `prepared` makes the input."""
+        info = state["info"]
+        if kind == "url":
+            return load_source(str(payload), info)
+        image = decode(payload)
+        size, mode = info["input_size"], info["input_mode"]
+        return image, shape_for_model(image, size, mode, "<bytes>", info.get("min_size", 0))
+
+    async def prepare(
+        request: Request, limit: int = settings.max_images, load: Callable = prepared
+    ) -> tuple[list[tuple[str, str, Any]], list[Any]]:
+        """The request's images (at most `limit`), each decoded and shaped (or fetched) on a
+        worker thread by `load`: its result, or the exception that says why it cannot be
+        scored."""
         items = await inputs(request)
         if not items:
             raise HTTPException(400, "no images: send `files` or `urls`")
-        if len(items) > settings.max_images:
-            raise HTTPException(413, f"{len(items)} images, over {settings.max_images} a request")
+        if len(items) > limit:
+            raise HTTPException(413, f"{len(items)} images, over {limit} a request")
         loop = asyncio.get_running_loop()
         jobs = [
             loop.run_in_executor(
-                state["fetchers" if kind == "url" else "decoders"], prepared, kind, payload
+                state["fetchers" if kind == "url" else "decoders"], load, kind, payload
             )
             for _, kind, payload in items
         ]
@@ -286,23 +322,59 @@ def create_app(settings: Settings) -> FastAPI:
         threshold = state["info"]["threshold"]
         results = []
         for index, ((name, kind, _), outcome) in enumerate(zip(items, outcomes, strict=True)):
-            if isinstance(outcome, UnreadableImage):
-                reason = str(outcome) if kind == "url" else outcome.reason
-            elif isinstance(outcome, FetchRefused):
-                reason = str(outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                reason = ""
-            results.append(result(name, p_real.get(index), reason, threshold))
+            results.append(result(name, p_real.get(index), refusal(kind, outcome), threshold))
         return {"results": results}
+
+    async def within_time(work: Any) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(work, settings.timeout_s)
+        except asyncio.TimeoutError as error:  # not TimeoutError itself before Python 3.11
+            raise HTTPException(504, f"the request took over {settings.timeout_s:g} s") from error
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
+        return await within_time(answer(request))
+
+    async def explained(request: Request, png: bool) -> dict[str, Any]:
+        occlusion, info = state["occlusion"], state["info"]
+        if isinstance(occlusion, str):
+            raise HTTPException(404, occlusion)
+        state["preparing"] += 1
         try:
-            return await asyncio.wait_for(answer(request), settings.timeout_s)
-        except asyncio.TimeoutError as error:  # not TimeoutError itself before Python 3.11
-            raise HTTPException(504, f"the request took over {settings.timeout_s:g} s") from error
+            items, outcomes = await prepare(request, settings.max_maps, prepared_for_map)
+        finally:
+            state["preparing"] -= 1
+        good = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, tuple)]
+        loop, decoders = asyncio.get_running_loop(), state["decoders"]
+        copies = await asyncio.gather(
+            *(
+                loop.run_in_executor(decoders, occlusion_copies, outcomes[i][1], occlusion)
+                for i in good
+            )
+        )
+        scores = await state["batcher"].submit(np.concatenate(copies)) if good else []
+        parts = np.split(np.asarray(scores), len(good)) if good else []
+        maps = {
+            i: map_from_scores(part, occlusion.grid) for i, part in zip(good, parts, strict=True)
+        }
+        region_of, threshold = INPUT_MODES[info["input_mode"]].region, info["threshold"]
+        results = []
+        for index, ((name, kind, _), outcome) in enumerate(zip(items, outcomes, strict=True)):
+            if index not in maps:
+                results.append(result(name, None, refusal(kind, outcome), threshold))
+                continue
+            (image, _), (p_real, heat) = outcome, maps[index]
+            region = region_of(image.width, image.height, info["input_size"])
+            image_map: dict[str, Any] = {"grid": heat.round(6).tolist(), "region": list(region)}
+            if png:
+                picture = await loop.run_in_executor(decoders, map_png, image, heat, region)
+                image_map["png"] = base64.b64encode(picture).decode()
+            results.append({**result(name, p_real, "", threshold), "map": image_map})
+        return {"results": results, "meaning": occlusion.meaning}
+
+    @app.post("/explain")
+    async def explain(request: Request, png: bool = False) -> dict[str, Any]:
+        return await within_time(explained(request, png))
 
     return app
 
@@ -343,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-images", type=int, default=defaults.max_images)
     parser.add_argument("--max-body-mb", type=float, default=defaults.max_body_bytes / 2**20)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds")
+    parser.add_argument(
+        "--max-maps", type=int, default=defaults.max_maps, help="images per POST /explain"
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         model_dir=args.model,
@@ -352,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         max_images=args.max_images,
         max_body_bytes=int(args.max_body_mb * 2**20),
         timeout_s=args.timeout,
+        max_maps=args.max_maps,
     )
     serve(settings, args.host, args.port, args.workers)
 
