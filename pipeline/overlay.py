@@ -22,6 +22,7 @@ STRONGEST = 0.7  # opacity of the colour over the cells that move the p-score mo
 # The colour scale reaches at least this change of the p-score: a map whose largest change is
 # smaller is drawn faint, as it is, not stretched into full colour.
 SMALLEST_SCALE = 0.05
+FLAT = 0.01  # a map whose largest change is under this says so in words: no colour is no finding
 LARGEST_SIDE = 384  # px: the image is drawn at most this large
 
 
@@ -43,7 +44,11 @@ def draw_map(image: Image.Image, heat: np.ndarray, region: Box, title: str = "")
     # the image in grey, so that every colour is the map's
     axes.imshow(shown.convert("L"), cmap="gray", vmin=0, vmax=255)
     axes.imshow(colours, extent=(left, right, bottom, top), interpolation="nearest")
+    notes = []
+    if float(np.abs(heat).max()) < FLAT:
+        notes.append(f"no part alone moves the p-score by {FLAT} or more")
     if (left, top, right, bottom) != (0, 0, shown.width, shown.height):
+        notes.append("the model sees only the outlined part")
         for colour, style in (("white", "-"), ("black", "--")):  # seen on light and dark images
             axes.add_patch(
                 Rectangle(
@@ -56,7 +61,7 @@ def draw_map(image: Image.Image, heat: np.ndarray, region: Box, title: str = "")
                     linewidth=1.5,
                 )
             )
-        axes.set_xlabel("the model sees only the outlined part", fontsize="small")
+    axes.set_xlabel("\n".join(notes), fontsize="small")
     axes.set_xlim(0, shown.width)
     axes.set_ylim(shown.height, 0)
     axes.set_xticks([])

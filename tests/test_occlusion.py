@@ -164,5 +164,9 @@ def test_the_overlay_lies_over_the_models_region_with_its_colour_scale(mode, out
     labels = [label.get_text() for label in bar.get_xticklabels()]
     assert "more AI-generated" in labels[0] and "more real" in labels[-1]
     assert len(axes.patches) == (2 if outlined else 0)
+    assert ("outlined part" in axes.get_xlabel()) == outlined
+    assert "no part alone" not in axes.get_xlabel()
+    flat_axes = draw_map(image, heat / 100, region).axes[0]
+    assert "no part alone moves the p-score by 0.01 or more" in flat_axes.get_xlabel()
     png = Image.open(io.BytesIO(map_png(image, heat, region)))
     assert png.format == "PNG" and png.width > 300
