@@ -25,6 +25,7 @@ from benchmarks import (
     bfloat16,
     cached_features,
     clip,
+    explain,
     feature_stage,
     head_experiment,
     inference,
@@ -50,6 +51,7 @@ BENCHMARKS = [
     smote_scale,
     serve,
     clip,
+    explain,
 ]
 
 
