@@ -31,6 +31,7 @@ from pipeline.inference import forward
 from pipeline.io import atomic_path, read_json
 from pipeline.occlusion import (
     Occlusion,
+    cell_edges,
     covered_counts,
     deletion_copies,
     deletion_curves,
@@ -87,7 +88,6 @@ def deletion_check(
     cells are covered, in the map's order first, then in random orders."""
     rng = np.random.default_rng(seed)
     steps, random_orders = settings["steps"], settings["random_orders"]
-    covered_counts(occlusion.cells, steps)  # explain.steps checked before any forward pass
     orders = [
         deletion_orders(heat, real, random_orders, rng)
         for heat, real in zip(maps, towards_real, strict=True)
@@ -104,6 +104,29 @@ def deletion_check(
             )
         ]
     )
+
+
+def draw_gallery(
+    gallery: pd.DataFrame,
+    originals: dict[str, Any],
+    explained: dict[str, tuple[float, np.ndarray]],
+    region: Any,
+    size: int,
+    out: Path,
+) -> None:
+    """Each gallery image's map drawn over it into `out`/gallery/, and gallery.csv listing them
+    with the full model's P(real)."""
+    (out / GALLERY_DIR).mkdir()
+    files = []
+    for row in gallery.itertuples():
+        (p_real, heat), image = explained[row.id], originals[row.id]
+        file = f"{GALLERY_DIR}/{row.kind}-{row.rank}.png"
+        title = f"{GALLERY_KINDS[row.kind]}: {row.label} image, p-score {p_real:.3f}"
+        save_map(out / file, image, heat, region(image.width, image.height, size), title)
+        files.append(file)
+    gallery.assign(p_real=[explained[i][0] for i in gallery["id"]], file=files)[
+        ["kind", "rank", "id", "label", "p_real", "file"]
+    ].to_csv(out / GALLERY_FILE, index=False)
 
 
 def explain_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, out: Path) -> None:
@@ -129,20 +152,7 @@ def explain_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, ou
     explained = {i: (p, heat) for i, p, heat in zip(ids, p_real, maps, strict=True)}
 
     out.mkdir(parents=True)
-    (out / GALLERY_DIR).mkdir()
-    files = []
-    for row in gallery.itertuples():
-        p, heat = explained[row.id]
-        file = f"{GALLERY_DIR}/{row.kind}-{row.rank}.png"
-        image = originals[row.id]
-        region = INPUT_MODES[mode].region(image.width, image.height, size)
-        title = f"{GALLERY_KINDS[row.kind]}: {row.label} image, p-score {p:.3f}"
-        save_map(out / file, image, heat, region, title)
-        files.append(file)
-    gallery.assign(p_real=[explained[i][0] for i in gallery["id"]], file=files)[
-        ["kind", "rank", "id", "label", "p_real", "file"]
-    ].to_csv(out / GALLERY_FILE, index=False)
-
+    draw_gallery(gallery, originals, explained, INPUT_MODES[mode].region, size, out)
     sampled = list(sample["id"])
     sample_p = np.array([explained[i][0] for i in sampled])
     towards_real = sample_p >= threshold
@@ -173,6 +183,10 @@ def main() -> None:
     # every backbone in params.yaml, always, as in train
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
+    occlusion = Occlusion.from_settings(params["explain"])  # settings checked before any work
+    covered_counts(occlusion.cells, params["explain"]["steps"])
+    for spec in params["backbones"].values():
+        cell_edges(spec["input_size"], occlusion.grid)
     splits = pd.read_csv(SPLITS, dtype={"id": str})
     with atomic_path(EXPLANATIONS_DIR) as folder:
         folder.mkdir()

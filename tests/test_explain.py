@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import compose_params, make_image_folder
 from pipeline import explain, paths
+from pipeline.errors import ConfigError
 from pipeline.explain import gallery_rows
 from pipeline.images import load_for_model
 
@@ -113,3 +114,20 @@ def test_the_stage_maps_every_backbone_through_its_trained_model(tmp_path, monke
             assert curves["random_curves"][:, :, -1] == pytest.approx(
                 np.repeat(curves["map_curves"][:, -1:], 2, axis=1)  # all covered: one image
             )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("explain.steps=50", "explain.steps is 50: give 2 to 49"),
+        ("explain.grid=40", "explain.grid is 40: over the model's 32 px input"),
+    ],
+)
+def test_settings_a_map_cannot_follow_stop_the_stage_before_any_work(
+    tmp_path, monkeypatch, override, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_params(override)))
+    monkeypatch.setattr("sys.argv", ["explain"])
+    with pytest.raises(ConfigError, match=message):
+        explain.main()  # no splits, scores or models here: nothing was read
