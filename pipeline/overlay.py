@@ -42,7 +42,8 @@ def draw_map(image: Image.Image, heat: np.ndarray, region: Box, title: str = "")
     figure = Figure(figsize=(width, width * shown.height / shown.width + 1.2), layout="constrained")
     axes = figure.subplots()
     # the image in grey, so that every colour is the map's
-    axes.imshow(shown.convert("L"), cmap="gray", vmin=0, vmax=255)
+    whole = (0, shown.width, shown.height, 0)  # pixel edges, as the region's box counts them
+    axes.imshow(shown.convert("L"), cmap="gray", vmin=0, vmax=255, extent=whole)
     axes.imshow(colours, extent=(left, right, bottom, top), interpolation="nearest")
     notes = []
     if float(np.abs(heat).max()) < FLAT:
@@ -79,7 +80,7 @@ def draw_map(image: Image.Image, heat: np.ndarray, region: Box, title: str = "")
 
 def map_png(image: Image.Image, heat: np.ndarray, region: Box, title: str = "") -> bytes:
     buffer = io.BytesIO()
-    draw_map(image, heat, region, title).savefig(buffer, format="png", dpi=100)
+    draw_map(image, heat, region, title).savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()
 
 

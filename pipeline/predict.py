@@ -36,6 +36,7 @@ from pipeline.overlay import save_map
 from pipeline.paths import EXPORT_DIR
 
 MAPS_AT_ONCE = 8  # images decoded and mapped together: memory stays bounded for any folder
+TITLE_NAME = 32  # characters of a file's name in its map's title
 
 
 def is_url(source: str) -> bool:
@@ -157,7 +158,7 @@ def explain_sources(
             (image, _), (p, heat) = loaded[source], mapped[source]
             path = folder / map_name(source, taken)
             label = "real" if p >= threshold else "AI-generated"
-            title = f"{file_name(source)}: {label}, p-score {p:.3f}"
+            title = f"{shorten(file_name(source), TITLE_NAME)}: {label}, p-score {p:.3f}"
             save_map(path, image, heat, region_of(image.width, image.height, size), title)
             rows.append({**result_row(source, float(p), "", threshold), "map": str(path)})
     return rows
