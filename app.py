@@ -104,7 +104,7 @@ def produce(uploads: list, url: str) -> dict:
 
 
 def show_maps(result: dict) -> None:
-    """Each scored image with its occlusion map over it, computed once per result."""
+    """Each scored image with its occlusion map drawn over it, made once per result."""
     try:
         occlusion = Occlusion.of_model(info)
     except AiicError as error:
@@ -113,13 +113,20 @@ def show_maps(result: dict) -> None:
     if "maps" not in result:
         with st.spinner("Covering each part of the image in turn..."):
             shaped = [shaped for _, _, shaped in result["images"]]
-            result["maps"] = occlusion_maps(forward(model), shaped, occlusion, MAP_BATCH)[1]
-    region = INPUT_MODES[info["input_mode"]].region
-    for (name, image, _), p_real, heat in zip(
-        result["images"], result["scores"], result["maps"], strict=True
-    ):
-        title = f"{VERDICTS[verdict(p_real, info['threshold'])]}, p-score {p_real:.3f}"
-        png = map_png(image, heat, region(image.width, image.height, info["input_size"]), title)
+            heats = occlusion_maps(forward(model), shaped, occlusion, MAP_BATCH)[1]
+            region = INPUT_MODES[info["input_mode"]].region
+            result["maps"] = [
+                map_png(
+                    image,
+                    heat,
+                    region(image.width, image.height, info["input_size"]),
+                    f"{VERDICTS[verdict(p_real, info['threshold'])]}, p-score {p_real:.3f}",
+                )
+                for (_, image, _), p_real, heat in zip(
+                    result["images"], result["scores"], heats, strict=True
+                )
+            ]
+    for (name, _, _), png in zip(result["images"], result["maps"], strict=True):
         st.image(png, caption=f"Where the model looks: {shorten(name)}")
     st.caption(occlusion.meaning)
 
