@@ -63,7 +63,7 @@ RANGES = {
     ("augment", "jpeg_quality"): (1, 100),
     ("augment", "blur_sigma"): (0, 100),
     ("explain", "grid"): (2, 64),
-    ("explain", "gallery"): (0, 100),
+    ("explain", "gallery"): (1, 100),
     ("explain", "images"): (2, 100_000),  # a bootstrap interval needs two images
     ("explain", "steps"): (2, 4096),
     ("explain", "random_orders"): (1, 100),
