@@ -7,12 +7,12 @@ P(real) of the image minus P(real) with the cell covered: positive where the reg
 score towards "real" (covering it lowers P(real)), negative where it pushes it towards
 "AI-generated". Forward passes only, no gradients: it works alike on every Keras backend, with the
 LiteRT runtime and for every backbone (Zeiler & Fergus, ECCV 2014, "Visualizing and Understanding
-Convolutional Networks", section 4.2).
+Convolutional Networks": occlusion sensitivity).
 
-The deletion check (Petsiuk et al., BMVC 2018, "RISE", section 4.1): cover the cells one after
-another, those that support the model's verdict most first, and follow the probability of that
-verdict; a map that ranks the regions well makes it fall faster than covering them in a random
-order does, so the area under its curve is smaller.
+The deletion check (Petsiuk et al., BMVC 2018, "RISE": the deletion metric): cover the cells one
+after another, those that support the model's verdict most first, and follow the probability of
+that verdict; a map that ranks the regions well makes it fall faster than covering them in a
+random order does, so the area under its curve is smaller.
 
 Plain functions over uint8 arrays and a scoring function (a batch in, P(real) per image out), so
 that the app, `aiic predict`, `aiic serve` (through its micro-batcher) and the explain stage share
