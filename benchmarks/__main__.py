@@ -26,6 +26,7 @@ from benchmarks import (
     cached_features,
     clip,
     durable_writes,
+    explain,
     feature_stage,
     head_experiment,
     hostile,
@@ -57,6 +58,7 @@ BENCHMARKS = [
     durable_writes,
     training_stage,
     hostile,
+    explain,
 ]
 
 

@@ -8,8 +8,8 @@ import sys
 
 from pipeline.entry import run, tune_startup
 
-STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "crossgen")
-STAGES += ("evaluate", "compare", "export")
+STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "explain")
+STAGES += ("crossgen", "evaluate", "compare", "export")
 COMMANDS = {"predict": "pipeline.predict", "serve": "pipeline.serve", "compose": "pipeline.params"}
 # `evaluate` is both a stage (no arguments: dvc.yaml runs it so) and, given any argument, the
 # command that measures the exported model on a person's labelled images.
@@ -20,11 +20,13 @@ commands:
   {" | ".join(STAGES)}
                  run one pipeline stage (as `dvc repro` does; per-backbone stages take the name)
   predict PATH_OR_URL... [--model DIR] [--format table|json|csv] [--recursive]
-          [--runtime keras|litert]
-                 score images, folders and URLs with the exported model
+          [--runtime keras|litert] [--explain DIR]
+                 score images, folders and URLs with the exported model (--explain: and draw
+                 where it looks, an occlusion map per image, into DIR)
   serve [--host H] [--port P] [--model DIR] [--runtime keras|litert] [--max-batch N]
-        [--batch-wait-ms MS] [--workers N]
-                 the exported model behind an HTTP API (POST /predict, GET /healthz, GET /model)
+        [--batch-wait-ms MS] [--workers N] [--max-maps N]
+                 the exported model behind an HTTP API (POST /predict, POST /explain,
+                 GET /healthz, GET /model)
   evaluate DIR_OR_CSV [--model DIR] [--format table|json|markdown] [--out FILE]
                  measure the exported model on labelled images (real/ and ai/, or a CSV of
                  path,label[,source]); without arguments, `evaluate` is the pipeline stage

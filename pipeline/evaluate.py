@@ -4,9 +4,11 @@
 per-image test scores that the train stage wrote to data/scores/<b>.csv, and writes
 metrics/<b>.json (discrimination with bootstrap intervals, calibration before and after,
 breakdowns per source, format and size band), metrics/<b>_robustness.json (the same metrics under
-each perturbation), and through DVCLive the ROC, precision-recall, confusion-matrix, reliability
-and robustness plots in eval/ (pipeline.paths.plot_file: one folder per kind of plot, which
-dvc.yaml declares, and one file per backbone).
+each perturbation), metrics/<b>_faithfulness.json (the deletion check of the explanation maps,
+from the explain stage's curves in data/explanations/<b>/), and through DVCLive the ROC,
+precision-recall, confusion-matrix, reliability, robustness and deletion plots in eval/
+(pipeline.paths.plot_file: one folder per kind of plot, which dvc.yaml declares, and one file per
+backbone).
 
 Its start-up is part of every head experiment, so it imports no TensorFlow, and one process
 evaluates every backbone: importing pandas and scikit-learn takes longer than the work
@@ -32,6 +34,7 @@ from pipeline.metrics import (
     breakdowns,
     calibration_quality,
     classification_metrics,
+    faithfulness,
     kind_and_level,
     robustness_metrics,
 )
@@ -40,10 +43,13 @@ from pipeline.paths import (
     CALIBRATION_FILE,
     CONFOUNDS,
     CUSTOM_PLOT_KINDS,
+    DELETION_FILE,
+    DELETION_PLOT,
     EVAL_DIR,
     HEADS_DIR,
     METRICS_DIR,
     SPLITS,
+    explanations_dir,
     metrics_file,
     plot_name,
     scores_file,
@@ -102,6 +108,23 @@ def log_plots(
         live.log_plot(plot_name(plot, name), rows, x=x, y="perturbation", template="bar_horizontal")
 
 
+def evaluate_maps(name: str, metrics_dir: Path, live: Live) -> dict:
+    """metrics/<name>_faithfulness.json and the deletion plot (the mean curve of the maps' order
+    and of random orders), from the explain stage's deletion curves."""
+    with np.load(explanations_dir(name) / DELETION_FILE) as curves:
+        covered, by_map, by_chance = (curves[k] for k in ("covered", "map_curves", "random_curves"))
+    results = faithfulness(covered, by_map, by_chance)
+    write_json(metrics_dir / metrics_file(name, "faithfulness").name, results)
+    rows = [
+        {"covered": float(share), "map": float(a), "random": float(b)}
+        for share, a, b in zip(
+            covered, by_map.mean(axis=0), by_chance.mean(axis=(0, 1)), strict=True
+        )
+    ]
+    live.log_plot(plot_name(DELETION_PLOT, name), rows, x="covered", y=["map", "random"])
+    return results
+
+
 def evaluate_backbone(name: str, metrics_dir: Path, live: Live) -> None:
     """Write <name>.json and <name>_robustness.json into `metrics_dir`, and log the plots into
     `live`, from data/scores/<name>.csv and the calibration record."""
@@ -129,10 +152,12 @@ def evaluate_backbone(name: str, metrics_dir: Path, live: Live) -> None:
     write_json(metrics_dir / metrics_file(name, "robustness").name, robust_results)
     calibrated = {"uncalibrated": raw, "calibrated": p_real}
     log_plots(live, name, labels, calibrated, threshold, robust_results)
+    maps = evaluate_maps(name, metrics_dir, live)
     print(
         f"evaluate {name}: accuracy {results['accuracy']:.4f}, ROC-AUC "
         f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "
-        f"{results['ece']:.4f}, on {results['images']} test image(s)"
+        f"{results['ece']:.4f}, on {results['images']} test image(s); explanation maps "
+        f"{maps['verdict']} on {maps['images']}"
     )
 
 

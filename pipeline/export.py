@@ -4,9 +4,10 @@ Writes models/export/: <backbone>.weights.h5 (the trained head), model.keras (on
 pixels to P(real): preprocess_input, frozen backbone, head), the deployment formats chosen in
 `export.formats` (pipeline.formats: SavedModel, LiteRT float32 and int8) and model.json (what the
 score means, input size, smallest accepted image, threshold, test metrics, each format's check,
-hashes of params and data). Before it finishes, it reloads model.keras and every format and checks
-that they score test images as the train stage did (the scores that evaluate measured); a format
-the converter cannot handle for this backbone is recorded in model.json with the reason.
+how explanation maps are made, hashes of params and data). Before it finishes, it reloads
+model.keras and every format and checks that they score test images as the train stage did (the
+scores that evaluate measured); a format the converter cannot handle for this backbone is recorded
+in model.json with the reason.
 """
 
 from __future__ import annotations
@@ -22,65 +23,30 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.backbones import check_spec, extractor_from_spec
-from pipeline.calibrate import Calibration
+from pipeline.backbones import check_spec
 from pipeline.entry import run
 from pipeline.errors import StageFailed
 from pipeline.formats import FLOAT_TOLERANCE, FORMATS, write_and_check
-from pipeline.head import build_head
 from pipeline.images import INPUT_MODES
 from pipeline.inference import score_files
 from pipeline.io import atomic_path, read_json, write_json
+from pipeline.occlusion import Occlusion
 from pipeline.params import backbone_spec, load_params
 from pipeline.paths import (
-    BACKBONE_WEIGHTS_FILE,
-    CALIBRATION_FILE,
     EXPORT_DIR,
     HEAD_WEIGHTS_FILE,
     HEADS_DIR,
     INFO_FILE,
     MODEL_FILE,
     SPLITS,
-    features_dir,
     metrics_file,
     scores_file,
 )
 from pipeline.runtime import image_batches
+from pipeline.trained import trained_model
 
 CHECK_IMAGES = 8  # an error of preprocessing, weights or calibration shows on any image
 QUANTIZED_CHECK_IMAGES = 64  # a quantised format is judged by verdicts and ROC-AUC: more images
-
-
-def build_inference_model(
-    spec: dict[str, Any],
-    backbone_weights: Path,
-    head_weights: Path,
-    head: dict[str, Any],
-    calibration: Calibration,
-) -> keras.Model:
-    """RGB pixels (0..255) in, calibrated P(real) out: the extractor the features stage used, the
-    trained head and the calibration fitted on validation, in one model."""
-    extractor = extractor_from_spec({**spec, "weights": None})
-    extractor.load_weights(backbone_weights)
-    classifier = build_head(extractor.output_shape[-1], **head)
-    classifier.load_weights(head_weights)
-    inputs = keras.Input(extractor.input_shape[1:], name="rgb")
-    outputs = calibration(classifier(extractor(inputs)))
-    return keras.Model(inputs, outputs, name=f"aiic_{spec['name']}")
-
-
-def trained_model(params: dict[str, Any], name: str) -> tuple[keras.Model, dict[str, Any]]:
-    """The inference model of one backbone as the pipeline trained it, and its calibration.json
-    (calibrator, threshold and threshold rule)."""
-    fitted = read_json(HEADS_DIR / name / CALIBRATION_FILE)
-    model = build_inference_model(
-        backbone_spec(params, name),
-        features_dir(name) / BACKBONE_WEIGHTS_FILE,
-        HEADS_DIR / name / HEAD_WEIGHTS_FILE,
-        params["head"],
-        Calibration(fitted["method"], fitted["parameters"]),
-    )
-    return model, fitted
 
 
 def check_against_evaluation(
@@ -167,6 +133,7 @@ def main() -> None:
         "calibrated": calibration["method"] != "none",
         "calibration": f"{calibration['method']}, fitted on the validation split",
         "test_metrics": read_json(metrics_file(name)),
+        "explain": Occlusion.from_settings(params["explain"]).settings(),
         "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
         "data_sha256": digest(SPLITS.read_bytes()),
         "aiic_version": __version__,

@@ -97,3 +97,23 @@ def robustness_curves(grids: dict[str, list[dict]], path: Path) -> None:
                 ax.set_ylabel({"roc_auc": "ROC-AUC", "accuracy": "accuracy"}[metric])
     axes[0, 0].legend(fontsize="small")
     _save(figure, path)
+
+
+def deletion_curves(rows_by_backbone: dict[str, list[dict]], path: Path) -> None:
+    """The explanation maps' deletion check: the mean probability of the verdict as the map's
+    cells are covered in its order (solid) and in random orders (dotted), one colour per
+    backbone, from the rows evaluate logs (covered, map, random)."""
+    figure = Figure(figsize=(5, 4))
+    axes = figure.subplots()
+    for line, (name, rows) in enumerate(rows_by_backbone.items()):
+        covered = [row["covered"] for row in rows]
+        axes.plot(covered, [row["map"] for row in rows], "o-", color=f"C{line}", label=name)
+        axes.plot(covered, [row["random"] for row in rows], ":", color=f"C{line}")
+    axes.plot([], [], "k-", label="map's order")
+    axes.plot([], [], "k:", label="random order")
+    axes.set_xlabel("share of the image covered")
+    axes.set_ylabel("mean probability of the model's verdict")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.legend(fontsize="small")
+    _save(figure, path)

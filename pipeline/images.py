@@ -114,13 +114,36 @@ def resize_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(fitted, dtype=np.uint8)
 
 
+Box = tuple[float, float, float, float]  # left, top, right, bottom, in the image's pixels
+
+
+def whole_image(width: int, height: int, size: int) -> Box:
+    return (0.0, 0.0, float(width), float(height))
+
+
+def central_pixels(width: int, height: int, size: int) -> Box:
+    """center_crop's box (its integer offsets)."""
+    left, top = (width - size) // 2, (height - size) // 2
+    return (float(left), float(top), float(left + size), float(top + size))
+
+
+def central_square(width: int, height: int, size: int) -> Box:
+    """resize_crop's box: ImageOps.fit's largest central square, at its fractional offsets."""
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
 @dataclass(frozen=True)
 class InputMode:
     """How a decoded image becomes a backbone's input_size x input_size input (`shape`, which
-    raises TooSmall for an image too small for it), and that in words for model.json."""
+    raises TooSmall for an image too small for it), that in words for model.json, and which part
+    of the image the input shows (`region`: (width, height, input_size) -> its box), so that
+    anything drawn over the input (an explanation map) lands on the right pixels."""
 
     shape: Callable[[Image.Image, int], np.ndarray]
     description: str
+    region: Callable[[int, int, int], Box]
 
 
 # A backbone's extractor names its mode (pipeline.backbones); a new mode is one entry here.
@@ -130,16 +153,19 @@ INPUT_MODES = {
         resize,
         f"{DECODED}, bilinear resize to input_size x input_size; the backbone's own "
         "preprocess_input is inside the model",
+        whole_image,
     ),
     "center_crop": InputMode(
         center_crop,
         f"{DECODED}, central input_size x input_size crop at native resolution (nothing "
         "resampled; smaller images are refused)",
+        central_pixels,
     ),
     "resize_crop": InputMode(
         resize_crop,
         f"{DECODED}, largest central square bicubic-resized to input_size x input_size (CLIP's "
         "own); CLIP's normalisation is inside the model",
+        central_square,
     ),
 }
 

@@ -14,6 +14,7 @@ import yaml
 
 from pipeline.errors import ConfigError, MissingInput, not_one_of
 from pipeline.formats import FORMATS
+from pipeline.occlusion import FILLS
 
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("configs")
@@ -27,6 +28,7 @@ CHOICES = {
     ("balance", "method"): BALANCE_METHODS,
     ("calibration", "method"): CALIBRATION_METHODS,
     ("calibration", "threshold"): THRESHOLD_RULES,
+    ("explain", "fill"): FILLS,
 }
 
 
@@ -60,20 +62,29 @@ RANGES = {
     ("augment", "p"): (0, 1),
     ("augment", "jpeg_quality"): (1, 100),
     ("augment", "blur_sigma"): (0, 100),
+    ("explain", "grid"): (2, 64),
+    ("explain", "gallery"): (1, 100),
+    ("explain", "images"): (2, 100_000),  # a bootstrap interval needs two images
+    ("explain", "steps"): (2, 4096),
+    ("explain", "random_orders"): (1, 100),
 }
+COUNTS = {key for key in RANGES if key[0] == "explain"}  # whole numbers
 
 
 def check_degradations(params: dict[str, Any]) -> None:
-    """The robustness grid and the augmentation settings: numbers in range, and the augmentation's
-    jpeg_quality and blur_sigma each a [low, high] pair."""
+    """The robustness grid, the augmentation and the explanation settings: numbers in range (the
+    explanation's whole numbers), and the augmentation's jpeg_quality and blur_sigma each a
+    [low, high] pair."""
     for (section, key), (lowest, highest) in RANGES.items():
         if section not in params or params[section].get(key) is None:
             continue
         value = params[section][key]
         values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int | float) and lowest <= v <= highest for v in values):
+        kind = int if (section, key) in COUNTS else int | float
+        if not all(isinstance(v, kind) and lowest <= v <= highest for v in values):
+            number = "a whole number" if kind is int else "a number"
             raise ConfigError(
-                f"{section}.{key} is {value!r}: each value must be a number from {lowest} to "
+                f"{section}.{key} is {value!r}: each value must be {number} from {lowest} to "
                 f"{highest}."
             )
     for key in ("jpeg_quality", "blur_sigma"):

@@ -60,6 +60,16 @@ EVALUATION_FIGURES_DIR = Path("reports/evaluation")  # the report's PNG figures
 CROSSGEN_DIR = Path("crossgen")  # <backbone>.json: the cross-generator matrix
 CROSSGEN_HEATMAP_DIR = CROSSGEN_DIR / "heatmap"  # <backbone>.png (dvc.yaml: an image plot)
 
+EXPLANATIONS_DIR = Path("data/explanations")  # <backbone>/: the files below
+GALLERY_FILE = "gallery.csv"  # kind, rank, id, label, p_real, file of each gallery image
+GALLERY_KINDS = {  # gallery.csv's kinds, and how the report heads them
+    "most_confident_real": "most confident real",
+    "most_confident_ai": "most confident AI",
+    "worst_misclassified": "worst misclassified",
+}
+GALLERY_DIR = "gallery"  # the gallery's overlay PNGs
+DELETION_FILE = "deletion.npz"  # the deletion check's curves (pipeline.explain)
+
 EXPORT_DIR = Path("models/export")
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -102,6 +112,7 @@ SKLEARN_PLOT_KINDS = (
     "reliability_calibrated",
 )
 CUSTOM_PLOT_KINDS = ("robustness", "robustness_auc")  # one grid, by accuracy and by ROC-AUC
+DELETION_PLOT = "deletion"  # the explanation maps' mean deletion curves, against random orders
 
 
 def plot_name(plot: str, backbone: str) -> str:
@@ -119,6 +130,10 @@ def plot_file(eval_dir: Path, plot: str, backbone: str) -> Path:
 def curves_folder(history_dir: Path) -> Path:
     """DVCLive's folder of the training curves in its Live folder `history_dir`."""
     return history_dir / METRIC_PLOTS
+
+
+def explanations_dir(backbone: str) -> Path:
+    return EXPLANATIONS_DIR / backbone
 
 
 def crossgen_file(backbone: str) -> Path:

@@ -2,8 +2,11 @@
 
 POST /predict takes multipart `files` or JSON {"urls": [...]} and answers one result per image, in
 request order, with the numbers `aiic predict` gives: the same decoding, size check and resizing
-(pipeline.images), the same SSRF-safe fetcher for URLs (pipeline.fetch), the same model. GET
-/healthz answers 200 once the model is loaded, GET /model its model.json.
+(pipeline.images), the same SSRF-safe fetcher for URLs (pipeline.fetch), the same model. POST
+/explain takes the same inputs, at most `max_maps` images, and adds each image's occlusion map
+(pipeline.occlusion): its grid of numbers, the image's pixels it covers, and with ?png=true the
+map drawn over the image; the covered copies go through the same micro-batcher, under the same
+limits. GET /healthz answers 200 once the model is loaded, GET /model its model.json.
 
 Images of concurrent requests are scored together in shared forward passes (pipeline.batcher).
 
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import copy
+import functools
 import gc
 import json
 import logging
@@ -41,10 +46,20 @@ from starlette.requests import ClientDisconnect
 
 from pipeline.batcher import MicroBatcher
 from pipeline.entry import run
+from pipeline.errors import AiicError
 from pipeline.fairpool import FairPool
-from pipeline.fetch import Deadline, FetchRefused, fetch, shorten
-from pipeline.images import UnreadableImage, load_for_model, pixel_count
+from pipeline.fetch import Deadline, FetchRefused, decode_fetched, fetch, shorten
+from pipeline.images import (
+    INPUT_MODES,
+    UnreadableImage,
+    decode,
+    load_for_model,
+    pixel_count,
+    shape_for_model,
+)
 from pipeline.inference import RUNTIMES, describe, exported_files, forward, load_exported, verdict
+from pipeline.occlusion import Occlusion, map_from_scores, occlusion_copies
+from pipeline.overlay import map_png
 from pipeline.paths import EXPORT_DIR
 from pipeline.predict import fetched_for_model
 
@@ -64,6 +79,7 @@ class Settings:
     max_images: int = 32  # per request
     max_body_bytes: int = 32 * 1024 * 1024
     timeout_s: float = 60.0  # per request
+    max_maps: int = 4  # images per POST /explain: each map is grid * grid + 1 forward passes
     max_request_pixels: int = 256_000_000  # decoded, a request: 32 images of 8 megapixels
     large_image_pixels: int = 16_000_000  # images over this decode on half the decode threads
     decode_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
@@ -160,12 +176,17 @@ def create_app(settings: Settings) -> FastAPI:
         # request in flight). gc.freeze() leaves them out of every later collection.
         gc.freeze()
         state["info"] = info
+        try:
+            state["occlusion"] = Occlusion.of_model(info)
+        except AiicError as error:  # exported before maps: POST /explain says so
+            state["occlusion"] = str(error)
         state["batcher"] = MicroBatcher(
             score,
             settings.max_batch,
             settings.batch_wait_ms / 1000,
             lambda: state["preparing"] > 0,
         )
+        app.state.batcher = state["batcher"]  # for the tests
         state["decoders"] = FairPool(
             settings.decode_threads,
             "aiic-decode",
@@ -233,7 +254,17 @@ def create_app(settings: Settings) -> FastAPI:
             return fetched_for_model(source, data, info)
         return load_for_model(data, info["input_size"], info["input_mode"], info.get("min_size", 0))
 
-    async def prepare(items: list[tuple[str, str, Any]], work: Work) -> list[Any]:
+    def shaped_for_map(kind: str, source: str, data: bytes) -> tuple[Any, np.ndarray]:
+        """The decoded image and the model's input of it, as `shaped` makes the input."""
+        info = state["info"]
+        image = decode_fetched(source, data) if kind == "url" else decode(data)
+        name = shorten(source) if kind == "url" else "<bytes>"
+        size, mode = info["input_size"], info["input_mode"]
+        return image, shape_for_model(image, size, mode, name, info.get("min_size", 0))
+
+    async def prepare(
+        items: list[tuple[str, str, Any]], work: Work, shape: Callable = shaped
+    ) -> list[Any]:
         """Each image fetched (URLs, on the request's share of the fetch threads), measured, then
         decoded and shaped in its fair turn: an array, or the exception that says why not."""
         outcomes: list[Any] = [payload for _, _, payload in items]  # bytes until decoded
@@ -248,11 +279,12 @@ def create_app(settings: Settings) -> FastAPI:
         if (total := sum(pixels.values())) > settings.max_request_pixels:
             budget = settings.max_request_pixels
             raise HTTPException(
-                413, f"the images decode to {total:,} pixels, over {budget:,} a request: send fewer"
-                " or smaller images"
+                413,
+                f"the images decode to {total:,} pixels, over {budget:,} a request: send fewer"
+                " or smaller images",
             )
         decoding = {
-            i: work.decoding.submit(shaped, items[i][1], items[i][2], body, cost=max(pixels[i], 1))
+            i: work.decoding.submit(shape, items[i][1], items[i][2], body, cost=max(pixels[i], 1))
             for i, body in data.items()
         }
         await settle(outcomes, decoding)
@@ -275,13 +307,51 @@ def create_app(settings: Settings) -> FastAPI:
             results.append(result(name, p_real.get(index), reason(kind, outcome), threshold))
         return {"results": results}
 
-    async def answer(request: Request, work: Work) -> Any:
+    async def explained(items: list[tuple[str, str, Any]], work: Work, png: bool) -> dict[str, Any]:
+        occlusion, info = state["occlusion"], state["info"]
+        state["preparing"] += 1
+        try:
+            outcomes = await prepare(items, work, shaped_for_map)
+        finally:
+            state["preparing"] -= 1
+        good = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, tuple)]
+        copies = [
+            await asyncio.wrap_future(
+                work.decoding.submit(occlusion_copies, outcomes[i][1], occlusion)
+            )
+            for i in good
+        ]
+        scores = await state["batcher"].submit(np.concatenate(copies)) if good else []
+        parts = np.split(np.asarray(scores), len(good)) if good else []
+        maps = {
+            i: map_from_scores(part, occlusion.grid) for i, part in zip(good, parts, strict=True)
+        }
+        region_of, threshold = INPUT_MODES[info["input_mode"]].region, info["threshold"]
+        results = []
+        for index, ((name, kind, _), outcome) in enumerate(zip(items, outcomes, strict=True)):
+            if index not in maps:
+                results.append(result(name, None, reason(kind, outcome), threshold))
+                continue
+            (image, _), (p_real, heat) = outcome, maps[index]
+            region = region_of(image.width, image.height, info["input_size"])
+            image_map: dict[str, Any] = {"grid": heat.round(6).tolist(), "region": list(region)}
+            if png:
+                picture = await asyncio.wrap_future(
+                    work.decoding.submit(map_png, image, heat, region)
+                )
+                image_map["png"] = base64.b64encode(picture).decode()
+            results.append({**result(name, p_real, "", threshold), "map": image_map})
+        return {"results": results, "meaning": occlusion.meaning}
+
+    async def answer(request: Request, work: Work, limit: int, respond: Callable) -> Any:
+        """`respond(items, work)` for the request's images (at most `limit`), or nothing where
+        the client goes away first."""
         items = await inputs(request)
         if not items:
             raise HTTPException(400, "no images: send `files` or `urls`")
-        if len(items) > settings.max_images:
-            raise HTTPException(413, f"{len(items)} images, over {settings.max_images} a request")
-        scoring = asyncio.ensure_future(score(items, work))
+        if len(items) > limit:
+            raise HTTPException(413, f"{len(items)} images, over {limit} a request")
+        scoring = asyncio.ensure_future(respond(items, work))
         gone = asyncio.ensure_future(disconnected(request))
         try:
             finished, _ = await asyncio.wait({scoring, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -293,15 +363,25 @@ def create_app(settings: Settings) -> FastAPI:
             return Response(status_code=CLIENT_CLOSED)
         return scoring.result()
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Any:
+    async def within_time(request: Request, limit: int, respond: Callable) -> Any:
         work = Work(state["decoders"], state["fetchers"], settings.download_deadline_s)
         try:
-            return await asyncio.wait_for(answer(request, work), settings.timeout_s)
+            return await asyncio.wait_for(answer(request, work, limit, respond), settings.timeout_s)
         except asyncio.TimeoutError as error:  # not TimeoutError itself before Python 3.11
             raise HTTPException(504, f"the request took over {settings.timeout_s:g} s") from error
         finally:
             work.end()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        return await within_time(request, settings.max_images, score)
+
+    @app.post("/explain")
+    async def explain(request: Request, png: bool = False) -> Any:
+        if isinstance(state["occlusion"], str):
+            raise HTTPException(404, state["occlusion"])
+        respond = functools.partial(explained, png=png)
+        return await within_time(request, settings.max_maps, respond)
 
     return app
 
@@ -418,6 +498,9 @@ def main(argv: list[str] | None = None) -> None:
         default=defaults.download_deadline_s,
         help="seconds for all of a request's downloads",
     )
+    parser.add_argument(
+        "--max-maps", type=int, default=defaults.max_maps, help="images per POST /explain"
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         model_dir=args.model,
@@ -432,6 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         fetch_threads=args.fetch_threads,
         fetches_per_request=args.fetches_per_request,
         download_deadline_s=args.download_deadline,
+        max_maps=args.max_maps,
     )
     serve(settings, args.host, args.port, args.workers)
 

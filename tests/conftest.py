@@ -114,10 +114,43 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     keras.Model(inputs, Calibration()(head(extractor(inputs)))).save(folder / "model.keras")
     info = {"backbone": "spectrum", "input_size": 32, "input_mode": "center_crop", "min_size": 32}
-    write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}})
+    write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}, **MAPS})
     return folder
+
+
+MAPS = {"explain": {"method": "occlusion", "grid": 4, "fill": "blur"}}  # model.json's, quick
 
 
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_exported_model(tmp_path_factory.mktemp("export"))
+
+
+def make_detail_model(folder: Path) -> Path:
+    """An exported model (32 px, resized) whose P(real) rises with the fine detail in the top-left
+    quarter of its input and ignores the rest: its maps have a known answer, strong blue cells
+    there on a detailed image (the `ai` synthetic_image's checkerboard) and nothing elsewhere."""
+    import keras
+    import numpy as np
+
+    from pipeline.io import write_json
+
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)[..., None, None] / 3
+    inputs = keras.Input((32, 32, 3))
+    edges = keras.layers.Conv2D(2, 3, padding="same", use_bias=False, activation="relu")
+    detail = edges(keras.layers.Rescaling(1 / 255)(inputs))  # |laplacian|: relu of it and -it
+    quarter = keras.layers.Cropping2D(((0, 16), (0, 16)))(detail)
+    score = keras.layers.Dense(1, activation="sigmoid")
+    outputs = score(keras.layers.GlobalAveragePooling2D()(quarter))
+    edges.set_weights([np.concatenate([laplacian, -laplacian], axis=-1).repeat(3, axis=2)])
+    score.set_weights([np.full((2, 1), 5.0, np.float32), np.array([-2.5], np.float32)])
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.Model(inputs, outputs).save(folder / "model.keras")
+    info = {"backbone": "detail", "input_size": 32, "input_mode": "resize", "min_size": 16}
+    write_json(folder / "model.json", {**info, "threshold": 0.5, "test_metrics": {}, **MAPS})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def detail_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_detail_model(tmp_path_factory.mktemp("detail"))

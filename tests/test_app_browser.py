@@ -1,5 +1,7 @@
 """The app served by `streamlit run` on 127.0.0.1 and driven by a real headless Chromium."""
 
+import contextlib
+import io
 import os
 import shutil
 import socket
@@ -10,6 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT, synthetic_image
 
@@ -29,10 +32,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def served_app(exported_model):
+@contextlib.contextmanager
+def streamlit_app(model_dir):
+    """`streamlit run app.py` on a free port of 127.0.0.1 with the model in `model_dir`."""
     port = free_port()
-    env = {**os.environ, "AIIC_MODEL_DIR": str(exported_model)}
+    env = {**os.environ, "AIIC_MODEL_DIR": str(model_dir)}
     command = [
         sys.executable,
         "-m",
@@ -58,9 +62,23 @@ def served_app(exported_model):
                 server.kill()
                 pytest.fail(f"streamlit did not start: {server.stdout.read()}")
             time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.fixture
+def served_app(exported_model):
+    with streamlit_app(exported_model) as url:
+        yield url
+
+
+@pytest.fixture
+def served_detail_app(detail_model):
+    with streamlit_app(detail_model) as url:
+        yield url
 
 
 @pytest.fixture
@@ -87,15 +105,14 @@ def browser():
     driver.quit()
 
 
-def test_upload_and_produce_result_in_chromium(served_app, browser, tmp_path):
+def produce_result(browser, url, image):
+    """Upload `image` in the app at `url`, press Produce Result, and wait for the metrics."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    image = tmp_path / "photo.png"
-    synthetic_image("real", 64, np.random.default_rng(5)).save(image)
     wait = WebDriverWait(browser, 60)
-    browser.get(served_app)
+    browser.get(url)
     upload = wait.until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]"))
     )
@@ -107,11 +124,61 @@ def test_upload_and_produce_result_in_chromium(served_app, browser, tmp_path):
         )
     )
     button.click()
-    metrics = wait.until(
+    return wait.until(
         lambda driver: driver.find_elements(By.CSS_SELECTOR, "[data-testid=stMetricValue]")
     )
+
+
+def test_upload_and_produce_result_in_chromium(served_app, browser, tmp_path):
+    image = tmp_path / "photo.png"
+    synthetic_image("real", 64, np.random.default_rng(5)).save(image)
+    metrics = produce_result(browser, served_app, image)
     verdict, p_score = (element.text for element in metrics[:2])
     # kept where a person can look at it: pytest's temporary folder, not the source tree
     assert browser.save_screenshot(str(tmp_path / "app_result.png"))
     assert verdict in ("Real", "AI-generated")
     assert 0.0 <= float(p_score) <= 1.0
+
+
+def test_the_map_is_drawn_in_chromium(served_detail_app, browser, tmp_path):
+    """The screenshot of the map shows the image in grey with the map's blue cells over its
+    top-left quarter, where the detail model looks, nothing blue elsewhere above the colour
+    scale, and the scale with its red ("more AI-generated") and blue ("more real") ends."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image = tmp_path / "detailed.png"
+    synthetic_image("ai", 32, np.random.default_rng(5)).save(image)
+    produce_result(browser, served_detail_app, image)
+    wait = WebDriverWait(browser, 60)
+    option = wait.until(
+        lambda driver: driver.find_element(
+            By.XPATH, "//label[.//p[text()='Show where the model looks']]"
+        )
+    )
+    option.click()
+    shown = wait.until(
+        lambda driver: [
+            frame
+            for frame in driver.find_elements(By.CSS_SELECTOR, "[data-testid=stImage]")
+            if "Where the model looks" in frame.text
+        ]
+    )
+    map_image = shown[0].find_element(By.TAG_NAME, "img")
+    wait.until(lambda driver: map_image.size["width"] > 200)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", map_image)
+    screenshot = Image.open(io.BytesIO(map_image.screenshot_as_png)).convert("RGB")
+    assert abs(screenshot.height - map_image.size["height"]) <= 2  # all of it, not a part
+    screenshot.save(tmp_path / "map.png")  # kept where a person can look at it
+    pixels = np.asarray(screenshot).astype(int)
+    assert pixels.std() > 20  # not a blank frame
+    red, blue = pixels[..., 0], pixels[..., 2]
+    strongly_blue, strongly_red = blue - red > 60, red - blue > 60
+    height, width = strongly_blue.shape
+    upper = strongly_blue[: height // 2]  # the image; the colour scale is at the bottom
+    left, right = upper[:, : width // 2], upper[:, width // 2 :]
+    assert left.mean() > 0.05, left.mean()  # the map's cells over the top-left quarter
+    assert right.mean() < left.mean() / 10  # and none where the model does not look
+    assert not strongly_red[: height // 2].any()  # nothing pushes this image towards AI
+    lower = slice(3 * height // 4, height)  # the colour scale
+    assert strongly_blue[lower].any() and strongly_red[lower].any()

@@ -18,6 +18,7 @@ def test_quick_benchmark_run_writes_results_and_markdown(tmp_path):
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=900)
     results = json.loads(out.read_text())
     assert set(results) >= {"machine", "feature_stage", "cached_features", "memory", "inference"}
+    assert set(results["explain"]["backbones"]) == set(compose_params()["backbones"])
     assert "head_experiment" not in results  # --skip-dvc
     page = markdown.read_text()
     for name, spec in compose_params()["backbones"].items():

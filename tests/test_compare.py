@@ -69,6 +69,40 @@ def fake_matrix() -> dict:
     }
 
 
+def fake_faithfulness(better: bool) -> dict:
+    difference = [0.15, 0.25] if better else [-0.05, 0.05]
+    return {
+        "images": 8,
+        "random_orders": 1,
+        "map_auc": 0.3,
+        "random_auc": 0.5,
+        "difference": 0.2 if better else 0.0,
+        "full_cover_drop": 0.4,
+        "ci95": {"map_auc": [0.25, 0.35], "random_auc": [0.45, 0.55], "difference": difference},
+        "better_than_random": better,
+        "verdict": "better than random" if better else "no better than random",
+    }
+
+
+def fake_gallery(name: str) -> list[dict]:
+    return [
+        {
+            "kind": kind,
+            "rank": "1",
+            "id": f"{kind}1",
+            "label": label,
+            "p_real": p_real,
+            "file": f"gallery/{kind}-1.png",
+            "figure": f"evaluation/gallery/{name}/{kind}-1.png",
+        }
+        for kind, label, p_real in (
+            ("most_confident_real", "real", "0.99"),
+            ("most_confident_ai", "ai", "0.01"),
+            ("worst_misclassified", "ai", "0.97"),
+        )
+    ]
+
+
 def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
     results = {"inceptionv3": fake_results(0), "spectrum": fake_results(1)}
     grid = [
@@ -100,11 +134,16 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
         "inceptionv3": fake_matrix(),
         "spectrum": {"applicable": False, "reason": "the data has 1 (sd14)", "ai_sources": []},
     }
+    deletion = {
+        name: [{"covered": c, "map": 0.9 - c / 2, "random": 0.9 - c / 4} for c in (0, 0.5, 1)]
+        for name in results
+    }
     figures = draw_figures(
-        list(results), {n: grid for n in results}, reliability, matrices, tmp_path
+        list(results), {n: grid for n in results}, reliability, matrices, deletion, tmp_path
     )
     assert {path.name for path in tmp_path.iterdir()} == {
         "robustness.png",
+        "deletion.png",
         "reliability_inceptionv3.png",
         "reliability_spectrum.png",
         "crossgen_inceptionv3.png",
@@ -113,7 +152,12 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
     assert figures["robustness"] == "evaluation/robustness.png"
 
     confounds = {"all_cues": {"roc_auc": 0.9}, "per_cue": {}}
-    text = evaluation_report(results, robustness, matrices, figures, ["spectrum"], confounds)
+    maps = {"inceptionv3": fake_faithfulness(True), "spectrum": fake_faithfulness(False)}
+    galleries = {name: fake_gallery(name) for name in results}
+    galleries["spectrum"] = galleries["spectrum"][:2]  # no misclassified test image
+    text = evaluation_report(
+        results, robustness, matrices, figures, ["spectrum"], confounds, maps, galleries, "M."
+    )
     assert "**Random-init backbones** (`weights: null`): `spectrum`" in text
     assert "Confound warning" in text and "ROC-AUC 0.90" in text
     assert "![robustness curves](evaluation/robustness.png)" in text
@@ -121,5 +165,18 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
     assert "| gan | 0.950 [0.850, 1.050] (AUC 0.800) | 0.310 [0.210, 0.410] (AUC 0.800) |" in text
     assert "| all but the column | 0.720" in text
     assert "not applicable (the data has 1 (sd14))" in text
-    quiet = evaluation_report(results, robustness, matrices, figures, [], None)
+    quiet = evaluation_report(results, robustness, matrices, figures, [], None, maps, galleries, "")
     assert "Confound warning" not in quiet and "Random-init" not in quiet
+    # the maps: their meaning, the deletion check of every backbone, and each gallery
+    assert (
+        "M. The deletion check covers" in text
+        and "![deletion curves](evaluation/deletion.png)" in text
+    )
+    assert "| inceptionv3 | 8 | 0.300 [0.250, 0.350] | 0.500 [0.450, 0.550] |" in text
+    assert "| 0.400 | **better than random** |" in text and "| **no better than random** |" in text
+    assert "maps of this backbone are **no better than random**" in text
+    assert (
+        "![most confident real of inceptionv3](evaluation/gallery/inceptionv3/"
+        "most_confident_real-1.png)<br>real image, p-score 0.990" in text
+    )
+    assert text.count("none in the test split") == 1

@@ -25,7 +25,22 @@ def write_scores(root, name, seed):
     (root / paths.HEADS_DIR / name).mkdir(parents=True)
     record = {"method": "temperature", "fitted_on": "val", "threshold": 0.4}
     (root / paths.HEADS_DIR / name / paths.CALIBRATION_FILE).write_text(json.dumps(record))
+    write_deletion_curves(root / paths.explanations_dir(name), rng)
     return scores
+
+
+def write_deletion_curves(folder, rng, images=6, steps=4):
+    """Made-up deletion curves as the explain stage writes them: the map's order falls faster."""
+    covered = np.linspace(0, 1, steps + 1)
+    folder.mkdir(parents=True)
+    np.savez(
+        folder / paths.DELETION_FILE,
+        covered=covered,
+        map_curves=np.clip(0.9 - covered[None] * rng.uniform(0.6, 0.8, (images, 1)), 0, 1),
+        random_curves=np.clip(
+            0.9 - covered[None, None] * rng.uniform(0.1, 0.3, (images, 2, 1)), 0, 1
+        ),
+    )
 
 
 def run_evaluate(root, monkeypatch):
@@ -99,3 +114,20 @@ def test_every_json_it_writes_is_strict(tmp_path, monkeypatch):
         roc = plot_rows(paths.plot_file(paths.EVAL_DIR, "roc", name))
         assert roc[0]["threshold"] is None  # scikit-learn's inf: no score reaches it
         assert all(row["threshold"] is not None for row in roc[1:])
+
+
+def test_faithfulness_metrics_and_the_deletion_plot_come_from_the_explain_stages_curves(
+    tmp_path, monkeypatch
+):
+    params, _ = run_evaluate(tmp_path, monkeypatch)
+    for name in params["backbones"]:
+        with np.load(paths.explanations_dir(name) / paths.DELETION_FILE) as stored:
+            by_map, by_chance = stored["map_curves"], stored["random_curves"]
+        results = json.loads(paths.metrics_file(name, "faithfulness").read_text())
+        assert results["images"] == 6 and results["random_orders"] == 2
+        assert results["map_auc"] == pytest.approx(np.trapezoid(by_map, dx=0.25).mean())
+        assert results["random_auc"] == pytest.approx(np.trapezoid(by_chance, dx=0.25).mean())
+        assert results["verdict"] == "better than random" and results["better_than_random"]
+        rows = plot_rows(paths.plot_file(paths.EVAL_DIR, paths.DELETION_PLOT, name))
+        assert [row["covered"] for row in rows] == [0, 0.25, 0.5, 0.75, 1]
+        assert [row["random"] for row in rows] == pytest.approx(by_chance.mean(axis=(0, 1)))

@@ -13,6 +13,7 @@ from pipeline.metrics import (
     bootstrap_ci,
     classification_metrics,
     expected_calibration_error,
+    faithfulness,
     point_metrics,
     reliability_rows,
 )
@@ -110,3 +111,27 @@ def test_scores_on_bin_edges_fall_in_the_same_bins_for_the_ece_and_the_diagrams(
     monkeypatch.setattr(np.random, "default_rng", lambda seed: Unshuffled())
     point = expected_calibration_error(labels, p)
     assert bootstrap_ci(labels, p, 0.5, samples=2)["ece"] == pytest.approx([point] * 2)
+
+
+def test_the_deletion_check_tells_a_faithful_map_from_one_no_better_than_chance():
+    rng = np.random.default_rng(0)
+    covered = np.linspace(0, 1, 8)
+    chance = 0.9 - 0.3 * covered[None, None] + rng.normal(0, 0.05, (20, 3, 8))
+    faithful = faithfulness(
+        covered, 0.9 - 0.8 * covered[None] + rng.normal(0, 0.05, (20, 8)), chance
+    )
+    assert faithful["verdict"] == "better than random" and faithful["better_than_random"]
+    assert faithful["ci95"]["difference"][0] > 0
+    assert faithful["map_auc"] < faithful["random_auc"]
+    # a map whose order is one more random order: its interval straddles 0
+    no_better = faithfulness(covered, chance[:, 0], chance[:, 1:])
+    assert no_better["verdict"] == "no better than random" and not no_better["better_than_random"]
+    low, high = no_better["ci95"]["difference"]
+    assert low < 0 < high
+    misleading = faithfulness(covered, 0.9 - 0.05 * covered[None].repeat(20, 0), chance)
+    assert misleading["verdict"] == "worse than random"
+    # a model whose score hardly moves: a consistent but tiny difference is no finding
+    flat = 0.5 - 1e-6 * covered[None, None].repeat(20, 0)
+    hardly = faithfulness(covered, flat[:, 0] - 1e-7 * covered, flat)
+    assert hardly["ci95"]["difference"][0] > 0 and hardly["verdict"] == "no better than random"
+    assert hardly["full_cover_drop"] == pytest.approx(1.1e-6)

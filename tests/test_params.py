@@ -60,6 +60,9 @@ def test_degradation_settings_out_of_range_are_clear_errors():
         ("robustness", "downscale", [2], "from 0.01 to 1"),
         ("augment", "p", 1.5, "augment.p is 1.5"),
         ("augment", "jpeg_quality", [90, 30], "give a [low, high] pair"),
+        ("explain", "grid", 1, "explain.grid is 1: each value must be a whole number from 2"),
+        ("explain", "images", 8.5, "explain.images is 8.5: each value must be a whole number"),
+        ("explain", "fill", "noise", "explain.fill is 'noise'; allowed values: 'blur', 'mean'"),
     ):
         broken = {**params, section: {**params[section], key: value}}
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -43,6 +43,7 @@ def named_paths(backbones: list[str], exported: str) -> set[Path]:
         paths.EVALUATION_REPORT,
         paths.EVALUATION_FIGURES_DIR,
         paths.CROSSGEN_DIR,
+        paths.EXPLANATIONS_DIR,
         paths.EXPORT_DIR,
         paths.HEADS_DIR / exported,
         paths.metrics_file(exported),
@@ -89,5 +90,5 @@ def test_top_level_metrics_and_plots_are_the_folders_the_code_writes(repo):
     evaluate_plots = folders - {curves, paths.CROSSGEN_HEATMAP_DIR}
     assert evaluate_plots == {
         paths.plot_file(paths.EVAL_DIR, plot, "any").parent
-        for plot in (*paths.SKLEARN_PLOT_KINDS, *paths.CUSTOM_PLOT_KINDS)
+        for plot in (*paths.SKLEARN_PLOT_KINDS, *paths.CUSTOM_PLOT_KINDS, paths.DELETION_PLOT)
     }

@@ -104,13 +104,35 @@ def check_outputs(project):
         # the generated set has one AI source: the matrix says so instead of failing
         matrix = json.loads((project / f"crossgen/{name}.json").read_text())
         assert matrix["applicable"] is False and matrix["ai_sources"] == ["local"]
+        # the explanation maps: a gallery and the deletion check, against random orders
+        faithful = json.loads((project / f"metrics/{name}_faithfulness.json").read_text())
+        assert faithful["images"] == 8 and faithful["verdict"] in (
+            "better than random",
+            "no better than random",
+            "worse than random",
+        )
+        low, high = faithful["ci95"]["difference"]
+        assert low <= faithful["difference"] <= high
+        gallery = pd.read_csv(project / f"data/explanations/{name}/gallery.csv")
+        assert set(gallery["kind"]) <= {
+            "most_confident_real",
+            "most_confident_ai",
+            "worst_misclassified",
+        }
+        assert len(gallery) and all(
+            (project / f"reports/evaluation/gallery/{name}" / f.split("/")[-1]).is_file()
+            for f in gallery["file"]
+        )
     assert f"**Exported: `{EXPORTED}`**" in (project / "reports/comparison.md").read_text()
     evaluation = (project / "reports/evaluation.md").read_text()
     assert "![robustness curves](evaluation/robustness.png)" in evaluation
     assert (project / "reports/evaluation/robustness.png").is_file()
+    assert "![deletion curves](evaluation/deletion.png)" in evaluation
+    assert evaluation.count("### Where the model looks") == len(BACKBONES)
     assert json.loads((project / "reports/confounds.json").read_text())["all_cues"]
     info = json.loads((project / "models/export/model.json").read_text())
     assert info["backbone"] == EXPORTED and info["input_size"] == 75
+    assert info["explain"] == {"method": "occlusion", "grid": 7, "fill": "blur"}
     assert info["test_metrics"] == json.loads((project / f"metrics/{EXPORTED}.json").read_text())
     assert (project / "models/export/model.keras").is_file()
     assert (project / f"models/export/{EXPORTED}.weights.h5").is_file()
@@ -159,6 +181,7 @@ def check_plots(project, backbones=BACKBONES):
     metrics = dvc(project, "metrics", "show", "--json")
     for name in backbones:
         assert f"metrics/{name}.json" in metrics and f"metrics/{name}_robustness.json" in metrics
+        assert f"metrics/{name}_faithfulness.json" in metrics
 
 
 def check_app_and_cli_agree_with_evaluation(project, monkeypatch):
@@ -169,6 +192,23 @@ def check_app_and_cli_agree_with_evaluation(project, monkeypatch):
     output = run([sys.executable, "-m", "pipeline", "predict", *paths, "--format", "json"], project)
     cli_scores = [row["p_real"] for row in json.loads(output.stdout)]
     assert cli_scores == pytest.approx(predictions["p_real"].tolist(), abs=1e-5)
+    explained = run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "predict",
+            *paths,
+            "--format",
+            "json",
+            "--explain",
+            str(project.parent / "maps"),
+        ],
+        project,
+    )
+    rows = json.loads(explained.stdout)
+    assert [row["p_real"] for row in rows] == pytest.approx(cli_scores, abs=1e-5)
+    assert len(list((project.parent / "maps").glob("*.map.png"))) == len(paths)
 
     monkeypatch.setenv("AIIC_MODEL_DIR", str(project / "models/export"))
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
@@ -185,6 +225,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "scrape",
         "prepare",
         "train",
+        "explain",
         "crossgen",
         "evaluate",
         "compare",
@@ -208,7 +249,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert info["min_size"] == 32 and info["formats"] == {}
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
-    assert ran_stages(wider) == {"train", "crossgen", "evaluate", "compare", "export"}
+    assert ran_stages(wider) == {"train", "explain", "crossgen", "evaluate", "compare", "export"}
     # no backbone runs again: neither features nor robustness features
     assert ".tmp-" not in run(["git", "ls-files"], project).stdout  # DVCLive's folders, swapped
     shown = dvc(project, "exp", "show", "--csv")
@@ -237,6 +278,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "balance@mobilenetv2",
         "robustness@mobilenetv2",
         "train",
+        "explain",
         "crossgen",
         "evaluate",
         "compare",

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,66 @@ def test_readings_agree_with_the_verdict():
     assert describe(0.35, 0.3) == describe(0.25, 0.3) == describe(0.3, 0.3)  # all uncertain
     assert describe(0.95, 0.5) == "likely a real photograph"
     assert describe(0.05, 0.5) == "likely AI-generated"
+
+
+def test_explain_writes_one_map_per_scored_image_beside_the_usual_rows(
+    capsys, mixed_folder, exported_model, tmp_path
+):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(mixed_folder / "a_real.png", other / "a_real.png")  # the same name twice
+    maps = tmp_path / "maps"
+    args = [mixed_folder, other / "a_real.png", "--recursive", "--model", exported_model]
+    plain = run_cli(capsys, *args)
+    rows = run_cli(capsys, *args, "--explain", maps)
+    scored = [row for row in rows if row["p_real"] is not None]
+    assert [row["source"] for row in rows] == [row["source"] for row in plain]
+    assert [row["reason"] for row in rows] == [row["reason"] for row in plain]
+    for row, before in zip(rows, plain, strict=True):
+        assert row["p_real"] == pytest.approx(before["p_real"], abs=1e-6)
+    assert len(scored) == 4 and all(row["map"] is None for row in rows if row not in scored)
+    written = sorted(path.name for path in maps.iterdir())
+    assert written == sorted(Path(row["map"]).name for row in scored)
+    assert {"a_real.map.png", "a_real-2.map.png", "c_nested.map.png"} <= set(written)
+    for row in scored:
+        assert Image.open(row["map"]).format == "PNG"
+
+
+def test_explain_maps_through_litert_too(tmp_path, capsys, detail_model):
+    """Maps need forward passes only: the LiteRT runtime maps as Keras does."""
+    pytest.importorskip("ai_edge_litert")
+    from pipeline.formats import FORMATS
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(detail_model, model_dir)
+    model, _ = load_exported(model_dir)
+    FORMATS["litert"].write(model, 32, model_dir / FORMATS["litert"].file)
+    image = tmp_path / "photo.png"
+    synthetic_image("ai", 32, np.random.default_rng(2)).save(image)
+    by_runtime = {}
+    for runtime in ("keras", "litert"):
+        (row,) = run_cli(
+            capsys,
+            image,
+            "--model",
+            model_dir,
+            "--runtime",
+            runtime,
+            "--explain",
+            tmp_path / runtime,
+        )
+        by_runtime[runtime] = row
+    assert by_runtime["litert"]["p_real"] == pytest.approx(by_runtime["keras"]["p_real"], abs=1e-5)
+    keras_map, litert_map = (Image.open(by_runtime[r]["map"]) for r in ("keras", "litert"))
+    difference = np.abs(np.asarray(keras_map, int) - np.asarray(litert_map, int))
+    assert keras_map.size == litert_map.size and difference.mean() < 1  # the same picture
+
+
+def test_explain_with_a_model_exported_before_maps_says_so(tmp_path, exported_model, mixed_folder):
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported_model, model_dir)
+    info = json.loads((model_dir / "model.json").read_text())
+    del info["explain"]
+    (model_dir / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelNotFound, match="export it again"):
+        predict.main([str(mixed_folder), "--model", str(model_dir), "--explain", str(tmp_path)])

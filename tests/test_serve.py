@@ -3,10 +3,13 @@ status or reason (never a 500), URLs go through the SSRF-safe fetcher, concurren
 forward passes, and a short load test."""
 
 import asyncio
+import base64
 import contextlib
 import http.server
 import io
+import json
 import logging
+import shutil
 import socket
 import threading
 import time
@@ -21,6 +24,8 @@ from pipeline import predict, serve
 from pipeline.batcher import MicroBatcher
 from pipeline.entry import run
 from pipeline.images import load_for_model
+from pipeline.inference import forward, load_exported
+from pipeline.occlusion import Occlusion, occlusion_maps
 from pipeline.serve import Settings, create_app
 
 
@@ -52,7 +57,7 @@ def running(settings: Settings):
         thread.join(10)
 
 
-LIMITS = {"max_images": 4, "max_body_bytes": 200_000, "max_batch": 8}
+LIMITS = {"max_images": 4, "max_body_bytes": 200_000, "max_batch": 8, "max_maps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +82,9 @@ def images(tmp_path_factory):
     return folder, good, bad
 
 
-def upload(url, files):
+def upload(url, files, endpoint="predict"):
     return httpx.post(
-        f"{url}/predict", files=[("files", (name, data)) for name, data in files], timeout=60
+        f"{url}/{endpoint}", files=[("files", (name, data)) for name, data in files], timeout=60
     )
 
 
@@ -412,6 +417,70 @@ def test_a_short_load_test(api, images, exported_model):
             )
         else:
             assert response.status_code == (413 if name == "x" else 200)
+
+
+def test_explain_answers_maps_of_the_same_scores_through_the_batcher(
+    api, images, exported_model, monkeypatch
+):
+    url, server = api
+    batcher, submitted = server.config.app.state.batcher, []
+    submit = batcher.submit
+
+    async def recorded(batch: np.ndarray) -> np.ndarray:
+        submitted.append(len(batch))
+        return await submit(batch)
+
+    monkeypatch.setattr(batcher, "submit", recorded)
+    folder, good, bad = images
+    names = ["dot.png", "good1.png"]
+    response = upload(url, [(name, {**good, **bad}[name]) for name in names], "explain")
+    assert response.status_code == 200
+    body = response.json()
+    refused, mapped = body["results"]
+    assert refused["p_real"] is None and refused["reason"] == "too_small" and "map" not in refused
+    assert mapped["p_real"] == pytest.approx(
+        predict_scores(folder, ["good1.png"], exported_model)["good1.png"], abs=1e-6
+    )
+    model, info = load_exported(exported_model)
+    shaped = load_for_model(good["good1.png"], 32, "center_crop")
+    _, (expected,) = occlusion_maps(forward(model), [shaped], Occlusion(4, "blur"), 32)
+    assert np.array(mapped["map"]["grid"]) == pytest.approx(expected, abs=1e-5)
+    assert mapped["map"]["region"] == [8, 8, 40, 40]  # the central 32 px of the 48 px image
+    assert "png" not in mapped["map"] and "not where an image was generated" in body["meaning"]
+    # the image and its 16 covered copies went through the micro-batcher together
+    assert submitted == [17]
+    drawn = upload(url, [("good0.png", good["good0.png"])], "explain?png=true").json()
+    picture = Image.open(io.BytesIO(base64.b64decode(drawn["results"][0]["map"]["png"])))
+    assert picture.format == "PNG" and picture.width > 200
+
+
+def test_explain_keeps_the_limits(api, images, exported_model, image_host, monkeypatch):
+    url, _ = api
+    _, good, _ = images
+    three = upload(url, [("a.png", good["good0.png"])] * 3, "explain")
+    assert three.status_code == 413 and "over 2 a request" in three.json()["detail"]
+    assert upload(url, [("a.png", b"\0" * 300_000)], "explain").status_code == 413
+    assert httpx.post(f"{url}/explain", json={"urls": []}).status_code == 400
+    assert httpx.post(f"{url}/explain?png=maybe", json={"urls": ["x"]}).status_code == 422
+    monkeypatch.setenv("AIIC_ALLOW_PRIVATE_URLS", "1")
+    settings = Settings(model_dir=str(exported_model), timeout_s=1.0, max_batch=2)
+    with running(settings) as (slow_url, _):
+        response = httpx.post(
+            f"{slow_url}/explain", json={"urls": [f"{image_host}/slow"]}, timeout=30
+        )
+        assert response.status_code == 504
+
+
+def test_a_model_exported_before_maps_answers_404_with_the_reason(exported_model, tmp_path):
+    folder = tmp_path / "old"
+    shutil.copytree(exported_model, folder)
+    info = json.loads((folder / "model.json").read_text())
+    del info["explain"]
+    (folder / "model.json").write_text(json.dumps(info))
+    with running(Settings(model_dir=str(folder))) as (url, _):
+        response = upload(url, [("a.png", png(Image.new("RGB", (40, 40))))], "explain")
+        assert response.status_code == 404 and "export it again" in response.json()["detail"]
+        assert upload(url, [("a.png", png(Image.new("RGB", (40, 40))))]).status_code == 200
 
 
 def test_serve_refuses_to_start_without_a_model(tmp_path, capsys):

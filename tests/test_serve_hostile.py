@@ -307,7 +307,7 @@ def test_dropped_clients_are_one_line_each_and_no_traceback(guarded):
             client.sendall(head.encode() + b"\r\n" + (body[:100] if index % 2 else body))
             time.sleep(0.05)
     time.sleep(2.0)
-    added = log.read_text()[len(before):]
+    added = log.read_text()[len(before) :]
     assert "Traceback" not in added and "ERROR" not in added, added[-2000:]
     assert added.count("went away") == 50, added[-2000:]
     healthy(url)

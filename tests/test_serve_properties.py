@@ -22,9 +22,7 @@ from PIL import Image
 from pipeline import fetch as fetch_module
 from pipeline.serve import Settings, create_app
 
-PROPERTY = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def png(size=40, colour="green") -> bytes:
@@ -86,8 +84,10 @@ def answered(response, count):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["urls", "files", "x"]) | st.text(max_size=5), children),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["urls", "files", "x"]) | st.text(max_size=5), children)
+    ),
     max_leaves=12,
 )
 
@@ -99,9 +99,7 @@ json_values = st.recursive(
 @example(body='{"urls": ["http://8.8.8.8/\\ud800"]}')  # a lone surrogate: no UTF-8 for it
 @example(body=b'{"urls": ["\xff"]}')
 def test_no_json_body_gives_a_5xx(client, body):
-    response = client.post(
-        "/predict", content=body, headers={"Content-Type": "application/json"}
-    )
+    response = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code < 500, response.text
 
 

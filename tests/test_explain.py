@@ -1,0 +1,133 @@
+"""The explain stage: a gallery of maps and the deletion curves for every backbone, through each
+backbone's full model as pipeline.trained assembles it."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import compose_params, make_image_folder
+from pipeline import explain, paths
+from pipeline.errors import ConfigError
+from pipeline.explain import gallery_rows
+from pipeline.images import load_for_model
+
+BACKBONES = {"spectrum": 32, "vgg16": 32}  # a centre crop at native resolution, and a resize
+
+
+def test_the_gallery_picks_the_most_confident_and_the_worst_mistakes():
+    scores = pd.DataFrame(
+        {
+            "id": list("abcdefg"),
+            "label": ["real", "real", "real", "ai", "ai", "ai", "real"],
+            "p_real": [0.95, 0.7, 0.1, 0.02, 0.3, 0.9, 0.45],
+        }
+    )
+    rows = gallery_rows(scores, 0.5, 2)
+    chosen = {kind: list(group["id"]) for kind, group in rows.groupby("kind", sort=False)}
+    assert chosen == {
+        "most_confident_real": ["a", "b"],
+        "most_confident_ai": ["d", "e"],
+        "worst_misclassified": ["c", "f"],  # 0.4 from the threshold each; g only 0.05
+    }
+    assert list(rows["rank"]) == [1, 2, 1, 2, 1, 2]
+    right = gallery_rows(scores[scores["id"].isin(list("abde"))], 0.5, 1)
+    assert "worst_misclassified" not in set(right["kind"])  # none: no row, no error
+
+
+def make_trained_project(root):
+    """What the explain stage reads, as the earlier stages lay it out, for BACKBONES at small
+    sizes with random weights and untrained heads."""
+    from pipeline.backbones import extractor_from_spec
+    from pipeline.head import build_head
+
+    params = compose_params(
+        "explain.grid=4", "explain.images=4", "explain.steps=4", "explain.random_orders=2"
+    )
+    params["backbones"] = {
+        name: {**params["backbones"][name], "weights": None, "input_size": size}
+        for name, size in BACKBONES.items()
+    }
+    params["backbone"] = {"name": "spectrum"}
+    params["head"] = {**params["head"], "units": 4}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    folder = make_image_folder(root / "images", per_class=5, size=48)
+    images = sorted(folder.rglob("*.png"))
+    ids = [f"i{k}" for k in range(len(images))]
+    labels = [path.parent.name for path in images]
+    splits = pd.DataFrame({"id": ids, "label": labels, "split": "test", "path": images})
+    splits["path"] = splits["path"].astype(str)
+    paths.SPLITS.parent.mkdir(parents=True)
+    splits.to_csv(paths.SPLITS, index=False)
+    for name, spec in params["backbones"].items():
+        extractor = extractor_from_spec(spec)
+        paths.features_dir(name).mkdir(parents=True)
+        extractor.save_weights(paths.features_dir(name) / paths.BACKBONE_WEIGHTS_FILE)
+        head = build_head(extractor.output_shape[-1], **params["head"])
+        (paths.HEADS_DIR / name).mkdir(parents=True)
+        head.save_weights(paths.HEADS_DIR / name / paths.HEAD_WEIGHTS_FILE)
+        calibration = {"method": "temperature", "parameters": {"temperature": 0.5}}
+        (paths.HEADS_DIR / name / paths.CALIBRATION_FILE).write_text(
+            json.dumps({**calibration, "threshold": 0.5})
+        )
+        paths.SCORES_DIR.mkdir(exist_ok=True)
+        # the gallery's choice, not the model's: ai/ sorts first, and its last image is a mistake
+        p_real = np.linspace(0.05, 0.95, len(ids))[[0, 1, 2, 3, 9, 5, 6, 7, 8, 4]]
+        splits[["id", "label"]].assign(p_real=p_real).to_csv(paths.scores_file(name), index=False)
+    return params
+
+
+def test_the_stage_maps_every_backbone_through_its_trained_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = make_trained_project(tmp_path)
+    monkeypatch.setattr("sys.argv", ["explain"])
+    explain.main()
+    from pipeline.occlusion import Occlusion, occlusion_copies
+    from pipeline.trained import trained_model
+
+    splits = pd.read_csv(paths.SPLITS).set_index("id")
+    occlusion = Occlusion.from_settings(params["explain"])
+    for name, size in BACKBONES.items():
+        folder = paths.explanations_dir(name)
+        gallery = pd.read_csv(folder / paths.GALLERY_FILE)
+        assert list(gallery["kind"].unique()) == list(paths.GALLERY_KINDS)
+        for row in gallery.itertuples():
+            assert Image.open(folder / row.file).format == "PNG"
+        model, _ = trained_model(params, name)
+        mode = "center_crop" if name == "spectrum" else "resize"
+        first = gallery.iloc[0]
+        shaped = load_for_model(splits.loc[first["id"], "path"], size, mode)
+        scores = model.predict(occlusion_copies(shaped, occlusion), verbose=0)[:, 0]
+        assert first["p_real"] == pytest.approx(scores[0], abs=1e-5)  # the full model's score
+
+        with np.load(folder / paths.DELETION_FILE) as curves:
+            assert len(curves["ids"]) == 4 and list(curves["covered"]) == [0, 0.25, 0.5, 0.75, 1]
+            assert curves["map_curves"].shape == (4, 5)
+            assert curves["random_curves"].shape == (4, 2, 5)
+            p_real, real = curves["p_real"], curves["towards_real"]
+            assert (real == (p_real >= 0.5)).all()
+            start = np.where(real, p_real, 1 - p_real)  # the verdict's probability, uncovered
+            assert curves["map_curves"][:, 0] == pytest.approx(start)
+            assert curves["random_curves"][:, :, -1] == pytest.approx(
+                np.repeat(curves["map_curves"][:, -1:], 2, axis=1)  # all covered: one image
+            )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("explain.steps=50", "explain.steps is 50: give 2 to 49"),
+        ("explain.grid=40", "explain.grid is 40: over the model's 32 px input"),
+    ],
+)
+def test_settings_a_map_cannot_follow_stop_the_stage_before_any_work(
+    tmp_path, monkeypatch, override, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_params(override)))
+    monkeypatch.setattr("sys.argv", ["explain"])
+    with pytest.raises(ConfigError, match=message):
+        explain.main()  # no splits, scores or models here: nothing was read
