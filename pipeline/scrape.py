@@ -5,11 +5,16 @@ resumes where it stopped; after a crash (kill -9), the manifest alone tells what
 nothing stored is downloaded again. A change of the scrape settings starts afresh. Until a crawl
 has finished with every source complete, data/raw/.crawl-incomplete says why, and prepare
 refuses the data. The Commons spider refuses to start without scrape.contact.
+
+Scrapy's full log goes to logs/scrape.log (the last run's); the terminal shows a progress bar
+and the warnings that matter (scrapers.progress), then one line of what was stored, and, where
+the crawl did not finish, one line saying why and what to do.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -27,11 +32,13 @@ from pipeline.params import load_params
 from pipeline.paths import CRAWL_INCOMPLETE, RAW_DIR
 from pipeline.paths import SCRAPE_REPORT as REPORT
 from scrapers.middlewares import LOOPBACK_ONLY_ENV
+from scrapers.progress import TerminalHandler, crawl_counts, describe
 
 # spiders whose sites block clients that give no contact in their User-Agent
 CONTACT_REQUIRED = {"commons"}
 STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
 RESUME_COMMAND = "dvc repro"  # DVC re-runs an unfinished scrape; data/raw persists
+LOG_FILE = Path("logs") / "scrape.log"
 
 
 def user_agent(contact: str | None) -> str:
@@ -54,19 +61,35 @@ def require_contact(spider: str, contact: str | None) -> None:
 def crawl(
     spider: str, spider_args: dict[str, Any], store: Path, report: Path, **settings: Any
 ) -> dict[str, Any]:
-    """Run one spider of the scrapers project to completion, storing images under `store`.
+    """Run one spider of the scrapers project to completion, storing images under `store`, with
+    Scrapy's log in LOG_FILE and a progress bar on the terminal.
 
     Returns the crawl's Scrapy stats.
     """
+    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+    LOG_FILE.unlink(missing_ok=True)  # this run's log; Scrapy opens it more than once, to append
     project: Settings = get_project_settings()
     project.setmodule("scrapers.settings", priority="project")
     project.update(
-        {"FILES_STORE": str(store), "SCRAPE_REPORT": str(report), **settings}, priority="cmdline"
+        {
+            "FILES_STORE": str(store),
+            "SCRAPE_REPORT": str(report),
+            "LOG_FILE": str(LOG_FILE),
+            "PROGRESS_BAR": True,
+            "EXTENSIONS": {"scrapers.progress.CrawlProgress": 0},
+            **settings,
+        },
+        priority="cmdline",
     )
     process = CrawlerProcess(project)
-    crawler = process.create_crawler(spider)
-    process.crawl(crawler, **spider_args)
-    process.start()
+    terminal = TerminalHandler(spider)
+    logging.root.addHandler(terminal)
+    try:
+        crawler = process.create_crawler(spider)
+        process.crawl(crawler, **spider_args)
+        process.start()
+    finally:
+        logging.root.removeHandler(terminal)
     return crawler.stats.get_stats()
 
 
@@ -108,6 +131,7 @@ def main() -> None:
         **settings,
     )
     running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
+    print(f"scrape: stored {describe(*crawl_counts(stats))}; Scrapy's log: {LOG_FILE}")
     if stats.get("finish_reason") != "finished":
         incomplete.write_text(f"the {spider} crawl stopped early: {stats.get('finish_reason')}\n")
         raise StageFailed(
@@ -124,7 +148,7 @@ def main() -> None:
         )
     incomplete.unlink()
     if not report["stored"]:
-        raise StageFailed(f"no image was stored; {REPORT} and the log above say why")
+        raise StageFailed(f"no image was stored; {REPORT} and {LOG_FILE} say why")
 
 
 if __name__ == "__main__":
