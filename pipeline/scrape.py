@@ -8,7 +8,8 @@ refuses the data. The Commons spider refuses to start without scrape.contact.
 
 Scrapy's full log goes to logs/scrape.log (the last run's); the terminal shows a progress bar
 and the warnings that matter (scrapers.progress), then one line of what was stored, and, where
-the crawl did not finish, one line saying why and what to do.
+the crawl did not finish, one line saying why and what to do: where a source's host could not
+be reached, that line names the offline demo, which needs no network.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from scrapers.progress import TerminalHandler, crawl_counts, describe
 CONTACT_REQUIRED = {"commons"}
 STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
 RESUME_COMMAND = "dvc repro"  # DVC re-runs an unfinished scrape; data/raw persists
+DEMO_COMMAND = "dvc exp run -S +experiment=demo"  # the offline demo (configs/experiment/demo.yaml)
 LOG_FILE = Path("logs") / "scrape.log"
 
 
@@ -93,6 +95,19 @@ def crawl(
     return crawler.stats.get_stats()
 
 
+def unreachable_message(report: dict[str, Any]) -> str | None:
+    """The one line for a crawl whose sources' hosts could not be reached, naming the offline
+    demo; None where every host answered."""
+    hosts = sorted(set(report.get("unreachable_sources", {}).values()))
+    if not hosts:
+        return None
+    why = next(iter(report["stopped_sources"].values())).rstrip(".")
+    return (
+        f"could not reach {', '.join(hosts)} ({why}). Without a network, `{DEMO_COMMAND}` runs "
+        f"the offline demo; with one, {RESUME_COMMAND} resumes, keeping the images stored"
+    )
+
+
 def main() -> None:
     config = dict(load_params()["scrape"])
     contact = config.pop("contact", None)
@@ -142,6 +157,8 @@ def main() -> None:
     if report.get("stopped_sources"):
         stopped = "; ".join(f"{name}: {why}" for name, why in report["stopped_sources"].items())
         incomplete.write_text(f"sources stopped early: {stopped}\n")
+        if unreachable := unreachable_message(report):
+            raise StageFailed(unreachable)
         raise StageFailed(
             f"sources stopped early ({stopped}); the images stored are kept, and "
             f"{RESUME_COMMAND} later resumes without fetching them again"

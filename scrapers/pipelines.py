@@ -258,6 +258,11 @@ class DatasetPipeline(FilesPipeline):
                 for key, why in stats.items()
                 if key.startswith("aiic/stopped|")
             },
+            "unreachable_sources": {  # stopped because their host could not be reached
+                key.split("|", 1)[1]: host
+                for key, host in stats.items()
+                if key.startswith("aiic/unreachable|")
+            },
             "finish_reason": stats.get("finish_reason", ""),
             "elapsed_s": round(time.monotonic() - self.started, 2),
         }
