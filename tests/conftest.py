@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
-import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +13,7 @@ from benchmarks import project
 from benchmarks.project import (
     ROOT,
     SHARED_DATA,
+    committed_files,
     compose_params,
     make_image_folder,
     random_weights,
@@ -25,38 +22,19 @@ from benchmarks.project import (
     synthetic_image,
 )
 
-__all__ = ["ROOT", "SHARED_DATA", "compose_params", "run", "set_yaml", "synthetic_image"]
+__all__ = [
+    "ROOT",
+    "SHARED_DATA",
+    "committed_files",
+    "compose_params",
+    "run",
+    "set_yaml",
+    "synthetic_image",
+]
 
 os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
 os.environ["AIIC_LOOPBACK_ONLY"] = "1"  # no test crawl may leave the machine
 os.environ["DVC_NO_ANALYTICS"] = "1"  # nor DVC's usage reports
-
-
-def committed_files(destination: Path, *names: str) -> Path:
-    """Files and folders of this repository as committed (HEAD), extracted under `destination`.
-
-    The commands the README documents rewrite the work tree (`dvc exp run -S` and `aiic compose`
-    write params.yaml; `dvc repro` writes dvc.lock and outputs), so that a test of what is
-    committed reads HEAD, never the work tree. Outside a git checkout, the files as they are."""
-    destination.mkdir(parents=True, exist_ok=True)
-    try:
-        archive = subprocess.run(
-            ["git", "archive", "--format=tar", "HEAD", "--", *names],
-            cwd=ROOT,
-            capture_output=True,
-            check=False,
-        )
-    except FileNotFoundError:  # no git on this machine
-        archive = None
-    if archive is not None and archive.returncode == 0:
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(destination, filter="data")
-        return destination
-    for name in names:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        (destination / name).parent.mkdir(parents=True, exist_ok=True)
-        copy(ROOT / name, destination / name)
-    return destination
 
 
 def backbone_config(name: str, **values: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import sys
 import pytest
 import yaml
 
+from benchmarks.project import committed
 from conftest import ROOT, committed_files, compose_params
 from pipeline.errors import ConfigError, MissingInput
 from pipeline.params import load_params
@@ -48,7 +49,7 @@ def test_load_params_refuses_a_setting_outside_its_vocabulary(tmp_path):
 
 
 def test_dvc_hydra_composition_is_enabled():
-    config = (ROOT / ".dvc" / "config").read_text()
+    config = committed(".dvc/config").decode()
     assert "[hydra]" in config and "enabled = true" in config and "config_dir = configs" in config
 
 
