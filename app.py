@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pipeline.entry import message
+from pipeline.entry import message, quiet_tensorflow_logs
 from pipeline.errors import AiicError
 from pipeline.fetch import FetchRefused, fetch_image, shorten
 from pipeline.images import INPUT_MODES, UnreadableImage, decode, shape_for_model
@@ -30,6 +30,7 @@ from pipeline.overlay import map_png
 from pipeline.paths import EXPORT_DIR
 
 MODEL_DIR = Path(os.environ.get("AIIC_MODEL_DIR", EXPORT_DIR))
+quiet_tensorflow_logs()  # before the model loads TensorFlow
 VERDICTS = {"real": "Real", "ai": "AI-generated"}
 MAP_BATCH = 32  # covered copies per forward pass
 

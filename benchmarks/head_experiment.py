@@ -80,13 +80,19 @@ def measure(context: Context) -> dict[str, Any]:
     dvc = [sys.executable, "-m", "dvc"]
     repro, _ = timed(run, [*dvc, "repro"], project, REPRO_TIMEOUT)
     commit(project, "repro")
-    experiments, explained = {}, {}
+    experiments, explained, ran = {}, {}, set()
     for units in HEAD_EXPERIMENT_UNITS:
         seconds, done = timed(run, [*dvc, "exp", "run", "-S", f"head.units={units}"], project)
         experiments[units] = round(seconds, 1)
         stages = re.findall(r"Running stage '([^']+)'", done.stdout)
         explained[units] = {name: float(s) for name, s in EXPLAINED.findall(done.stdout)}
+        ran.update(stages)
     experiment = statistics.median(experiments.values())
+    trained = sorted(  # the networks the features stage trains on the images (npr, cnn)
+        name
+        for name, spec in context.backbones.items()
+        if spec.get("training", {}).get("mode", "frozen") != "frozen"
+    )
     modules = sorted({stage.split("@")[0] for stage in stages})
     start_up = {
         module: min(start_up_seconds(project, module) for _ in range(2)) for module in modules
@@ -100,6 +106,9 @@ def measure(context: Context) -> dict[str, Any]:
         "head_experiments_s": experiments,
         "experiment_over_repro": round(experiment / repro, 4),
         "experiment_stages": stages,
+        "trained_backbones": trained,
+        # a head experiment trains no network: the features stages, where training runs, stay
+        "experiment_retrained": sorted(s for s in ran if s.split("@")[0] == "features"),
         "start_up_s": round(sum(start_up[stage.split("@")[0]] for stage in stages), 1),
         "start_up_per_module_s": {module: round(start_up[module], 2) for module in modules},
         # the explain stage's own work per backbone, as it printed it, in each experiment
@@ -119,7 +128,16 @@ def measure(context: Context) -> dict[str, Any]:
 
 def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
     ratio = result["experiment_over_repro"]
-    return [("3. head experiment ÷ full repro", f"≤ {TARGET}", f"{ratio:.4f}", ratio <= TARGET)]
+    retrained = result.get("experiment_retrained", [])
+    return [
+        ("3. head experiment ÷ full repro", f"≤ {TARGET}", f"{ratio:.4f}", ratio <= TARGET),
+        (
+            "3. networks a head experiment retrains",
+            "none",
+            ", ".join(retrained) or "none",
+            not retrained,
+        ),
+    ]
 
 
 def render_explain(h: dict[str, Any]) -> str:
@@ -167,6 +185,12 @@ def render_dvclive(h: dict[str, Any]) -> str:
 def render(result: dict[str, Any]) -> list[str]:
     h = result
     sizes = ", ".join(f"{name} {size} px" for name, size in h["input_sizes"].items())
+    networks = h.get("trained_backbones", [])
+    trained = (
+        f", so none of the networks the full repro trained on the images ({', '.join(networks)})"
+        if networks
+        else ""
+    )
     per_module = ", ".join(f"{m} {t} s" for m, t in h["start_up_per_module_s"].items())
     experiments = ", ".join(f"{units} units {s} s" for units, s in h["head_experiments_s"].items())
     exit_s, import_s, lock = (
@@ -181,9 +205,9 @@ def render(result: dict[str, Any]) -> list[str]:
         f"{h['head_experiment_s']} s against {h['repro_s']} s, a ratio of "
         f"**{h['experiment_over_repro']:.4f}**. That is the median of three experiments run "
         f"one after another ({experiments}). Each re-ran {len(h['experiment_stages'])} stages "
-        f"({', '.join(h['experiment_stages'])}) and no backbone: its cost hardly grows with the "
-        "images, while the repro's grows in proportion. Each stage is a Python process that "
-        f"imports its module before any work ({per_module}, measured in the same run): "
+        f"({', '.join(h['experiment_stages'])}) and no backbone{trained}: its cost hardly grows "
+        "with the images, while the repro's grows in proportion. Each stage is a Python process "
+        f"that imports its module before any work ({per_module}, measured in the same run): "
         f"{h['start_up_s']} s in all, a ratio of {h['start_up_s'] / h['repro_s']:.3f} at this "
         "size even if the stages did no work. That is why one `train` process fits every "
         "backbone's head and scores the test split, and one `evaluate` process reads every "

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-PROJECT_FILES = ("dvc.yaml", "configs", "pipeline", "scrapers", "scrapy.cfg", ".dvc/config")
+PROJECT_FILES = ("dvc.yaml", "configs", "pipeline", "scrapers", "scrapy.cfg")
 # Small enough that a CPU runs a backbone in seconds; a keras.applications model that refuses it
 # gets the smallest input Keras accepts for it.
 SMALL_INPUT_SIZE = 32
@@ -156,6 +158,46 @@ def make_project(
     run(["git", "init", "-q"], destination)
     run([*GIT, "commit", "-q", "--allow-empty", "-m", "empty"], destination)
     run([sys.executable, "-m", "dvc", "init", "-q", "--force"], destination)
-    shutil.copy(ROOT / ".dvc" / "config", destination / ".dvc" / "config")
+    (destination / ".dvc" / "config").write_bytes(committed(".dvc/config"))
     commit(destination, "project")
+    return destination
+
+
+def committed(name: str) -> bytes:
+    """A file of this repository as committed (HEAD), or as it is outside a git checkout: the
+    README's commands change some in the work tree (`dvc remote add -d` writes .dvc/config), and
+    a copy of the project must not inherit a person's remote."""
+    try:
+        shown = subprocess.run(
+            ["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, check=False
+        )
+    except FileNotFoundError:  # no git on this machine
+        return (ROOT / name).read_bytes()
+    return shown.stdout if shown.returncode == 0 else (ROOT / name).read_bytes()
+
+
+def committed_files(destination: Path, *names: str) -> Path:
+    """Files and folders of this repository as committed (HEAD), extracted under `destination`.
+
+    The commands the README documents rewrite the work tree (`dvc exp run -S` and `aiic compose`
+    write params.yaml; `dvc repro` writes dvc.lock and outputs), so that a test of what is
+    committed reads HEAD, never the work tree. Outside a git checkout, the files as they are."""
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD", "--", *names],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:  # no git on this machine
+        archive = None
+    if archive is not None and archive.returncode == 0:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(destination, filter="data")
+        return destination
+    for name in names:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        copy(ROOT / name, destination / name)
     return destination

@@ -147,8 +147,10 @@ def cell(values: dict[str, Any], name: str) -> str:
 
 
 def tables(report: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
-    """(title, table) pairs of the report, for the table and markdown formats."""
-    groups = {ALL: report[ALL], **report["per_source"]}
+    """(title, table) pairs of the report, for the table and markdown formats. A single source's
+    row would repeat the "all" row, so sources get rows only where there are several."""
+    per_source = report["per_source"] if len(report["per_source"]) > 1 else {}
+    groups = {ALL: report[ALL], **per_source}
     metrics = pd.DataFrame(
         [
             {

@@ -4,12 +4,14 @@
 the ValueError / FileNotFoundError of bad input) into one paragraph on stderr and exit status 1
 (with AIIC_DEBUG=1, the traceback instead).
 `tune_startup()` is the process-wide start-up tuning that only entry points apply, never an import
-of the library (the app, Scrapy and tests keep Python's defaults).
+of the library (the app, Scrapy and tests keep Python's defaults); `quiet_tensorflow_logs()`, part
+of it, is also called by the app.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import os
 import sys
@@ -21,6 +23,37 @@ from pipeline.errors import AiicError
 REPORTED = (AiicError, ValueError, FileNotFoundError)
 DEBUG_ENV = "AIIC_DEBUG"  # set to see the traceback behind a reported error
 FULL_COLLECTION_EVERY = 1000  # middle-generation collections between full ones (Python's: 10)
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+CUDA_DRIVER = "libcuda.so.1"  # the NVIDIA driver's library, which TensorFlow's CUDA stub opens
+
+
+def cuda_driver_present() -> bool:
+    """Whether TensorFlow could reach a GPU here: Linux with NVIDIA's driver library loadable
+    and CUDA_VISIBLE_DEVICES not hiding every device. Without one, TensorFlow's CUDA platform
+    still calls cuInit when it lists devices, and logs the failure as an error."""
+    if not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    try:
+        ctypes.CDLL(CUDA_DRIVER)
+    except OSError:
+        return False
+    return True
+
+
+def quiet_tensorflow_logs() -> None:
+    """TensorFlow's C++ log level for this process and its children, unless already set.
+
+    INFO and WARNING lines are left out (level 2). On a machine where no GPU can be reached,
+    errors too (level 3): the one TensorFlow's C++ side logs there in a normal run is its CUDA
+    platform's `failed call to cuInit`, and the errors TensorFlow raises reach Python as
+    exceptions whatever the level. With a driver present errors stay, since a cuInit failure
+    there is a broken GPU set-up worth seeing; the devices TensorFlow uses are never changed. The
+    INFO lines logged while TensorFlow's libraries load, before absl logging is initialised, go
+    to stderr whatever the level (abseil/abseil-cpp#1957).
+    """
+    os.environ.setdefault(TF_LOG_LEVEL_ENV, "2" if cuda_driver_present() else "3")
 
 
 def tune_startup() -> None:
@@ -31,7 +64,7 @@ def tune_startup() -> None:
     collection at exit (BENCHMARKS.md measures both). Outputs are closed and renamed into place
     before exit, so that last collection has nothing to do.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out
+    quiet_tensorflow_logs()
     gc.set_threshold(*gc.get_threshold()[:2], FULL_COLLECTION_EVERY)
     atexit.register(gc.freeze)
 

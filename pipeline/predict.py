@@ -44,20 +44,37 @@ def is_url(source: str) -> bool:
 
 
 def expand(sources: list[str], recursive: bool) -> tuple[list[str], list[dict[str, Any]]]:
-    """Files to score (folders expanded to their images) and rows for inputs that don't exist."""
-    files, missing = [], []
+    """Files to score (folders expanded to their images) and rows for the inputs that give none:
+    a path that does not exist, a folder without images, and a folder whose images are in
+    sub-folders that were not searched (the row says how many, and to add --recursive)."""
+    files, notes = [], []
     for source in sources:
         path = Path(source)
         if is_url(source) or path.is_file():
             files.append(source)
         elif path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            files.extend(
-                str(p) for p in sorted(found) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found = images_in(path, recursive)
+            files.extend(found)
+            nested = 0 if recursive else len(images_in(path, recursive=True)) - len(found)
+            if nested:
+                reason = f"{nested} image(s) in sub-folders not scored: add --recursive"
+                notes.append(note(source, reason))
+            elif not found:
+                notes.append(note(source, "no images"))
         else:
-            missing.append({"source": source, "p_real": None, "label": None, "reason": "missing"})
-    return files, missing
+            notes.append(note(source, "missing"))
+    return files, notes
+
+
+def images_in(folder: Path, recursive: bool) -> list[str]:
+    """Image files in `folder`, and in its sub-folders where `recursive`, sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return [str(p) for p in sorted(found) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def note(source: str, reason: str) -> dict[str, Any]:
+    """The row of an input that gives no image to score."""
+    return {"source": source, "p_real": None, "label": None, "reason": reason}
 
 
 def predict(
@@ -224,14 +241,14 @@ def main(argv: list[str] | None = None) -> None:
     model, info = load_exported(args.model, args.runtime)  # a missing model fails, inputs or not
     if args.explain:
         Occlusion.of_model(info)  # a model exported without map settings fails before any work
-    files, missing = expand(args.sources, args.recursive)
+    files, notes = expand(args.sources, args.recursive)
     if not files:
         rows = []
     elif args.explain:
         rows = explain_sources(model, info, files, args.explain, args.batch_size)
     else:
         rows = score_sources(model, info, files, args.batch_size)
-    write(rows + missing, args.format)
+    write(rows + notes, args.format)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,17 @@ resumes where it stopped; after a crash (kill -9), the manifest alone tells what
 nothing stored is downloaded again. A change of the scrape settings starts afresh. Until a crawl
 has finished with every source complete, data/raw/.crawl-incomplete says why, and prepare
 refuses the data. The Commons spider refuses to start without scrape.contact.
+
+Scrapy's full log goes to logs/scrape.log (the last run's); the terminal shows a progress bar
+and the warnings that matter (scrapers.progress), then one line of what was stored, and, where
+the crawl did not finish, one line saying why and what to do: where a source's host could not
+be reached, that line names the offline demo, which needs no network.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -27,11 +33,14 @@ from pipeline.params import load_params
 from pipeline.paths import CRAWL_INCOMPLETE, RAW_DIR
 from pipeline.paths import SCRAPE_REPORT as REPORT
 from scrapers.middlewares import LOOPBACK_ONLY_ENV
+from scrapers.progress import TerminalHandler, crawl_counts, describe
 
 # spiders whose sites block clients that give no contact in their User-Agent
 CONTACT_REQUIRED = {"commons"}
 STATE = ".scrape-params.json"  # the settings the files in RAW_DIR were scraped with
 RESUME_COMMAND = "dvc repro"  # DVC re-runs an unfinished scrape; data/raw persists
+DEMO_COMMAND = "dvc exp run -S +experiment=demo"  # the offline demo (configs/experiment/demo.yaml)
+LOG_FILE = Path("logs") / "scrape.log"
 
 
 def user_agent(contact: str | None) -> str:
@@ -54,20 +63,49 @@ def require_contact(spider: str, contact: str | None) -> None:
 def crawl(
     spider: str, spider_args: dict[str, Any], store: Path, report: Path, **settings: Any
 ) -> dict[str, Any]:
-    """Run one spider of the scrapers project to completion, storing images under `store`.
+    """Run one spider of the scrapers project to completion, storing images under `store`, with
+    Scrapy's log in LOG_FILE and a progress bar on the terminal.
 
     Returns the crawl's Scrapy stats.
     """
+    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+    LOG_FILE.unlink(missing_ok=True)  # this run's log; Scrapy opens it more than once, to append
     project: Settings = get_project_settings()
     project.setmodule("scrapers.settings", priority="project")
     project.update(
-        {"FILES_STORE": str(store), "SCRAPE_REPORT": str(report), **settings}, priority="cmdline"
+        {
+            "FILES_STORE": str(store),
+            "SCRAPE_REPORT": str(report),
+            "LOG_FILE": str(LOG_FILE),
+            "PROGRESS_BAR": True,
+            "EXTENSIONS": {"scrapers.progress.CrawlProgress": 0},
+            **settings,
+        },
+        priority="cmdline",
     )
     process = CrawlerProcess(project)
-    crawler = process.create_crawler(spider)
-    process.crawl(crawler, **spider_args)
-    process.start()
+    terminal = TerminalHandler(spider)
+    logging.root.addHandler(terminal)
+    try:
+        crawler = process.create_crawler(spider)
+        process.crawl(crawler, **spider_args)
+        process.start()
+    finally:
+        logging.root.removeHandler(terminal)
     return crawler.stats.get_stats()
+
+
+def unreachable_message(report: dict[str, Any]) -> str | None:
+    """The one line for a crawl whose sources' hosts could not be reached, naming the offline
+    demo; None where every host answered."""
+    hosts = sorted(set(report.get("unreachable_sources", {}).values()))
+    if not hosts:
+        return None
+    why = next(iter(report["stopped_sources"].values())).rstrip(".")
+    return (
+        f"could not reach {', '.join(hosts)} ({why}). Without a network, `{DEMO_COMMAND}` runs "
+        f"the offline demo; with one, {RESUME_COMMAND} resumes, keeping the images stored"
+    )
 
 
 def main() -> None:
@@ -108,6 +146,7 @@ def main() -> None:
         **settings,
     )
     running.unlink()  # a graceful stop (Ctrl-C) leaves a queue that the next run resumes
+    print(f"scrape: stored {describe(*crawl_counts(stats))}; Scrapy's log: {LOG_FILE}")
     if stats.get("finish_reason") != "finished":
         incomplete.write_text(f"the {spider} crawl stopped early: {stats.get('finish_reason')}\n")
         raise StageFailed(
@@ -118,13 +157,15 @@ def main() -> None:
     if report.get("stopped_sources"):
         stopped = "; ".join(f"{name}: {why}" for name, why in report["stopped_sources"].items())
         incomplete.write_text(f"sources stopped early: {stopped}\n")
+        if unreachable := unreachable_message(report):
+            raise StageFailed(unreachable)
         raise StageFailed(
             f"sources stopped early ({stopped}); the images stored are kept, and "
             f"{RESUME_COMMAND} later resumes without fetching them again"
         )
     incomplete.unlink()
     if not report["stored"]:
-        raise StageFailed(f"no image was stored; {REPORT} and the log above say why")
+        raise StageFailed(f"no image was stored; {REPORT} and {LOG_FILE} say why")
 
 
 if __name__ == "__main__":

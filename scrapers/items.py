@@ -18,7 +18,8 @@ class ImageItem:
     extra: dict = field(default_factory=dict)  # source-specific provenance (MIME, API sha1...)
 
 
-SKIPPED = "aiic/skipped"
+SKIPPED = "aiic/skipped"  # stats key: SKIPPED|reason|label|source, files passed over
+STORED = "aiic/stored"  # stats key: STORED|source|label, images in the manifest
 
 
 def skip(spider: Any, reason: str, label: str, source: str, what: str) -> None:

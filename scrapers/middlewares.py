@@ -104,6 +104,11 @@ HELD_BACK = "held back by the spider"
 LOOPBACK_ONLY_ENV = "AIIC_LOOPBACK_ONLY"
 
 
+class LoopbackOnlyRefusal(IgnoreRequest):
+    """A request AIIC_LOOPBACK_ONLY kept on this machine: to the crawl, as without a network, a
+    host that cannot be reached."""
+
+
 class LoopbackOnlyMiddleware:
     """With AIIC_LOOPBACK_ONLY=1 (set by the tests and benchmarks), no request leaves the machine:
     anything but file:// and loopback hosts is refused before it is sent."""
@@ -112,7 +117,7 @@ class LoopbackOnlyMiddleware:
         if os.environ.get(LOOPBACK_ONLY_ENV) != "1":
             return None
         if request.meta.get("proxy"):
-            raise IgnoreRequest(f"{LOOPBACK_ONLY_ENV} is set: no proxy may be used")
+            raise LoopbackOnlyRefusal(f"{LOOPBACK_ONLY_ENV} is set: no proxy may be used")
         request.meta["proxy"] = None  # HttpProxyMiddleware must not add one from the environment
         parts = urlsplit(request.url)
         if parts.scheme == "file" or parts.hostname == "localhost":
@@ -122,4 +127,4 @@ class LoopbackOnlyMiddleware:
                 return None
         except ValueError:
             pass
-        raise IgnoreRequest(f"{LOOPBACK_ONLY_ENV} is set: not sending {request.url}")
+        raise LoopbackOnlyRefusal(f"{LOOPBACK_ONLY_ENV} is set: not sending {request.url}")

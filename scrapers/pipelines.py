@@ -27,7 +27,7 @@ from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 from pipeline.images import UnreadableImage, decode
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import MANIFEST_FILE
-from scrapers.items import SKIPPED
+from scrapers.items import SKIPPED, STORED
 
 MANIFEST_COLUMNS = [
     "id",
@@ -117,7 +117,8 @@ class DatasetPipeline(FilesPipeline):
             already_stored(self.rows)
         self.seen = {row_key(row) for row in self.rows}
         self.stored_by_url = {row["file_url"]: row["path"] for row in self.rows}
-        self.failures: Counter[tuple[str, str, str]] = Counter()
+        for row in self.rows:  # stored by an earlier, interrupted run
+            self.crawler.stats.inc_value(f"{STORED}|{row['source_name']}|{row['label']}")
         # open for the whole crawl, one flushed row per stored image; closed in close_spider
         self.manifest = open(self.root / MANIFEST_FILE, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.DictWriter(self.manifest, fieldnames=MANIFEST_COLUMNS)
@@ -167,7 +168,7 @@ class DatasetPipeline(FilesPipeline):
         adapter["errors"] = [str(value.value) for ok, value in results if not ok]
         for ok, value in results:
             if not ok:
-                self.failures[(str(value.value), label, source)] += 1
+                self.crawler.stats.inc_value(f"{SKIPPED}|{value.value}|{label}|{source}")
                 continue
             body = (self.root / value["path"]).read_bytes()
             image_format, width, height = header(body)
@@ -194,6 +195,7 @@ class DatasetPipeline(FilesPipeline):
             self.writer.writerow(row)
             self.manifest.flush()
             self.rows.append(row)
+            self.crawler.stats.inc_value(f"{STORED}|{source}|{label}")
         return item
 
     def close_spider(self, spider=None) -> None:
@@ -206,12 +208,12 @@ class DatasetPipeline(FilesPipeline):
         stats = self.crawler.stats.get_stats()
         skipped: dict[str, dict[str, int]] = {}
         per_source_skips: Counter[str] = Counter()
-        spider_skips = {
+        skips = {  # the spider's and the downloads'
             tuple(key.split("|")[1:]): count
             for key, count in stats.items()
             if key.startswith(f"{SKIPPED}|")
         }
-        for (reason, label, source), count in {**self.failures, **spider_skips}.items():
+        for (reason, label, source), count in skips.items():
             skipped.setdefault(reason, Counter())[label] += count
             per_source_skips[f"{source}/{label}"] += count
         stored = Counter(f"{row['source_name']}/{row['label']}" for row in self.rows)
@@ -255,6 +257,11 @@ class DatasetPipeline(FilesPipeline):
                 key.split("|", 1)[1]: why
                 for key, why in stats.items()
                 if key.startswith("aiic/stopped|")
+            },
+            "unreachable_sources": {  # stopped because their host could not be reached
+                key.split("|", 1)[1]: host
+                for key, host in stats.items()
+                if key.startswith("aiic/unreachable|")
             },
             "finish_reason": stats.get("finish_reason", ""),
             "elapsed_s": round(time.monotonic() - self.started, 2),

@@ -48,3 +48,6 @@ DOWNLOAD_TIMEOUT = 30
 DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
 LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
+# Scrapy 2.19's RemoteControl runs Python sent over HTTP inside the crawl (a port on 127.0.0.1, its
+# token in a file under the user's profile), for Scrapy's MCP server: a batch stage needs none.
+REMOTE_CONTROL_ENABLED = False

@@ -14,6 +14,7 @@ from benchmarks import project
 from benchmarks.project import (
     ROOT,
     SHARED_DATA,
+    committed_files,
     compose_params,
     make_image_folder,
     random_weights,
@@ -22,7 +23,15 @@ from benchmarks.project import (
     synthetic_image,
 )
 
-__all__ = ["ROOT", "SHARED_DATA", "compose_params", "run", "set_yaml", "synthetic_image"]
+__all__ = [
+    "ROOT",
+    "SHARED_DATA",
+    "committed_files",
+    "compose_params",
+    "run",
+    "set_yaml",
+    "synthetic_image",
+]
 
 os.environ["AIIC_OFFLINE"] = "1"  # no test may try to download ImageNet weights
 os.environ["AIIC_LOOPBACK_ONLY"] = "1"  # no test crawl may leave the machine

@@ -104,3 +104,15 @@ def test_evaluate_without_arguments_is_still_the_stage(monkeypatch):
     cli.main(["evaluate"])
     cli.main(["evaluate", "folder"])
     assert called == ["stage", "command"]
+
+
+def test_an_unnested_folder_prints_no_source_row_that_repeats_all(tmp_path, exported_model):
+    rng = np.random.default_rng(3)
+    for label in ("real", "ai"):
+        (tmp_path / "bench" / label).mkdir(parents=True)
+        for i in range(3):
+            synthetic_image(label, 40, rng).save(tmp_path / "bench" / label / f"{i}.png")
+    report = assess.evaluate_images(tmp_path / "bench", exported_model)
+    assert list(report["per_source"]) == ["bench"]  # the data keeps it
+    (title, metrics), *_ = [pair for pair in assess.tables(report) if "Metrics" in pair[0]]
+    assert metrics["source"].tolist() == ["all"], title

@@ -1,12 +1,16 @@
 """The one boundary: library code raises, entry points print one paragraph and exit non-zero."""
 
 import gc
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, synthetic_image
+from pipeline import entry
 from pipeline.entry import run
 from pipeline.errors import ConfigError, MissingInput
 
@@ -70,3 +74,58 @@ def test_an_unknown_command_is_a_usage_error():
         [sys.executable, "-m", "pipeline", "fly"], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 2 and "unknown command 'fly'" in result.stderr
+
+
+def cuda_lines_of_a_prediction(model: Path, image: Path, **env: str) -> list[str]:
+    """The stderr lines that mention CUDA of `python -m pipeline predict` in a fresh process."""
+    variables = {k: v for k, v in os.environ.items() if k != entry.TF_LOG_LEVEL_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "predict", str(image), "--model", str(model)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**variables, "PYTHONPATH": str(ROOT), **env},
+        check=True,
+    )
+    assert str(image) in result.stdout
+    return [line for line in result.stderr.splitlines() if "cuInit" in line or "CUDA error" in line]
+
+
+@pytest.mark.skipif(entry.cuda_driver_present(), reason="this machine has a CUDA driver")
+def test_a_command_on_a_machine_without_a_gpu_logs_no_cuda_error(exported_model, tmp_path):
+    image = tmp_path / "photo.png"
+    synthetic_image("real", 48, np.random.default_rng(0)).save(image)
+    unquiet = cuda_lines_of_a_prediction(exported_model, image, **{entry.TF_LOG_LEVEL_ENV: "0"})
+    if not unquiet:
+        pytest.skip("this TensorFlow build has no CUDA platform: nothing to hide")
+    assert cuda_lines_of_a_prediction(exported_model, image) == []
+
+
+@pytest.mark.parametrize(("driver", "level"), [(True, "2"), (False, "3")])
+def test_tensorflow_errors_stay_visible_where_a_gpu_can_be_reached(monkeypatch, driver, level):
+    monkeypatch.delenv(entry.TF_LOG_LEVEL_ENV, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(entry, "cuda_driver_present", lambda: driver)
+    entry.quiet_tensorflow_logs()
+    assert os.environ[entry.TF_LOG_LEVEL_ENV] == level
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # the GPU TensorFlow would use is kept
+    monkeypatch.setenv(entry.TF_LOG_LEVEL_ENV, "0")  # a person's own setting wins
+    entry.quiet_tensorflow_logs()
+    assert os.environ[entry.TF_LOG_LEVEL_ENV] == "0"
+
+
+def test_a_driver_counts_only_where_cuda_may_use_a_device(monkeypatch):
+    monkeypatch.setattr(entry.sys, "platform", "linux")
+    monkeypatch.setattr(entry.ctypes, "CDLL", lambda name: name)  # as if the driver loaded
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert entry.cuda_driver_present()
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not entry.cuda_driver_present()
+
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(entry.ctypes, "CDLL", missing)
+    assert not entry.cuda_driver_present()

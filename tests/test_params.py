@@ -5,26 +5,30 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, compose_params
+from benchmarks.project import committed
+from conftest import ROOT, committed_files, compose_params
 from pipeline.errors import ConfigError, MissingInput
 from pipeline.params import load_params
 
 
 def test_committed_params_yaml_is_the_composed_configs(tmp_path):
-    """`dvc repro` reads params.yaml without recomposing: it must never drift from configs/."""
+    """`dvc repro` reads params.yaml without recomposing: as committed, it must never drift from
+    configs/ as committed. The work tree's params.yaml is the user's (`dvc exp run -S`, `aiic
+    compose` rewrite it), so this reads both from HEAD."""
+    committed = committed_files(tmp_path / "head", "configs", "params.yaml")
     composed = tmp_path / "params.yaml"
     code = (
         "from pathlib import Path; from pipeline.params import compose; "
-        f"compose([], Path({str(ROOT / 'configs')!r}), Path({str(composed)!r}))"
+        f"compose([], Path({str(committed / 'configs')!r}), Path({str(composed)!r}))"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     assert yaml.safe_load(composed.read_text()) == yaml.safe_load(
-        (ROOT / "params.yaml").read_text()
+        (committed / "params.yaml").read_text()
     )
 
 
 def test_the_exported_backbone_is_among_those_trained():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = compose_params()
     assert params["backbone"]["name"] in params["backbones"]
     for name in params["backbones"]:  # every backbone config has a matching export choice
         assert (ROOT / "configs" / "backbone" / f"{name}.yaml").is_file()
@@ -45,7 +49,7 @@ def test_load_params_refuses_a_setting_outside_its_vocabulary(tmp_path):
 
 
 def test_dvc_hydra_composition_is_enabled():
-    config = (ROOT / ".dvc" / "config").read_text()
+    config = committed(".dvc/config").decode()
     assert "[hydra]" in config and "enabled = true" in config and "config_dir = configs" in config
 
 
@@ -53,7 +57,7 @@ def test_degradation_settings_out_of_range_are_clear_errors():
     from pipeline.errors import ConfigError
     from pipeline.params import validate
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = compose_params()
     validate(params)
     for section, key, value, message in (
         ("robustness", "jpeg_quality", [95, 0], "robustness.jpeg_quality is [95, 0]"),

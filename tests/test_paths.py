@@ -4,18 +4,22 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from dvc.repo import Repo
 
+from benchmarks.project import committed
 from conftest import ROOT, compose_params
 from pipeline import paths
 
 
 @pytest.fixture
 def repo(tmp_path):
-    """DVC's own reading of dvc.yaml, in a copy: opening a repository writes into .dvc/tmp."""
-    for name in ("dvc.yaml", "params.yaml", ".dvc/config"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
+    """DVC's own reading of dvc.yaml, in a copy: opening a repository writes into .dvc/tmp. Its
+    params.yaml is composed from configs/, as the tests' params are, not the work tree's own."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc/config").write_bytes(committed(".dvc/config"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(compose_params()))
     with (tmp_path / ".dvc/config").open("a") as config:
         config.write("    no_scm = true\n")
     with Repo(str(tmp_path)) as opened:

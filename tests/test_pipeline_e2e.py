@@ -236,6 +236,11 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
             for stage in ("features", "balance", "robustness")
         ),
     }
+    # README: with core.autostage, `dvc repro` stages dvc.lock and the .gitignore files beside
+    # the outputs it caches, nothing else
+    staged = run(["git", "diff", "--cached", "--name-only"], project).stdout.split()
+    assert "dvc.lock" in staged and "data/.gitignore" in staged, staged
+    assert all(name == "dvc.lock" or name.endswith("/.gitignore") for name in staged), staged
     check_outputs(project)
     check_plots(project)
     check_app_and_cli_agree_with_evaluation(project, monkeypatch)
@@ -244,6 +249,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
 
     switched = dvc(project, "exp", "run", "-S", "backbone=vgg16")
     assert ran_stages(switched) == {"export", "compare"}
+    assert run(["git", "diff", "--cached", "--name-only"], project).stdout == ""  # README
     info = json.loads((project / "models/export/model.json").read_text())
     assert info["backbone"] == "vgg16" and (project / "models/export/vgg16.weights.h5").is_file()
     assert info["min_size"] == 32 and info["formats"] == {}

@@ -37,7 +37,10 @@ def run_cli(capsys, *args):
 def test_folder_rows_and_reasons(capsys, mixed_folder, exported_model):
     rows = run_cli(capsys, mixed_folder, "--model", exported_model)
     by_name = {row["source"].rsplit("/", 1)[-1]: row for row in rows}
-    assert list(by_name) == ["a_real.png", "b_ai.jpg", "d_page.jpg", "e_cut.jpg", "f_tiny.png"]
+    assert list(by_name) == [
+        *("a_real.png", "b_ai.jpg", "d_page.jpg", "e_cut.jpg", "f_tiny.png", "inbox")
+    ]
+    assert by_name["inbox"]["reason"] == "1 image(s) in sub-folders not scored: add --recursive"
     assert by_name["d_page.jpg"]["reason"] == "not_an_image"
     assert by_name["e_cut.jpg"]["reason"] == "truncated"
     assert by_name["f_tiny.png"]["reason"] == "too_small"
@@ -54,6 +57,23 @@ def test_recursive_and_missing_paths(capsys, mixed_folder, exported_model, tmp_p
     names = [row["source"].rsplit("/", 1)[-1] for row in rows]
     assert "c_nested.webp" in names and names[-1] == "nope.png"
     assert rows[-1]["reason"] == "missing"
+
+
+def test_a_folder_of_sub_folders_says_how_to_score_them(capsys, exported_model, tmp_path):
+    """A folder laid out real/ and ai/ (as `aiic evaluate` takes) holds no image itself."""
+    rng = np.random.default_rng(5)
+    for label in ("real", "ai"):
+        (tmp_path / "bench" / label).mkdir(parents=True)
+        synthetic_image(label, 40, rng).save(tmp_path / "bench" / label / "0.png")
+    (tmp_path / "empty").mkdir()
+    rows = run_cli(capsys, tmp_path / "bench", tmp_path / "empty", "--model", exported_model)
+    assert [(row["source"], row["p_real"], row["reason"]) for row in rows] == [
+        (str(tmp_path / "bench"), None, "2 image(s) in sub-folders not scored: add --recursive"),
+        (str(tmp_path / "empty"), None, "no images"),
+    ]
+    rows = run_cli(capsys, tmp_path / "bench", "--recursive", "--model", exported_model)
+    assert [row["source"].split("/")[-2:] for row in rows] == [["ai", "0.png"], ["real", "0.png"]]
+    assert all(row["p_real"] is not None for row in rows)
 
 
 def test_batch_scores_equal_single_image_scores(mixed_folder, exported_model):

@@ -1,10 +1,15 @@
+import contextlib
 import csv
+import fcntl
 import functools
 import hashlib
 import http.server
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 import threading
 
 import pytest
@@ -21,12 +26,16 @@ def run(args, cwd, timeout):
     return result
 
 
-def scrape(workdir, source, log=None, **extra):
+def scrape(workdir, source, log=None, terminal=None, **extra):
+    """Scrape `source` in `workdir`; Scrapy's log lines into `log`, what the terminal showed
+    (stdout and stderr) into `terminal`."""
     config = {"spider": "local", "source": str(source), "source_name": "fixture", **extra}
     (workdir / "params.yaml").write_text(yaml.safe_dump({"scrape": config}))
     result = run([sys.executable, "-m", "pipeline.scrape"], workdir, timeout=300)
     if log is not None:
-        log.extend((result.stdout + result.stderr).splitlines())
+        log.extend((workdir / "logs" / "scrape.log").read_text().splitlines())
+    if terminal is not None:
+        terminal.extend((result.stdout + result.stderr).splitlines())
     with open(workdir / "data/raw/manifest.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     report = strict_json(workdir / "reports/scrape.json")
@@ -121,7 +130,8 @@ def test_each_skipped_file_is_one_log_line_and_counted(tmp_path):
     (source / "real" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
     (source / "real" / "notes.txt").write_text("not an image, not counted")
     log: list[str] = []
-    rows, report = scrape(tmp_path, source, log=log)
+    terminal: list[str] = []
+    rows, report = scrape(tmp_path, source, log=log, terminal=terminal)
 
     assert len(rows) == 4
     assert report["skipped"] == {
@@ -134,6 +144,13 @@ def test_each_skipped_file_is_one_log_line_and_counted(tmp_path):
         lines = [line for line in log if name in line]
         assert len(lines) == 1 and "skipped (" in lines[0], lines
     assert not [line for line in log if "Traceback" in line]
+    assert "scrapers.progress.CrawlProgress" in "\n".join(log)
+    assert "RemoteControl" not in "\n".join(log)  # no HTTP server that runs code sent to it
+    # the terminal: no log lines, one line of what was stored and where the log is
+    assert terminal == [
+        "scrape: stored fixture/ai 2, fixture/real 2; skipped 4; errors 0; "
+        "Scrapy's log: logs/scrape.log"
+    ]
 
 
 def test_symlinks_out_of_the_source_folder_are_refused_by_default(tmp_path):
@@ -148,3 +165,31 @@ def test_symlinks_out_of_the_source_folder_are_refused_by_default(tmp_path):
     assert len(rows) == 5  # the link that stays inside is followed
     rows, report = scrape(tmp_path / "followed", source, follow_outside_symlinks=True)
     assert report["skipped"] == {} and len(rows) == 6
+
+
+def test_a_terminal_shows_a_progress_bar_of_what_is_stored(tmp_path):
+    """stderr a terminal (a pseudo-terminal here), the crawl draws its bar there."""
+    source = make_image_folder(tmp_path / "source", per_class=3)
+    (source / "ai" / "page.jpg").write_bytes(b"<html>502 Bad Gateway</html>")
+    config = {"spider": "local", "source": str(source), "source_name": "fixture"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"scrape": config}))
+    terminal, child_side = pty.openpty()
+    window = struct.pack("HHHH", 24, 200, 0, 0)  # rows, columns: tqdm fits its bar to the width
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, window)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.scrape"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=child_side,
+    )
+    os.close(child_side)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+        while chunk := os.read(terminal, 4096):
+            shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=300) == 0
+    bar = shown.decode().split("\r")
+    assert any(line.startswith("scrape: ") for line in bar), bar
+    assert any("fixture/ai 3, fixture/real 3; skipped 1; errors 0" in line for line in bar), bar

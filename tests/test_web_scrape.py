@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,11 +16,15 @@ import pandas as pd
 import pytest
 import yaml
 from fake_web import CommonsFile, FakeWeb, jpeg
+from scrapy.exceptions import CannotResolveHostError
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet.error import DNSLookupError
 
 from conftest import ROOT, strict_json
 from pipeline.prepare import drop_duplicate_ids
+from pipeline.scrape import DEMO_COMMAND
 from scrapers import settings
-from scrapers.spiders.commons import segment_bounds
+from scrapers.spiders.commons import UNREACHABLE, segment_bounds
 
 FAST = {  # politeness stays on; only the waits shrink so that the tests run in seconds
     "DOWNLOAD_TIMEOUT": 1,
@@ -374,6 +379,35 @@ def test_the_commons_spider_refuses_to_start_without_a_contact(tmp_path):
     assert result.returncode != 0
     assert "dvc exp run -S scrape.contact=you@example.org" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_an_unreachable_commons_ends_naming_the_offline_demo(tmp_path):
+    """Without a network, Commons' host name does not resolve (Scrapy's CannotResolveHostError);
+    here a closed port on 127.0.0.1 refuses the connection: both are a host that cannot be
+    reached, and the stage's last line says so and names the offline demo."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    sources = [{"category": "Category:Real", "label": "real", "name": "quality"}]
+    write_params(
+        tmp_path,
+        {"spider": "commons", "api": f"http://127.0.0.1:{port}/w/api.php", "sources": sources},
+    )
+    result = subprocess.run(
+        command(tmp_path), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("scrape: could not reach 127.0.0.1 (") and DEMO_COMMAND in last, last
+    report = json.loads((tmp_path / "reports/scrape.json").read_text())
+    assert report["unreachable_sources"] == {"quality": "127.0.0.1"}
+    assert "Scrapy 2" not in result.stdout + result.stderr  # Scrapy's log is in its file
+    assert "Scrapy 2" in (tmp_path / "logs" / "scrape.log").read_text()
+
+
+def test_what_counts_as_a_host_that_cannot_be_reached():
+    assert CannotResolveHostError in UNREACHABLE and DNSLookupError in UNREACHABLE
+    assert not issubclass(HttpError, UNREACHABLE)  # a host that answers is reached
 
 
 def test_galleries_robots_redirects_timeouts_and_one_image_on_two_sources(tmp_path):

@@ -34,16 +34,17 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from html import unescape
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import scrapy
-from scrapy import signals
+from scrapy import exceptions, signals
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet import error as twisted_errors
 
 from pipeline.images import LABELS
 from scrapers.items import ImageItem, skip
-from scrapers.middlewares import HELD_BACK
+from scrapers.middlewares import HELD_BACK, LoopbackOnlyRefusal
 
 RASTER_MIME_TYPES = ("image/jpeg", "image/png", "image/webp")
 THUMBNAIL_STEPS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
@@ -52,6 +53,18 @@ STEP_IN_URL = re.compile(r"/(\d+)px-[^/]*$")
 PREFIX_ALPHABET = string.digits + string.ascii_uppercase
 API_SLOT, MEDIA_SLOT = "commons-api", "commons-media"
 TREE_PRIORITY = 1000  # the category tree is walked before files are read
+# A host that cannot be reached: no address for its name, no connection, no answer in time (or,
+# in tests, AIIC_LOOPBACK_ONLY). Scrapy's own exceptions where its version has them, else Twisted's.
+UNREACHABLE = (LoopbackOnlyRefusal,) + tuple(
+    getattr(module, name)
+    for module, names in (
+        (exceptions, ("CannotResolveHostError", "DownloadConnectionRefusedError")),
+        (exceptions, ("DownloadTimeoutError",)),
+        (twisted_errors, ("DNSLookupError", "ConnectError", "TimeoutError")),
+    )
+    for name in names
+    if hasattr(module, name)
+)
 
 
 def plain(html: str) -> str:
@@ -247,14 +260,18 @@ class CommonsSpider(scrapy.Spider):
                 why += f", Retry-After {wait:.0f} s over the bound"
             self.stop(source, f"{why} from the API")
         else:
-            self.stop(source, f"{type(failure.value).__name__} from the API: {failure.value}")
+            why = f"{type(failure.value).__name__} from the API: {failure.value}"
+            self.stop(source, why, unreachable=failure.check(*UNREACHABLE) is not None)
 
-    def stop(self, source: dict, why: str) -> None:
+    def stop(self, source: dict, why: str, unreachable: bool = False) -> None:
         name = source_name(source)
         if name not in self.stopped:
             self.stopped[name] = why
             self.logger.error("commons: stopping source %s: %s", name, why)
             self.crawler.stats.set_value(f"aiic/stopped|{name}", why)
+            if unreachable:
+                host = urlsplit(self.api).hostname or self.api
+                self.crawler.stats.set_value(f"aiic/unreachable|{name}", host)
 
     def parse_subcategories(self, response: scrapy.http.TextResponse) -> Iterator[Any]:
         meta = response.meta
