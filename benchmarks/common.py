@@ -101,13 +101,13 @@ def labelled_source(count: int, folder: Path, work: Path) -> Path:
 def run_batches(forward: Callable[[np.ndarray], Any], arrays: np.ndarray, batch: int) -> np.ndarray:
     """The compiled forward pass over arrays already decoded, batch by batch."""
     return np.concatenate(
-        [forward(arrays[start : start + batch]).numpy() for start in range(0, len(arrays), batch)]
+        [forward(arrays[start : start + batch]) for start in range(0, len(arrays), batch)]
     )
 
 
 def consume(forward: Callable[[np.ndarray], Any], batches: Iterable[np.ndarray]) -> None:
     for images in batches:
-        forward(images).numpy()
+        forward(images)
 
 
 def machine() -> dict[str, Any]:

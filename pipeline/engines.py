@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import backend
 from pipeline.backbones import check_spec, extractor_from_spec
 from pipeline.errors import ConfigError, StageFailed, not_one_of
 from pipeline.params import ENGINES
@@ -71,30 +72,12 @@ def engine_settings(engine: dict[str, Any] | None) -> dict[str, Any]:
     return {"name": name, **settings}
 
 
-def configure_tensorflow(threads: int) -> None:
-    """In a fresh actor process, before TensorFlow runs anything: as many compute threads as the
-    CPUs Ray reserved for the actor (TensorFlow would otherwise take every core of the node, once
-    per actor), and GPU memory taken as needed, so that actors sharing a GPU fit (TensorFlow
-    otherwise maps all of a GPU's memory in the first process)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
-
-
 def leave_gpus_to_actors(engine: dict[str, Any] | None) -> None:
     """With the ray engine, call before the stage builds its backbone: the stage's own process
     only builds it to hand its weights to the actors, so it leaves this machine's GPUs to them
-    (TensorFlow would otherwise map all of every GPU's memory here, and the actors on this machine
-    would find none). A no-op for the local engine and without GPUs."""
-    if engine_settings(engine)["name"] != RAY:
-        return
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        tf.config.set_visible_devices([], "GPU")
+    (pipeline.backend.leave_gpus). A no-op for the local engine and without GPUs."""
+    if engine_settings(engine)["name"] == RAY:
+        backend.leave_gpus()
 
 
 def features_of(
@@ -115,7 +98,7 @@ class BackboneActor:
     def __init__(
         self, spec: dict[str, Any], weights: list[np.ndarray], work: Work, threads: int
     ) -> None:
-        configure_tensorflow(threads)
+        backend.share_machine(threads)
         model = extractor_from_spec({**spec, "weights": None})
         model.set_weights(weights)
         self.forward = compiled(model)

@@ -1,15 +1,14 @@
 """What stages, the CLI and the app share at run time: decoding images in batches, a model's
 compiled forward pass, writing features, and reading the features the features stage cached.
 
-TensorFlow is imported only when a forward pass is compiled, so that stages which only read
-cached features (balance, evaluate) start without it.
+Keras and its backend are imported only when a forward pass is compiled, so that stages which
+only read cached features (balance, evaluate) start without them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline.backend import forward_pass
 from pipeline.images import LABELS, UnreadableImage, load_for_model
 from pipeline.paths import (
     AUGMENTED_FILE,
@@ -66,35 +66,10 @@ def image_batches(
             yield ahead.popleft().result()
 
 
-def visible_gpus() -> list[str]:
-    """The GPUs TensorFlow sees. It places every backbone on the first of them by itself, so no
-    stage has a code path of its own for a GPU; with none, it runs on the CPU."""
-    import tensorflow as tf
-
-    return [device.name for device in tf.config.list_physical_devices("GPU")]
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def compiled(model: Any) -> Callable[[np.ndarray], Any]:
-    """The Keras model's forward pass as one traced graph: no per-batch Python overhead of
-    predict(). Traced once, at the first call, for any number of images of that call's size and
-    type, so that a run's last, smaller batch (and a serving micro-batch of any size) reuses the
-    trace rather than tracing again. One function per model, so that repeated calls (the app, a
-    warm CLI) reuse its trace."""
-    import tensorflow as tf
-
-    if model not in _COMPILED:
-        graph = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-
-        def forward(images: np.ndarray) -> Any:
-            if not graph.experimental_get_tracing_count():
-                graph.get_concrete_function(tf.TensorSpec((None, *images.shape[1:]), images.dtype))
-            return graph(images)
-
-        _COMPILED[model] = forward
-    return _COMPILED[model]
+def compiled(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The Keras model's forward pass on this process's Keras backend, NumPy in and out
+    (pipeline.backend.forward_pass): one per model, compiled once for any batch size."""
+    return forward_pass(model)
 
 
 def extract(
@@ -116,7 +91,7 @@ def extract(
     with tqdm(total=len(paths), desc=f"features {model.name}", unit="img") as progress:
         for images, batch_reasons in image_batches(paths, size, batch_size, mode):
             end = start + len(images)
-            features[start:end] = forward(images).numpy()
+            features[start:end] = forward(images)
             reasons[start:end] = batch_reasons
             start = end
             progress.update(len(images))
