@@ -26,6 +26,7 @@ from benchmarks import (
     cached_features,
     clip,
     feature_stage,
+    gpu,
     head_experiment,
     inference,
     memory,
@@ -52,6 +53,7 @@ BENCHMARKS = [
     serve,
     clip,
     training_stage,
+    gpu,
 ]
 
 

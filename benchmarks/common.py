@@ -111,7 +111,7 @@ def consume(forward: Callable[[np.ndarray], Any], batches: Iterable[np.ndarray])
 
 
 def machine() -> dict[str, Any]:
-    import tensorflow as tf
+    import keras
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.+)", info)
@@ -121,7 +121,7 @@ def machine() -> dict[str, Any]:
         "cpu": model.group(1) if model else platform.processor(),
         "cores": os.cpu_count(),
         "flags": [flag for flag in wanted if flag in flags],
-        "tensorflow": tf.__version__,
+        "keras": f"{keras.__version__} on {keras.backend.backend()}",
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

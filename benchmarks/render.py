@@ -17,7 +17,12 @@ def header(results: dict[str, Any]) -> str:
     command = "python -m benchmarks" + (" --quick" if results["quick"] else "")
     text = (
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}), "
-        f"TensorFlow {m['tensorflow']}, Python {m['python']}, by `{command}`. Every figure is a "
+        f"Keras {m['keras']}, "
+        if "keras" in m
+        else f"TensorFlow {m['tensorflow']}, "
+    )
+    text += (
+        f"Python {m['python']}, by `{command}`. Every figure is a "
         "ratio of two things measured side by side in that run, on the same images (random-init "
         "backbones)."
     )

@@ -86,7 +86,7 @@ def image_batches(
         ]
 
     starts = iter(range(0, len(paths), batch_size))
-    ahead = deque(submit(start) for start in itertools.islice(starts, PREFETCH_BATCHES + 1))
+    ahead = deque(submit(start) for start in itertools.islice(starts, PREFETCH_BATCHES))
     try:
         while ahead:
             parts = [future.result() for future in ahead.popleft()]

@@ -13,6 +13,8 @@ from pipeline.cli import STAGES
 from pipeline.images import UnreadableImage, load_for_model
 from pipeline.runtime import compiled, decoders, image_batches
 
+pytestmark = pytest.mark.backend  # also run on JAX in CI (tests/test_backends.py)
+
 
 def imported_modules(code: str) -> set[str]:
     result = subprocess.run(
