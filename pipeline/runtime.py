@@ -7,6 +7,7 @@ only read cached features (balance, evaluate) start without them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -14,9 +15,11 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
+import types
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -48,13 +51,32 @@ def decode_workers(configured: int | None = None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """While decoding processes spawn: a spawned child runs the parent's __main__ module again
+    (Python's multiprocessing documentation, "safe importing of main module"), and a main that is
+    not safe to import, such as the script Streamlit runs as __main__, would run in every one."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 @functools.cache
 def decoders(workers: int) -> ProcessPoolExecutor:
     """`workers` decoding processes, started at first use and kept for this process's life, so
     that the app, a server or a warm CLI pays their start once. Spawned rather than forked: a fork
     of a process whose Keras backend runs threads can deadlock in the child (Python's
-    multiprocessing documentation), and a spawned worker imports only pipeline.images."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    multiprocessing documentation), and a spawned worker imports only pipeline.images. All are
+    started here, with the main module hidden: the executor spawns a process per submitted task
+    while none is idle, and none is before it has started Python, long after these submits."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    with main_module_hidden():
+        started = [pool.submit(os.getpid) for _ in range(workers)]
+    wait(started)
+    return pool
 
 
 def image_batches(

@@ -3,6 +3,7 @@
 import ast
 import subprocess
 import sys
+import types
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -94,6 +95,20 @@ def test_any_number_of_decoders_gives_the_one_decode_paths_pixels_order_and_reas
     assert [len(images) for images, _ in batches] == [5, 5, 4]
     np.testing.assert_array_equal(np.concatenate([i for i, _ in batches]), expected_images)
     assert np.concatenate([r for _, r in batches]).tolist() == expected_reasons
+
+
+def test_decoding_processes_never_run_the_main_module(tmp_path, monkeypatch):
+    """A Streamlit app runs as __main__; a spawned decoder must not run it again."""
+    script = tmp_path / "app.py"
+    script.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('main ran')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    decoders.cache_clear()
+    paths = images_of_every_kind(tmp_path / "images")[:4]
+    assert len(list(image_batches(paths, 8, batch_size=2, workers=2))) == 2
+    assert not (tmp_path / "ran").exists()
+    assert sys.modules["__main__"] is main
 
 
 def test_decoding_processes_are_started_once_and_a_broken_pool_is_replaced(tmp_path):
