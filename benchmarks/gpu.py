@@ -43,6 +43,7 @@ PRECISIONS = ("float32", "bfloat16")  # bfloat16: Keras' mixed_bfloat16 (pipelin
 GPU_TARGET = 0.8  # stage ÷ min(bare forward, decode ceiling), on a GPU
 DECODE_TARGET = 1.7  # two processes ÷ one, on a 2-core CPU
 CPU_STAGE_TARGET = 0.9  # stage ÷ bare forward on TensorFlow, on a CPU
+BACKEND_LIMIT_S = 300  # a backend's features stage that takes longer is recorded as such
 ROUNDS = 2  # each rate is the best of this many, taken in turns with what it is compared to
 DECODE_BATCH = 32  # the configs' batch size of InceptionV3 and VGG16
 
@@ -226,14 +227,19 @@ def other_backends(spec: dict[str, Any], paths: list[str], work: Path) -> dict[s
             str(work / f"{backend}.npy"),
         ]
         environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        result = subprocess.run(
-            command,
-            input="\n".join(paths),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**environment, "PYTHONPATH": str(ROOT)},
-        )
+        try:
+            result = subprocess.run(
+                command,
+                input="\n".join(paths),
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**environment, "PYTHONPATH": str(ROOT)},
+                timeout=BACKEND_LIMIT_S,
+            )
+        except subprocess.TimeoutExpired:
+            rates[backend] = {"failed": f"over {BACKEND_LIMIT_S} s for {len(paths)} images"}
+            continue
         if result.returncode:
             rates[backend] = {"failed": result.stderr.strip().splitlines()[-1][:300]}
             continue
@@ -416,9 +422,13 @@ def render(result: dict[str, Any]) -> list[str]:
                 for b, v in rates.items()
                 if v and b != "tensorflow"
             )
+            failed = "".join(
+                f" {b}: {v['failed']}." for b, v in by["backends"].items() if "failed" in v
+            )
             cross.append(
                 f"{name}: features stage img/s by backend {rates} ({ratios}); compile (or first "
                 f"batch) s: { {b: v.get('compile_s') for b, v in by['backends'].items()} }."
+                + failed
             )
     lines += [
         "Bare forward pass (images decoded in memory) against the features stage's path "
