@@ -28,6 +28,7 @@ from benchmarks import (
     durable_writes,
     explain,
     feature_stage,
+    gpu,
     head_experiment,
     hostile,
     inference,
@@ -59,6 +60,7 @@ BENCHMARKS = [
     training_stage,
     hostile,
     explain,
+    gpu,
 ]
 
 

@@ -23,10 +23,10 @@ def measure(context: Context) -> dict[str, Any]:
     import tensorflow as tf
 
     from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.head import build_head
+    from pipeline.head import build_head, feature_batches
     from pipeline.images import LABELS
     from pipeline.runtime import extract, image_batches
-    from pipeline.train import dataset, train_head
+    from pipeline.train import train_head
 
     spec, epochs = context.exported, 3 if context.quick else 20
     size, mode = spec["input_size"], check_spec(spec).input_mode
@@ -77,8 +77,8 @@ def measure(context: Context) -> dict[str, Any]:
             inputs = {"x": features, "y": y, "validation_data": (features, y), "batch_size": batch}
         else:
             inputs = {
-                "x": dataset(features, labels).shuffle(len(y), seed=0).batch(batch),
-                "validation_data": dataset(features, labels).batch(batch),
+                "x": feature_batches(features, labels, batch, shuffle=True),
+                "validation_data": feature_batches(features, labels, batch),
             }
         return timed(model.fit, epochs=epochs, verbose=0, **inputs)[0]
 

@@ -77,13 +77,13 @@ def forward_rates(
     mode = check_spec(spec).input_mode
     model = extractor_from_spec(spec)
     forward = compiled(model)
-    forward(np.zeros((batch, size, size, 3), np.uint8)).numpy()  # traced before either clock
+    forward(np.zeros((batch, size, size, 3), np.uint8))  # traced before either clock
     arrays = np.stack([load_for_model(p, size, mode) for p in paths])
     bare_seconds, stage_seconds = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         for first in range(0, len(arrays), batch):
-            forward(arrays[first : first + batch]).numpy()
+            forward(arrays[first : first + batch])
         bare_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
         extract(model, paths, size, batch, work / f"{spec['name']}.npy", mode)

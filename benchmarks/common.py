@@ -101,17 +101,17 @@ def labelled_source(count: int, folder: Path, work: Path) -> Path:
 def run_batches(forward: Callable[[np.ndarray], Any], arrays: np.ndarray, batch: int) -> np.ndarray:
     """The compiled forward pass over arrays already decoded, batch by batch."""
     return np.concatenate(
-        [forward(arrays[start : start + batch]).numpy() for start in range(0, len(arrays), batch)]
+        [forward(arrays[start : start + batch]) for start in range(0, len(arrays), batch)]
     )
 
 
 def consume(forward: Callable[[np.ndarray], Any], batches: Iterable[np.ndarray]) -> None:
     for images in batches:
-        forward(images).numpy()
+        forward(images)
 
 
 def machine() -> dict[str, Any]:
-    import tensorflow as tf
+    import keras
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.+)", info)
@@ -121,7 +121,7 @@ def machine() -> dict[str, Any]:
         "cpu": model.group(1) if model else platform.processor(),
         "cores": os.cpu_count(),
         "flags": [flag for flag in wanted if flag in flags],
-        "tensorflow": tf.__version__,
+        "keras": f"{keras.__version__} on {keras.backend.backend()}",
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -1,4 +1,4 @@
-"""11. Explanation maps: one occlusion map per backbone, against the bare forward pass.
+"""14. Explanation maps: one occlusion map per backbone, against the bare forward pass.
 
 The map of one image at the configs' `explain` settings (grid * grid + 1 forward passes) through
 pipeline.occlusion, against the compiled forward pass over the same covered copies, already made:
@@ -68,12 +68,12 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
     seconds, ratio = exported["map_s"], exported["map_over_bare"]
     return [
         (
-            f"11. one map, {name} at {exported['input_size']} px, seconds (2 cores)",
+            f"14. one map, {name} at {exported['input_size']} px, seconds (2 cores)",
             f"≤ {EXPORTED_SECONDS}",
             seconds,
             seconds <= EXPORTED_SECONDS,
         ),
-        (f"11. map ÷ its bare forward passes, {name}", f"≤ {OVERHEAD}", ratio, ratio <= OVERHEAD),
+        (f"14. map ÷ its bare forward passes, {name}", f"≤ {OVERHEAD}", ratio, ratio <= OVERHEAD),
     ]
 
 
@@ -88,7 +88,7 @@ def render(result: dict[str, Any]) -> list[str]:
         for name, r in result["backbones"].items()
     ]
     return [
-        "## 11. Explanation maps",
+        "## 14. Explanation maps",
         f"One occlusion map ({result['grid']} x {result['grid']} cells, fill `{result['fill']}`) "
         "of one image per backbone, against the compiled forward pass over the same covered "
         f"copies made beforehand (interleaved, best of {REPEATS} each): the map's own cost is "

@@ -35,7 +35,7 @@ size, batch, mode = spec["input_size"], spec["batch_size"], check_spec(spec).inp
 paths = sys.stdin.read().split("\\n")
 keras.utils.set_random_seed(0)
 model = extractor_from_spec(spec)
-compiled(model)(np.zeros((batch, size, size, 3), np.uint8)).numpy()  # traced, as bare's is
+compiled(model)(np.zeros((batch, size, size, 3), np.uint8))  # traced, as bare's is
 start = time.perf_counter()
 if decode == "threads":
     extract(model, paths, size, batch, out, mode)
@@ -129,7 +129,7 @@ def measure(context: Context) -> dict[str, Any]:
         paths = [p for p in context.paths if usable(p, size, mode)]
         arrays = np.stack([load_for_model(p, size, mode) for p in paths])
         forward = compiled(model)
-        forward(arrays[:batch]).numpy()  # traced once
+        forward(arrays[:batch])  # traced once
         bare_rate = len(paths) / timed(run_batches, forward, arrays, batch)[0]
         out = context.work / f"{name}.npy"
         stage, before = (stage_rate(spec, paths, decode, out) for decode in ("threads", "autotune"))

@@ -1,4 +1,4 @@
-"""11. `aiic serve` under hostile traffic: a normal client's p99 with hostile clients ÷ alone.
+"""13. `aiic serve` under hostile traffic: a normal client's p99 with hostile clients ÷ alone.
 
 The exported backbone of the configs (random weights) under a head, served by `aiic serve` in its
 own process on 127.0.0.1 with its default limits; the clients run in this process, on the same
@@ -175,7 +175,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
 
 def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
     sent = {"expensive images": result["images_p99_ratio"], "slow URLs": result["urls_p99_ratio"]}
-    what = "11. normal p99 while hostile clients send {} ÷ alone"
+    what = "13. normal p99 while hostile clients send {} ÷ alone"
     return [(what.format(kind), f"<= {TARGET}", x, x <= TARGET) for kind, x in sent.items()]
 
 
@@ -189,7 +189,7 @@ def render(result: dict[str, Any]) -> list[str]:
         for name, level in r["levels"].items()
     ]
     return [
-        "## 11. `aiic serve` under hostile traffic",
+        "## 13. `aiic serve` under hostile traffic",
         f"{r['hostile_clients']} hostile clients against one normal client (one small image a "
         f"request), `aiic serve`'s default limits, load average {r['load_average'][0]} before "
         f"and {r['load_average'][1]} after. "

@@ -15,9 +15,10 @@ def title(benchmark: ModuleType) -> str:
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     command = "python -m benchmarks" + (" --quick" if results["quick"] else "")
+    keras = f"Keras {m['keras']}" if "keras" in m else f"TensorFlow {m['tensorflow']}"
     text = (
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}), "
-        f"TensorFlow {m['tensorflow']}, Python {m['python']}, by `{command}`. Every figure is a "
+        f"{keras}, Python {m['python']}, by `{command}`. Every figure is a "
         "ratio of two things measured side by side in that run, on the same images (random-init "
         "backbones)."
     )

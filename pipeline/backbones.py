@@ -23,9 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline import clip, networks
+from pipeline import backend, clip, networks
 from pipeline.errors import ConfigError, MissingWeights, not_one_of
-from pipeline.runtime import visible_gpus
 
 OFFLINE_ENV = "AIIC_OFFLINE"
 # How an image becomes input_size x input_size: an input mode of pipeline.images.INPUT_MODES
@@ -592,12 +591,13 @@ def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
     """
     kind = check_spec(spec)
     precision = spec.get("precision", "float32")
-    if precision in GPU_PRECISIONS and not visible_gpus():
+    if precision in GPU_PRECISIONS and not backend.gpus():
         warnings.warn(
             f"backbones.{spec['name']}.precision is {precision}, meant for a GPU's float16 "
-            "units, but TensorFlow sees no GPU: it computes in float16 on the CPU. Install the "
-            "gpu extra on a machine with an NVIDIA GPU, or set the precision to float32 or "
-            "bfloat16 (for CPUs with AVX512-BF16).",
+            f"units, but Keras' {backend.name()} backend sees no GPU: it computes in float16 on "
+            "the CPU. Install the backend's CUDA build on a machine with an NVIDIA GPU (README, "
+            '"On a GPU"), or set the precision to float32 or bfloat16 (for CPUs with '
+            "AVX512-BF16).",
             stacklevel=2,
         )
     size = spec["input_size"]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import backend
 from pipeline.backbones import check_spec, extractor_from_spec
 from pipeline.errors import ConfigError, StageFailed, not_one_of
 from pipeline.params import ENGINES
@@ -33,9 +34,10 @@ from pipeline.runtime import extract as local_extract
 
 LOCAL, RAY = ENGINES
 RAY_SETTINGS = ("actors", "cpus_per_actor", "gpus_per_actor", "num_cpus")  # configs/engine/ray.yaml
+LOCAL_SETTINGS = ("decode_workers",)  # configs/engine/local.yaml; optional (null: every core)
 ROW = "row"  # each image's position in the split table, carried through the actors
 # A Ray Data block is the unit one actor call receives: up to a few model batches, so that the
-# decoding threads of runtime.image_batches overlap the forward pass inside the call and Ray's
+# decoding processes of runtime.image_batches overlap the forward pass inside the call and Ray's
 # per-call overhead is paid once for several batches; but at least a few blocks per actor, or
 # one actor works through the last large block while the others idle.
 BATCHES_PER_BLOCK = 4
@@ -51,16 +53,24 @@ def engine_settings(engine: dict[str, Any] | None) -> dict[str, Any]:
     name = settings.pop("name", None)
     if name not in ENGINES:
         raise not_one_of("engine.name", name, ENGINES)
-    allowed = RAY_SETTINGS if name == RAY else ()
+    allowed = RAY_SETTINGS if name == RAY else LOCAL_SETTINGS
     for key in settings:
         if key not in allowed:
             raise ConfigError(
                 f"engine {name} has no setting {key!r}; its settings: "
                 f"{', '.join(('name', *allowed))} (configs/engine/{name}.yaml)"
             )
-    for key in allowed:
+    for key in RAY_SETTINGS if name == RAY else ():
         if key not in settings:
             raise ConfigError(f"engine {name} needs the setting {key} (configs/engine/{name}.yaml)")
+    workers = settings.get("decode_workers")
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
+        raise ConfigError(
+            f"engine.decode_workers must be a whole number >= 1, or null for one per core; got "
+            f"{workers!r}"
+        )
     if name == RAY:
         actors = settings["actors"]
         if not isinstance(actors, int) or actors < 1:
@@ -71,39 +81,27 @@ def engine_settings(engine: dict[str, Any] | None) -> dict[str, Any]:
     return {"name": name, **settings}
 
 
-def configure_tensorflow(threads: int) -> None:
-    """In a fresh actor process, before TensorFlow runs anything: as many compute threads as the
-    CPUs Ray reserved for the actor (TensorFlow would otherwise take every core of the node, once
-    per actor), and GPU memory taken as needed, so that actors sharing a GPU fit (TensorFlow
-    otherwise maps all of a GPU's memory in the first process)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    for gpu in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(gpu, True)
-
-
 def leave_gpus_to_actors(engine: dict[str, Any] | None) -> None:
     """With the ray engine, call before the stage builds its backbone: the stage's own process
     only builds it to hand its weights to the actors, so it leaves this machine's GPUs to them
-    (TensorFlow would otherwise map all of every GPU's memory here, and the actors on this machine
-    would find none). A no-op for the local engine and without GPUs."""
-    if engine_settings(engine)["name"] != RAY:
-        return
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        tf.config.set_visible_devices([], "GPU")
+    (pipeline.backend.leave_gpus). A no-op for the local engine and without GPUs."""
+    if engine_settings(engine)["name"] == RAY:
+        backend.leave_gpus()
 
 
 def features_of(
-    forward: Callable, paths: list[str], size: int, batch_size: int, mode: str
+    forward: Callable,
+    paths: list[str],
+    size: int,
+    batch_size: int,
+    mode: str,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The features path over some images: runtime.image_batches' decoding (unusable images give
-    their skip reason), then the compiled forward pass, batch by batch."""
+    """The features path over some images: runtime.image_batches' decoding by `workers`
+    processes (None: one per core; unusable images give their skip reason), then the compiled
+    forward pass, batch by batch."""
     features, reasons = [], []
-    for images, batch_reasons in image_batches(paths, size, batch_size, mode):
+    for images, batch_reasons in image_batches(paths, size, batch_size, mode, workers=workers):
         features.append(np.asarray(forward(images)))
         reasons.append(batch_reasons)
     return {"features": np.concatenate(features), "reason": np.concatenate(reasons)}
@@ -115,7 +113,7 @@ class BackboneActor:
     def __init__(
         self, spec: dict[str, Any], weights: list[np.ndarray], work: Work, threads: int
     ) -> None:
-        configure_tensorflow(threads)
+        backend.share_machine(threads)
         model = extractor_from_spec({**spec, "weights": None})
         model.set_weights(weights)
         self.forward = compiled(model)
@@ -212,13 +210,22 @@ def extract(
     settings = engine_settings(engine)
     size, batch_size, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
     if settings["name"] == LOCAL:
-        return local_extract(model, paths, size, batch_size, out, mode)
+        return local_extract(
+            model, paths, size, batch_size, out, mode, settings.get("decode_workers")
+        )
     features = np.lib.format.open_memmap(
         out, mode="w+", dtype=np.float32, shape=(len(paths), model.output_shape[-1])
     )
     reasons = np.full(len(paths), "", dtype=object)
     if paths:
-        work = functools.partial(features_of, size=size, batch_size=batch_size, mode=mode)
+        # each actor decodes with as many processes as the CPUs Ray reserved for it
+        work = functools.partial(
+            features_of,
+            size=size,
+            batch_size=batch_size,
+            mode=mode,
+            workers=max(1, int(settings["cpus_per_actor"])),
+        )
         batches = ray_batches(settings, spec, model, work, paths)
         gathered(batches, len(paths), into={"features": features, "reason": reasons})
     features.flush()

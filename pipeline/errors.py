@@ -21,6 +21,11 @@ def not_one_of(setting: str, value: object, allowed: Iterable[object]) -> Config
     return ConfigError(f"{setting} is {value!r}; allowed values: {choices}.")
 
 
+class BackendMismatch(AiicError):
+    """Something that only one Keras backend can do (TensorFlow's SavedModel and LiteRT exports),
+    asked of a process that runs another (KERAS_BACKEND)."""
+
+
 class MissingWeights(AiicError, FileNotFoundError):
     """Pretrained weights are neither cached nor downloadable."""
 

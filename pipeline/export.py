@@ -26,7 +26,7 @@ from pipeline import __version__
 from pipeline.backbones import check_spec
 from pipeline.entry import run
 from pipeline.errors import StageFailed
-from pipeline.formats import FLOAT_TOLERANCE, FORMATS, write_and_check
+from pipeline.formats import FLOAT_TOLERANCE, FORMATS, check_writable, write_and_check
 from pipeline.images import INPUT_MODES
 from pipeline.inference import score_files
 from pipeline.io import atomic_path, read_json, write_json
@@ -112,6 +112,7 @@ def digest(data: bytes) -> str:
 
 def main() -> None:
     params = load_params()
+    check_writable(params["export"]["formats"])
     name = params["backbone"]["name"]
     spec = backbone_spec(params, name)
     model, calibration = trained_model(params, name)

@@ -7,7 +7,9 @@ converter cannot handle raises NotConvertible, which export records in model.jso
 failing.
 
 TensorFlow and the LiteRT runtime are imported only inside the functions that need them, so that
-`aiic predict --runtime litert` and `aiic serve --runtime litert` start without TensorFlow.
+`aiic predict --runtime litert` and `aiic serve --runtime litert` start without TensorFlow. Every
+format is written by TensorFlow's converters from a Keras model on Keras' TensorFlow backend: on
+another backend (KERAS_BACKEND) `check_writable` refuses them before any work.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import backend
 from pipeline.errors import AiicError
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # uint8 or float RGB batch -> P(real) per image
@@ -209,6 +212,13 @@ def quantized_check(
     return result
 
 
+def check_writable(names: list[str]) -> None:
+    """BackendMismatch, before any work, where Keras runs on a backend that cannot write the
+    formats `names`: each is written through TensorFlow, from a model on its backend."""
+    for name in names:
+        backend.require_tensorflow(f"The {name} export ({FORMATS[name].description})")
+
+
 def write_and_check(
     name: str,
     model: Any,
@@ -222,6 +232,7 @@ def write_and_check(
     """Write one format into `folder`, reload it and compare its scores of `images` with
     `p_evaluated`; the model.json entry, with "passed". A model the converter cannot handle
     gives {"file": None, "not_convertible": why} and no file."""
+    check_writable([name])
     form = FORMATS[name]
     try:
         form.write(model, input_size, folder / form.file)

@@ -8,12 +8,13 @@ sigmoid. The sigmoid comes last, inside the calibration."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from pipeline import backend
 from pipeline.errors import ConfigError
 
 
@@ -56,19 +57,71 @@ def logit_metrics() -> list[keras.metrics.Metric]:
 
 
 def seed_everything(seed: int) -> None:
-    """Same data and params give the same weights on CPU."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    """Same data and params give the same weights on CPU (pipeline.backend.deterministic)."""
+    backend.deterministic(seed)
 
 
-def dataset(
-    features: np.ndarray, labels: np.ndarray, class_weight: np.ndarray | None = None
-) -> tf.data.Dataset:
-    """(features, labels), or (features, labels, each row's weight) given a weight per class id."""
-    columns = (features, labels.astype("float32"))
-    if class_weight is not None:
-        columns += (class_weight[labels],)
-    return tf.data.Dataset.from_tensor_slices(columns)
+def feature_batches(
+    features: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int = 0,
+    *,
+    shuffle: bool = False,
+    class_weight: np.ndarray | None = None,
+) -> Any:
+    """What `fit` takes: (features, labels) or, given a weight per class id, (features, labels,
+    each row's weight) in batches, shuffled each epoch from `seed` where `shuffle`. On TensorFlow
+    a tf.data pipeline (pipeline.backend.tensorflow_batches): from arrays Keras builds a new input
+    pipeline every epoch, which took over a third of a small head's fit time, and a Python
+    dataset twice what tf.data takes (BENCHMARKS.md); on the other backends a FeatureBatches."""
+    if backend.name() == backend.TENSORFLOW:
+        columns = (features, labels.astype("float32"))
+        if class_weight is not None:
+            columns += (class_weight[labels].astype("float32"),)
+        return backend.tensorflow_batches(columns, batch_size, seed if shuffle else None)
+    return FeatureBatches(
+        features, labels, batch_size, seed, shuffle=shuffle, class_weight=class_weight
+    )
+
+
+class FeatureBatches(keras.utils.PyDataset):
+    """(features, labels) or (features, labels, each row's weight) in batches, in an order drawn
+    anew each epoch from the seed where `shuffle`, else as given: batches that depend on the seed
+    and the epoch alone."""
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        shuffle: bool = False,
+        class_weight: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.features, self.labels = features, labels.astype("float32")
+        self.weights = None if class_weight is None else class_weight[labels].astype("float32")
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.start_epoch(0)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        count = len(self.labels)
+        shuffled = np.random.default_rng([self.seed, epoch]).permutation(count)
+        self.order = shuffled if self.shuffle else np.arange(count)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        columns = (self.features[rows], self.labels[rows])
+        return columns if self.weights is None else (*columns, self.weights[rows])
+
+    def on_epoch_end(self) -> None:
+        self.start_epoch(self.epoch + 1)
 
 
 def train_head(
@@ -91,11 +144,10 @@ def train_head(
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=head["patience"], restore_best_weights=True
     )
-    # Datasets, not arrays: from arrays, Keras builds a new input pipeline every epoch, which
-    # took over a third of a small head's fit time (BENCHMARKS.md).
+    batch_size = head["batch_size"]
     model.fit(
-        dataset(*train, class_weight).shuffle(len(train[0]), seed=seed).batch(head["batch_size"]),
-        validation_data=dataset(*val).batch(head["batch_size"]),
+        feature_batches(*train, batch_size, seed, shuffle=True, class_weight=class_weight),
+        validation_data=feature_batches(*val, batch_size),
         epochs=head["epochs"],
         callbacks=[early_stopping, *callbacks],
         shuffle=False,  # the dataset shuffles itself; Keras warns that it ignores shuffle=True

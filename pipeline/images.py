@@ -190,3 +190,22 @@ def load_for_model(
     """Decode and shape one image for a backbone."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     return shape_for_model(decode(source), size, mode, name, min_size)
+
+
+def load_many(
+    paths: list[str], size: int, mode: str = "resize", min_size: int = 0
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Decode and shape `paths` for a backbone, in order: (uint8 images, each image's skip reason
+    ("" for a good image), the skip messages). An image that cannot be used, or one under
+    `min_size` pixels (reason too_small), gives a black frame and its reason instead of stopping
+    the run. The decoding processes of pipeline.runtime run this; it imports nothing heavier."""
+    images, reasons, skipped = [], [], []
+    for path in paths:
+        try:
+            images.append(load_for_model(path, size, mode, min_size))
+            reasons.append("")
+        except UnreadableImage as error:
+            images.append(np.zeros((size, size, 3), np.uint8))
+            reasons.append(error.reason)
+            skipped.append(str(error))
+    return np.stack(images) if images else np.empty((0, size, size, 3), np.uint8), reasons, skipped

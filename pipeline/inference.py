@@ -1,8 +1,8 @@
 """Loading the exported model and scoring images: shared by export, the CLI, the app and the API.
 
-Two runtimes score the same decoded pixels: `keras` (model.keras, TensorFlow) and `litert`
-(model.tflite through the LiteRT interpreter, no TensorFlow imported). Loading the Keras model
-registers the project's Keras layers (preprocessing, spectrum, calibration), which it needs.
+Two runtimes score the same decoded pixels: `keras` (model.keras, on any Keras backend) and
+`litert` (model.tflite through the LiteRT interpreter, no TensorFlow imported). Loading the Keras
+model registers the project's Keras layers (preprocessing, spectrum, calibration), which it needs.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     if isinstance(model, LiteRTModel):
         return model
     graph = compiled(model)
-    return lambda images: graph(images).numpy()[:, 0].astype(np.float64)
+    return lambda images: graph(images)[:, 0].astype(np.float64)
 
 
 def score_files(

@@ -58,7 +58,7 @@ def perturbed_outputs(
                 except UnreadableImage:
                     continue
             if inputs:
-                outputs[name][rows] = forward(np.stack(inputs)).numpy()
+                outputs[name][rows] = forward(np.stack(inputs))
     return outputs
 
 

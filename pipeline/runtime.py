@@ -1,18 +1,26 @@
 """What stages, the CLI and the app share at run time: decoding images in batches, a model's
 compiled forward pass, writing features, and reading the features the features stage cached.
 
-TensorFlow is imported only when a forward pass is compiled, so that stages which only read
-cached features (balance, evaluate) start without it.
+Keras and its backend are imported only when a forward pass is compiled, so that stages which
+only read cached features (balance, evaluate) start without them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import json
 import logging
-import weakref
+import math
+import multiprocessing
+import os
+import sys
+import types
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.images import LABELS, UnreadableImage, load_for_model
+from pipeline.backend import forward_pass
+from pipeline.images import LABELS, load_many
 from pipeline.paths import (
     AUGMENTED_FILE,
     CROSSGEN_FEATURES,
@@ -29,72 +38,98 @@ from pipeline.paths import (
     INDEX_FILE,
 )
 
-DECODE_THREADS = 2
+# Batches decoded ahead of the one the model is running, so that a device faster than decoding
+# never waits for a batch while the decoders have work left, and a slower one finds the next ready.
+PREFETCH_BATCHES = 2
 logger = logging.getLogger(__name__)
 
 
+def decode_workers(configured: int | None = None) -> int:
+    """Processes that decode images: the configured number, or one per core this process may use."""
+    if configured is not None:
+        return configured
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """While decoding processes spawn: a spawned child runs the parent's __main__ module again
+    (Python's multiprocessing documentation, "safe importing of main module"), and a main that is
+    not safe to import, such as the script Streamlit runs as __main__, would run in every one."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+@functools.cache
+def decoders(workers: int) -> ProcessPoolExecutor:
+    """`workers` decoding processes, started at first use and kept for this process's life, so
+    that the app, a server or a warm CLI pays their start once. Spawned rather than forked: a fork
+    of a process whose Keras backend runs threads can deadlock in the child (Python's
+    multiprocessing documentation), and a spawned worker imports only pipeline.images. All are
+    started here, with the main module hidden: the executor spawns a process per submitted task
+    while none is idle, and none is before it has started Python, long after these submits."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    with main_module_hidden():
+        started = [pool.submit(os.getpid) for _ in range(workers)]
+    wait(started)
+    return pool
+
+
 def image_batches(
-    paths: list[str], size: int, batch_size: int, mode: str = "resize", min_size: int = 0
+    paths: list[str],
+    size: int,
+    batch_size: int,
+    mode: str = "resize",
+    min_size: int = 0,
+    workers: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of (uint8 images, skip reasons), in order, decoded ahead on worker threads.
+    """Batches of (uint8 images, skip reasons), in order, decoded ahead by `workers` processes
+    (None: one per core), each batch split among them; PREFETCH_BATCHES batches ahead.
 
-    Pillow releases the GIL while it decodes and resizes, so two batches in flight overlap the
-    model's forward pass. A fixed two threads, not tf.data's AUTOTUNE: its threads competed with
-    oneDNN for the cores and cost InceptionV3 up to a quarter of its throughput (BENCHMARKS.md).
-    An image that cannot be used yields a black frame and its reason ("" for a good image)
-    instead of stopping the run; so does an image under `min_size` pixels (reason too_small).
+    Processes, not threads: Pillow releases the GIL while it decodes and resizes, but the Python
+    around it (EXIF, conversion, NumPy) does not, and for small images such as CIFAKE's that is
+    most of the work (BENCHMARKS.md, the device benchmark's decode rows). An image that cannot be
+    used yields a black frame and its reason ("" for a good image) instead of stopping the run;
+    so does an image under `min_size` pixels (reason too_small): pipeline.images.load_many, the
+    same pixels, order and reasons whatever the number of processes.
     """
+    workers = decode_workers(workers)
+    pool, chunk = decoders(workers), max(1, math.ceil(batch_size / workers))
 
-    def load(path: str) -> tuple[np.ndarray, str]:
-        try:
-            return load_for_model(path, size, mode, min_size), ""
-        except UnreadableImage as error:
-            logger.warning("skipped %s", error)
-            return np.zeros((size, size, 3), np.uint8), error.reason
+    def submit(start: int) -> list[Future]:
+        stop = min(start + batch_size, len(paths))
+        return [
+            pool.submit(load_many, paths[first : min(first + chunk, stop)], size, mode, min_size)
+            for first in range(start, stop, chunk)
+        ]
 
-    def load_batch(start: int) -> tuple[np.ndarray, np.ndarray]:
-        images, reasons = zip(*map(load, paths[start : start + batch_size]), strict=True)
-        return np.stack(images), np.array(reasons)
-
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        ahead: deque[Future] = deque()
-        for start in range(0, len(paths), batch_size):
-            ahead.append(pool.submit(load_batch, start))
-            if len(ahead) > DECODE_THREADS:
-                yield ahead.popleft().result()
+    starts = iter(range(0, len(paths), batch_size))
+    ahead = deque(submit(start) for start in itertools.islice(starts, PREFETCH_BATCHES))
+    try:
         while ahead:
-            yield ahead.popleft().result()
+            parts = [future.result() for future in ahead.popleft()]
+            for start in itertools.islice(starts, 1):
+                ahead.append(submit(start))
+            for message in (message for _, _, skipped in parts for message in skipped):
+                logger.warning("skipped %s", message)
+            reasons = [reason for _, part_reasons, _ in parts for reason in part_reasons]
+            yield np.concatenate([images for images, _, _ in parts]), np.array(reasons)
+    except BrokenProcessPool:
+        decoders.cache_clear()  # a decoder died (killed, out of memory): the next run starts anew
+        raise
+    finally:
+        for future in (future for batch in ahead for future in batch):
+            future.cancel()
 
 
-def visible_gpus() -> list[str]:
-    """The GPUs TensorFlow sees. It places every backbone on the first of them by itself, so no
-    stage has a code path of its own for a GPU; with none, it runs on the CPU."""
-    import tensorflow as tf
-
-    return [device.name for device in tf.config.list_physical_devices("GPU")]
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def compiled(model: Any) -> Callable[[np.ndarray], Any]:
-    """The Keras model's forward pass as one traced graph: no per-batch Python overhead of
-    predict(). Traced once, at the first call, for any number of images of that call's size and
-    type, so that a run's last, smaller batch (and a serving micro-batch of any size) reuses the
-    trace rather than tracing again. One function per model, so that repeated calls (the app, a
-    warm CLI) reuse its trace."""
-    import tensorflow as tf
-
-    if model not in _COMPILED:
-        graph = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
-
-        def forward(images: np.ndarray) -> Any:
-            if not graph.experimental_get_tracing_count():
-                graph.get_concrete_function(tf.TensorSpec((None, *images.shape[1:]), images.dtype))
-            return graph(images)
-
-        _COMPILED[model] = forward
-    return _COMPILED[model]
+def compiled(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The Keras model's forward pass on this process's Keras backend, NumPy in and out
+    (pipeline.backend.forward_pass): one per model, compiled once for any batch size."""
+    return forward_pass(model)
 
 
 def extract(
@@ -104,9 +139,11 @@ def extract(
     batch_size: int,
     out: Path,
     mode: str = "resize",
+    workers: int | None = None,
 ) -> np.ndarray:
-    """Write the model's outputs for `paths` into the .npy file `out` batch by batch; returns the
-    skip reason of every image ("" where it was used)."""
+    """Write the model's outputs for `paths` into the .npy file `out` batch by batch, decoded by
+    `workers` processes (None: one per core); returns the skip reason of every image ("" where it
+    was used)."""
     forward = compiled(model)
     features = np.lib.format.open_memmap(
         out, mode="w+", dtype=np.float32, shape=(len(paths), model.output_shape[-1])
@@ -114,9 +151,9 @@ def extract(
     reasons = np.full(len(paths), "", dtype=object)
     start = 0
     with tqdm(total=len(paths), desc=f"features {model.name}", unit="img") as progress:
-        for images, batch_reasons in image_batches(paths, size, batch_size, mode):
+        for images, batch_reasons in image_batches(paths, size, batch_size, mode, workers=workers):
             end = start + len(images)
-            features[start:end] = forward(images).numpy()
+            features[start:end] = forward(images)
             reasons[start:end] = batch_reasons
             start = end
             progress.update(len(images))

@@ -29,7 +29,6 @@ from dvclive.utils import standardize_metric_name
 
 from pipeline.calibrate import Calibration, apply_calibration, calibrate, uncalibrated
 from pipeline.entry import run
-from pipeline.head import dataset as dataset  # re-exported: benchmarks import it from here
 from pipeline.head import head_logits, train_head
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import PERTURBED_PREFIX

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 import pandas as pd
-from dvclive.utils import standardize_metric_name
 from PIL import Image, ImageOps
 
 from pipeline.backbones import CENTER_CROP, FINETUNE, SCRATCH, Extractor, training_mode
@@ -195,6 +194,10 @@ class CurvesToLive(keras.callbacks.Callback):
             self.on_epoch_end(0, epoch_logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # imported here: DVCLive brings DVC, which a device machine running only the training
+        # step (benchmarks.gpu) need not have
+        from dvclive.utils import standardize_metric_name
+
         for metric, value in (logs or {}).items():
             if metric == "seconds":
                 continue

@@ -26,8 +26,14 @@ def test_engine_settings_are_checked():
     assert engines.engine_settings(RAY) == RAY
     with pytest.raises(ConfigError, match="engine.name is 'spark'; allowed values: 'local', 'ray'"):
         engines.engine_settings({"name": "spark"})
-    with pytest.raises(ConfigError, match="local has no setting 'actors'; its settings: name "):
+    with pytest.raises(ConfigError, match="'actors'; its settings: name, decode_workers "):
         engines.engine_settings({"name": "local", "actors": 2})
+    local = {"name": "local", "decode_workers": 3}
+    assert engines.engine_settings(local) == local
+    assert engines.engine_settings({**local, "decode_workers": None})["decode_workers"] is None
+    for workers in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="engine.decode_workers must be a whole number >= 1"):
+            engines.engine_settings({**local, "decode_workers": workers})
     with pytest.raises(ConfigError, match="needs the setting num_cpus"):
         engines.engine_settings({k: v for k, v in RAY.items() if k != "num_cpus"})
     with pytest.raises(ConfigError, match="engine.actors must be a whole number >= 1, got 0"):

@@ -13,6 +13,8 @@ from pipeline.errors import ModelNotFound
 from pipeline.images import load_for_model
 from pipeline.inference import load_exported
 
+pytestmark = pytest.mark.backend  # also run on JAX in CI (tests/test_backends.py)
+
 
 @pytest.fixture
 def mixed_folder(tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from scipy.special import logit
 
@@ -12,6 +13,8 @@ from pipeline import paths, train
 from pipeline.calibrate import Calibration, apply_calibration, uncalibrated
 from pipeline.head import head_logits
 from pipeline.runtime import load_features
+
+pytestmark = pytest.mark.backend  # also run on JAX in CI (tests/test_backends.py)
 
 SPLITS = np.repeat(["train", "val", "test"], [20, 12, 10])
 LABELS = np.tile(["ai", "real"], 21)

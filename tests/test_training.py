@@ -67,6 +67,7 @@ def batches(dataset: training.TrainingImages) -> list[tuple]:
     return [dataset[i] for i in range(len(dataset))]
 
 
+@pytest.mark.backend
 def test_batches_depend_on_seed_and_epoch_only(tmp_path):
     rows = image_rows(tmp_path / "images")
     paths_, labels = rows["path"].tolist(), training.labels_of(rows)
@@ -182,6 +183,7 @@ def train(extractor, spec, rows, tmp_path, live):
     )
 
 
+@pytest.mark.backend
 def test_a_resumed_training_ends_with_the_uninterrupted_ones_weights(tmp_path):
     """Killed after its second epoch and started again, a training reaches the same weights as
     one that ran through: dropout's random state, the optimizer, the order and augmentation of
@@ -259,6 +261,7 @@ def test_unfreezing_more_layers_than_the_network_has_is_refused(tmp_path):
         training.unfreeze(extractor, check_spec(spec), spec)
 
 
+@pytest.mark.backend
 def test_a_trained_backbone_writes_features_record_curves_and_crossgen_networks(
     tmp_path, monkeypatch
 ):
