@@ -11,8 +11,9 @@ stage on every other installed backend, each in a fresh process, on the same ima
 
 `python -m benchmarks.gpu [--quick] [--images N]` writes its figures under "gpu" into
 benchmarks/results.json (the other benchmarks' figures kept) and rewrites BENCHMARKS.md. It needs
-Keras and the project's light dependencies only, no TensorFlow and no network (README, "On a
-GPU", for the wheels to bring to a machine with JAX or PyTorch and CUDA).
+Keras and the project's light dependencies only, no TensorFlow and no network
+(docs/getting-started.md, "On a GPU", for the wheels to bring to a machine with JAX or PyTorch and
+CUDA).
 """
 
 from __future__ import annotations

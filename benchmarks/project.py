@@ -165,7 +165,7 @@ def make_project(
 
 def committed(name: str) -> bytes:
     """A file of this repository as committed (HEAD), or as it is outside a git checkout: the
-    README's commands change some in the work tree (`dvc remote add -d` writes .dvc/config), and
+    documented commands change some in the work tree (`dvc remote add -d` writes .dvc/config), and
     a copy of the project must not inherit a person's remote."""
     try:
         shown = subprocess.run(
@@ -179,9 +179,10 @@ def committed(name: str) -> bytes:
 def committed_files(destination: Path, *names: str) -> Path:
     """Files and folders of this repository as committed (HEAD), extracted under `destination`.
 
-    The commands the README documents rewrite the work tree (`dvc exp run -S` and `aiic compose`
-    write params.yaml; `dvc repro` writes dvc.lock and outputs), so that a test of what is
-    committed reads HEAD, never the work tree. Outside a git checkout, the files as they are."""
+    The commands the README and docs/ document rewrite the work tree (`dvc exp run -S` and
+    `aiic compose` write params.yaml; `dvc repro` writes dvc.lock and outputs), so that a test of
+    what is committed reads HEAD, never the work tree. Outside a git checkout, the files as they
+    are."""
     destination.mkdir(parents=True, exist_ok=True)
     try:
         archive = subprocess.run(

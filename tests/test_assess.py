@@ -25,7 +25,7 @@ def genimage_folder(tmp_path):
     synthetic_image("real", 48, rng).save(root / "real" / "loose.png")
     (root / "ai" / "sd14" / "page.png").write_bytes(b"<html>gone</html>")
     synthetic_image("ai", 16, rng).save(root / "ai" / "vqdm" / "tiny.png")  # under the 32 px crop
-    elsewhere = tmp_path / "download" / "vqdm"  # linked in, as the README's example does
+    elsewhere = tmp_path / "download" / "vqdm"  # linked in, as docs/using-the-model.md's example
     elsewhere.parent.mkdir()
     (root / "ai" / "vqdm").rename(elsewhere)
     (root / "ai" / "vqdm").symlink_to(elsewhere, target_is_directory=True)

@@ -1,5 +1,5 @@
-"""Sharing cached results between machines through a DVC remote (README, "Running on a cluster"):
-what one machine computed and pushed, another pulls instead of recomputing."""
+"""Sharing cached results between machines through a DVC remote (docs/cluster.md, "Sharing
+results"): what one machine computed and pushed, another pulls instead of recomputing."""
 
 import sys
 
