@@ -595,9 +595,9 @@ def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
         warnings.warn(
             f"backbones.{spec['name']}.precision is {precision}, meant for a GPU's float16 "
             f"units, but Keras' {backend.name()} backend sees no GPU: it computes in float16 on "
-            "the CPU. Install the backend's CUDA build on a machine with an NVIDIA GPU (README, "
-            '"On a GPU"), or set the precision to float32 or bfloat16 (for CPUs with '
-            "AVX512-BF16).",
+            "the CPU. Install the backend's CUDA build on a machine with an NVIDIA GPU "
+            '(docs/getting-started.md, "On a GPU"), or set the precision to float32 or bfloat16 '
+            "(for CPUs with AVX512-BF16).",
             stacklevel=2,
         )
     size = spec["input_size"]

@@ -9,7 +9,7 @@ backbone once, from the spec and the weights the stage built, and returns every 
 so that the driver writes each batch into place however the batches arrive.
 
 Locally the stage starts its own Ray (no dashboard) and stops it at the end; with RAY_ADDRESS set
-it joins that cluster instead (README, "Running on a cluster").
+it joins that cluster instead (docs/cluster.md, "Running on a cluster").
 """
 
 from __future__ import annotations

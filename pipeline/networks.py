@@ -10,8 +10,8 @@ Generalizable Deepfake Detection", CVPR 2024), as the authors' code builds it
 ImageNet's mean and standard deviation, minus its nearest-neighbour x0.5 then x2 resampling,
 times 2/3, into ResNet-50's stem with a 3x3 stride-2 first convolution, max pooling and ResNet-50's
 first two stages of bottleneck blocks only (3 and 4 blocks, stride in the 3x3 convolution as
-torchvision's ResNet v1.5), global average pooling: 512 features. The README lists what matches
-their code and what does not.
+torchvision's ResNet v1.5), global average pooling: 512 features. docs/trained-networks.md lists
+what matches their code and what does not.
 
 The CNN is the small convolutional network of the CIFAKE paper's kind (Bird & Lotfi, IEEE Access
 2024: two 3x3 convolutions of 32 filters with max pooling, a dense layer), with its widths and
