@@ -265,14 +265,14 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     commit(project)
 
     # A backbone is one config file and one line in the defaults list: nothing else is edited.
-    (project / "configs/backbones/mobilenetv2.yaml").write_text(
-        "name: mobilenetv2\napplication: MobileNetV2\nweights: null\ninput_size: 32\n"
+    (project / "configs/backbones/densenet121.yaml").write_text(
+        "name: densenet121\napplication: DenseNet121\nweights: null\ninput_size: 32\n"
         "batch_size: 32\n"
     )
     config = project / "configs/config.yaml"
     config.write_text(
         config.read_text().replace(
-            "  - scrape:", "  - backbones@backbones.mobilenetv2: mobilenetv2\n  - scrape:"
+            "  - scrape:", "  - backbones@backbones.densenet121: densenet121\n  - scrape:"
         )
     )
     run([sys.executable, "-m", "pipeline", "compose"], project)
@@ -280,9 +280,9 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     # export's deps are back to the first run's (the same head settings, the same exported head):
     # DVC's run cache may restore its outputs instead of running it
     assert ran_stages(added) | restored_stages(added) == {
-        "features@mobilenetv2",
-        "balance@mobilenetv2",
-        "robustness@mobilenetv2",
+        "features@densenet121",
+        "balance@densenet121",
+        "robustness@densenet121",
         "train",
         "explain",
         "crossgen",
@@ -290,9 +290,9 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "compare",
         "export",  # configs/ recomposed: the head settings of the last experiment are undone
     }, added
-    assert json.loads((project / "metrics/mobilenetv2.json").read_text())["images"]
-    assert "| mobilenetv2 |" in (project / "reports/comparison.md").read_text()
-    check_plots(project, (*BACKBONES, "mobilenetv2"))
+    assert json.loads((project / "metrics/densenet121.json").read_text())["images"]
+    assert "| densenet121 |" in (project / "reports/comparison.md").read_text()
+    check_plots(project, (*BACKBONES, "densenet121"))
 
     # Deployment formats are one setting away, and re-run nothing but export.
     formats = dvc(project, "exp", "run", "-S", "export.formats=[saved_model,litert]")
