@@ -36,7 +36,7 @@ def measure(context: Context) -> dict[str, Any]:
     """The exported backbone: load, warm predict on one file, bare forward on the same image,
     predict with a forward pass traced on every call (as before it was kept per model), and
     Keras' own `predict`."""
-    from pipeline import runtime
+    from pipeline import backend, runtime
     from pipeline.images import load_for_model
     from pipeline.inference import load_exported
     from pipeline.predict import score_sources
@@ -55,7 +55,7 @@ def measure(context: Context) -> dict[str, Any]:
     bare, warm = (min(times) for times in zip(*pairs, strict=True))
 
     def untraced() -> None:
-        runtime._COMPILED.clear()
+        backend._FORWARDS.clear()
         score_sources(model, info, [path])
 
     retraced = min(timed(untraced)[0] for _ in range(3))
