@@ -136,6 +136,7 @@ def check_outputs(project):
     assert "![robustness curves](evaluation/robustness.png)" in evaluation
     assert (project / "reports/evaluation/robustness.png").is_file()
     assert "![deletion curves](evaluation/deletion.png)" in evaluation
+    assert "![blend curves](evaluation/blend.png)" in evaluation
     assert evaluation.count("### Where the model looks") == len(BACKBONES)
     assert json.loads((project / "reports/confounds.json").read_text())["all_cues"]
     info = json.loads((project / "models/export/model.json").read_text())
