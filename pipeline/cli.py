@@ -8,7 +8,7 @@ import sys
 
 from pipeline.entry import run, tune_startup
 
-STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "explain")
+STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "explain", "blend")
 STAGES += ("crossgen", "evaluate", "compare", "export")
 COMMANDS = {"predict": "pipeline.predict", "serve": "pipeline.serve", "compose": "pipeline.params"}
 # `evaluate` is both a stage (no arguments: dvc.yaml runs it so) and, given any argument, the

@@ -6,8 +6,9 @@ perturbations, results per source, the confound check, and which backbone is exp
 evaluation.md (figures in reports/evaluation/, drawn with matplotlib so that GitHub shows them):
 per backbone the headline metrics with intervals, real and AI accuracy, the reliability diagram,
 the robustness curves, the cross-generator matrix and its heatmap, the explanation maps' deletion
-check and a gallery of maps (the explain stage's, copied beside the report), and the confound
-warning when it applies.
+check and a gallery of maps (the explain stage's, copied beside the report), the blend curves
+(P(real) of partly AI-made composites against their AI area fraction, and whether the maps find
+the AI region), and the confound warning when it applies.
 """
 
 from __future__ import annotations
@@ -19,16 +20,28 @@ from typing import Any
 
 from pipeline.entry import run
 from pipeline.figures import (
+    blend_curves,
     deletion_curves,
     draw_crossgen_heatmap,
     reliability_diagram,
     robustness_curves,
 )
 from pipeline.io import atomic_path, read_json
-from pipeline.metrics import ALL_AI_SOURCES, CONFOUND_WARNING_AUC, NEGLIGIBLE_AREA, plot_rows
+from pipeline.metrics import (
+    ALL_AI_SOURCES,
+    CONFOUND_WARNING_AUC,
+    EDITED_BAND,
+    MASK_CELL,
+    NEGLIGIBLE_AREA,
+    SMALL_EDIT,
+    UNTOUCHED_ABOVE,
+    plot_rows,
+)
 from pipeline.occlusion import Occlusion
 from pipeline.params import load_params
 from pipeline.paths import (
+    BLEND_DIRECTIONS,
+    BLEND_MASKS,
     COMPARISON_REPORT,
     CONFOUNDS,
     DELETION_PLOT,
@@ -223,6 +236,127 @@ def faithfulness_table(maps: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def blend_table(blends: dict[str, dict[str, Any]]) -> str:
+    """Mean P(real) [95 % interval] per AI area fraction, Spearman's rho and where the verdict
+    flips, per backbone, direction and mask."""
+    first = next(iter(blends.values()))["curves"]["ai_in_real"]["hard"]["points"]
+    rows = []
+    for name, blend in blends.items():
+        for direction in BLEND_DIRECTIONS:
+            for kind in BLEND_MASKS:
+                curve = blend["curves"][direction][kind]
+                rows.append(
+                    [
+                        name,
+                        direction.replace("_", " "),
+                        kind,
+                        *(
+                            f"{p['p_real']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}]"
+                            for p in curve["points"]
+                        ),
+                        number(curve["spearman_rho"]),
+                        curve["flip"],
+                    ]
+                )
+    fractions = [f"{point['fraction']:g}" for point in first]
+    return table(["backbone", "pasted", "mask", *fractions, "ρ", "verdict flips"], rows)
+
+
+def share_cell(measured: dict[str, Any]) -> str:
+    if not measured["composites"]:
+        return "n/a"
+    low, high = measured["ci95"]
+    return f"{measured['share']:.2f} [{low:.2f}, {high:.2f}] (n={measured['composites']})"
+
+
+def promise_table(blends: dict[str, dict[str, Any]]) -> str:
+    """The app's promise per backbone: untouched photographs above UNTOUCHED_ABOVE, AI-edited
+    ones (at most SMALL_EDIT of the area AI-made) within EDITED_BAND."""
+    low, high = EDITED_BAND
+    return table(
+        [
+            "backbone",
+            f"untouched photographs above {UNTOUCHED_ABOVE:g}",
+            "their mean P(real)",
+            f"AI-edited photographs within {low:g}–{high:g}",
+            "their mean P(real)",
+        ],
+        [
+            [
+                name,
+                share_cell(b["promise"]["untouched_over"]),
+                number(b["promise"]["untouched_mean_p_real"]),
+                share_cell(b["promise"]["edited_in_band"]),
+                number(b["promise"]["edited_mean_p_real"]),
+            ]
+            for name, b in blends.items()
+        ],
+    )
+
+
+def localisation_table(blends: dict[str, dict[str, Any]]) -> str:
+    """Whether the maps find the AI region, per backbone and direction: the pointing game and
+    the IoU of the most-AI cells, each against random maps."""
+    rows = []
+    for name, blend in blends.items():
+        for direction in ("all", *BLEND_DIRECTIONS):
+            found = blend["maps"][direction]
+            if not found["composites"]:
+                rows.append([name, direction.replace("_", " "), "0", "", "", "", "", "n/a"])
+                continue
+            rows.append(
+                [
+                    name,
+                    direction.replace("_", " "),
+                    str(found["composites"]),
+                    *(
+                        with_interval(found, key)
+                        for key in ("pointing_game", "pointing_game_random", "iou", "iou_random")
+                    ),
+                    f"**{found['verdict']}** (IoU: {found['iou_verdict']})",
+                ]
+            )
+    return table(
+        [
+            "backbone",
+            "pasted",
+            "composites",
+            "pointing game, map",
+            "pointing game, random",
+            "IoU, map",
+            "IoU, random",
+            "verdict",
+        ],
+        rows,
+    )
+
+
+def blend_section(blends: dict[str, dict[str, Any]], figure: str) -> list[str]:
+    """The blend stage's findings: the curves, the app's promise, the maps' localisation."""
+    low, high = EDITED_BAND
+    return [
+        "## Blends: partly AI-made images",
+        "Composites of a real and an AI test image (stage `blend`): a rectangle of one pasted "
+        "into the other, hard-edged and feathered, at seeded positions, every composite "
+        "re-encoded alike (`blend.encode`), its two ends included. Mean P(real) [95 % interval] "
+        "by AI area fraction, in both directions; ρ: Spearman's rank correlation of the exact AI "
+        "fraction with P(real) over every composite; the verdict flips where the mean P(real) "
+        f"first falls under the backbone's threshold (dotted). Grey: {low:g}–{high:g}, what the "
+        "app reads as a photograph edited with AI features.",
+        f"![blend curves]({figure})",
+        blend_table(blends),
+        f"The app's promise: untouched photographs (AI fraction 0) score above "
+        f"{UNTOUCHED_ABOVE:g}, photographs with an AI region (at most {SMALL_EDIT:g} of the area, "
+        f"either mask) {low:g}–{high:g}. Share of the composites that do so [95 % interval]:",
+        promise_table(blends),
+        "Do the explanation maps find the AI region? The pointing game: the map's most-AI cell "
+        f"is a cell the AI region covers at least {MASK_CELL:g}; IoU: of the map's k most-AI "
+        "cells with the k AI cells; each against random maps (seeded permutations of the same "
+        "map), over the mapped composites (`blend.maps` per fraction, direction and mask).",
+        localisation_table(blends),
+    ]
+
+
 def gallery_section(name: str, gallery: list[dict[str, str]], maps: dict[str, Any]) -> list[str]:
     """One backbone's gallery (rows of gallery.csv, `figure` relative to the report) as a table
     of its maps per kind, and what its deletion check found."""
@@ -265,10 +399,12 @@ def evaluation_report(
     maps: dict[str, dict[str, Any]],
     galleries: dict[str, list[dict[str, str]]],
     meaning: str,
+    blends: dict[str, dict[str, Any]],
 ) -> str:
     """reports/evaluation.md; `figures` maps a figure's key to its path relative to the report,
     `maps` holds each backbone's deletion check (metrics/<b>_faithfulness.json), `galleries` its
-    gallery rows with their figures, `meaning` what a map says."""
+    gallery rows with their figures, `meaning` what a map says, `blends` its blend metrics
+    (metrics/<b>_blend.json)."""
     parts = [
         "# Evaluation",
         "Regenerated by `dvc repro` (stage `compare`). Real accuracy and AI accuracy are the "
@@ -309,6 +445,7 @@ def evaluation_report(
         "map no better than chance, not that a map is right.",
         f"![deletion curves]({figures['deletion']})",
         faithfulness_table(maps),
+        *blend_section(blends, figures["blend"]),
     ]
     for name in results:
         parts += [f"## `{name}`", f"![reliability of {name}]({figures['reliability_' + name]})"]
@@ -335,13 +472,15 @@ def draw_figures(
     reliability: dict[str, dict[str, list[dict]]],
     matrices: dict[str, dict[str, Any]],
     deletion_rows: dict[str, list[dict]],
+    blends: dict[str, dict[str, Any]],
     folder: Path,
 ) -> dict[str, str]:
     """The report's PNGs in `folder`; their paths relative to the report."""
     relative = EVALUATION_FIGURES_DIR.relative_to(EVALUATION_REPORT.parent)
-    figures = {"robustness": "robustness.png", "deletion": "deletion.png"}
+    figures = {"robustness": "robustness.png", "deletion": "deletion.png", "blend": "blend.png"}
     robustness_curves(robustness_rows, folder / figures["robustness"])
     deletion_curves(deletion_rows, folder / figures["deletion"])
+    blend_curves(blends, BLEND_DIRECTIONS, EDITED_BAND, folder / figures["blend"])
     for name in names:
         figures[f"reliability_{name}"] = f"reliability_{name}.png"
         reliability_diagram(reliability[name], folder / figures[f"reliability_{name}"])
@@ -388,11 +527,12 @@ def main() -> None:
     grids = {name: plot_rows(plot_file(EVAL_DIR, "robustness", name)) for name in names}
     deletion = {name: plot_rows(plot_file(EVAL_DIR, DELETION_PLOT, name)) for name in names}
     maps = {name: read_json(metrics_file(name, "faithfulness")) for name in names}
+    blends = {name: read_json(metrics_file(name, "blend")) for name in names}
     random_init = [name for name in names if params["backbones"][name].get("weights") is None]
     meaning = Occlusion.from_settings(params["explain"]).meaning
     with atomic_path(EVALUATION_FIGURES_DIR) as folder, atomic_path(EVALUATION_REPORT) as tmp:
         folder.mkdir()
-        figures = draw_figures(names, grids, reliability, matrices, deletion, folder)
+        figures = draw_figures(names, grids, reliability, matrices, deletion, blends, folder)
         galleries = {name: copy_gallery(name, explanations_dir(name), folder) for name in names}
         text = evaluation_report(
             results,
@@ -404,6 +544,7 @@ def main() -> None:
             maps,
             galleries,
             meaning,
+            blends,
         )
         tmp.write_text(text)
     print(f"compare: wrote {EVALUATION_REPORT} and its figures in {EVALUATION_FIGURES_DIR}")

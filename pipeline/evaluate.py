@@ -5,8 +5,10 @@ per-image test scores that the train stage wrote to data/scores/<b>.csv, and wri
 metrics/<b>.json (discrimination with bootstrap intervals, calibration before and after,
 breakdowns per source, format and size band), metrics/<b>_robustness.json (the same metrics under
 each perturbation), metrics/<b>_faithfulness.json (the deletion check of the explanation maps,
-from the explain stage's curves in data/explanations/<b>/), and through DVCLive the ROC,
-precision-recall, confusion-matrix, reliability, robustness and deletion plots in eval/
+from the explain stage's curves in data/explanations/<b>/), metrics/<b>_blend.json (P(real) of
+partly AI-made composites against their AI area fraction, and whether maps find the AI region,
+from the blend stage's data/blends/<b>/), and through DVCLive the ROC, precision-recall,
+confusion-matrix, reliability, robustness, deletion and blend plots in eval/
 (pipeline.paths.plot_file: one folder per kind of plot, which dvc.yaml declares, and one file per
 backbone).
 
@@ -31,16 +33,23 @@ from pipeline.metrics import (
     CONFOUND_WARNING_AUC,
     PERTURBED_PREFIX,
     RELIABILITY_BINS,
+    blend_metrics,
     breakdowns,
     calibration_quality,
     classification_metrics,
     faithfulness,
     kind_and_level,
+    map_localisation,
     robustness_metrics,
 )
 from pipeline.params import load_params
 from pipeline.paths import (
+    BLEND_DIRECTIONS,
+    BLEND_MAPS_FILE,
+    BLEND_MASKS,
+    BLEND_PLOT,
     CALIBRATION_FILE,
+    COMPOSITES_FILE,
     CONFOUNDS,
     CUSTOM_PLOT_KINDS,
     DELETION_FILE,
@@ -49,6 +58,7 @@ from pipeline.paths import (
     HEADS_DIR,
     METRICS_DIR,
     SPLITS,
+    blends_dir,
     explanations_dir,
     metrics_file,
     plot_name,
@@ -125,6 +135,40 @@ def evaluate_maps(name: str, metrics_dir: Path, live: Live) -> dict:
     return results
 
 
+def evaluate_blends(name: str, threshold: float, metrics_dir: Path, live: Live) -> dict:
+    """metrics/<name>_blend.json and the blend plot (mean P(real) per AI area fraction, one
+    column per direction and mask), from the blend stage's composites and maps."""
+    folder = blends_dir(name)
+    composites = pd.read_csv(folder / COMPOSITES_FILE)
+    results = blend_metrics(composites, threshold)
+    with np.load(folder / BLEND_MAPS_FILE) as stored:
+        maps, ai_share, mapped = stored["maps"], stored["ai_share"], stored["composites"]
+    directions = composites["direction"].to_numpy()[mapped]
+    results["maps"] = {
+        "all": map_localisation(maps, ai_share),
+        **{
+            d: map_localisation(maps[directions == d], ai_share[directions == d])
+            for d in BLEND_DIRECTIONS
+        },
+    }
+    write_json(metrics_dir / metrics_file(name, "blend").name, results)
+    columns = [f"{d}_{m}" for d in BLEND_DIRECTIONS for m in BLEND_MASKS]
+    curves = results["curves"]
+    rows = [
+        {
+            "ai_fraction": point["fraction"],
+            **{
+                f"{d}_{m}": curves[d][m]["points"][i]["p_real"]
+                for d in BLEND_DIRECTIONS
+                for m in BLEND_MASKS
+            },
+        }
+        for i, point in enumerate(curves["ai_in_real"]["hard"]["points"])
+    ]
+    live.log_plot(plot_name(BLEND_PLOT, name), rows, x="ai_fraction", y=columns)
+    return results
+
+
 def evaluate_backbone(name: str, metrics_dir: Path, live: Live) -> None:
     """Write <name>.json and <name>_robustness.json into `metrics_dir`, and log the plots into
     `live`, from data/scores/<name>.csv and the calibration record."""
@@ -153,11 +197,13 @@ def evaluate_backbone(name: str, metrics_dir: Path, live: Live) -> None:
     calibrated = {"uncalibrated": raw, "calibrated": p_real}
     log_plots(live, name, labels, calibrated, threshold, robust_results)
     maps = evaluate_maps(name, metrics_dir, live)
+    blends = evaluate_blends(name, threshold, metrics_dir, live)["curves"]["ai_in_real"]["hard"]
     print(
         f"evaluate {name}: accuracy {results['accuracy']:.4f}, ROC-AUC "
         f"{results['roc_auc']}, ECE {results['calibration']['before']['ece']:.4f} -> "
         f"{results['ece']:.4f}, on {results['images']} test image(s); explanation maps "
-        f"{maps['verdict']} on {maps['images']}"
+        f"{maps['verdict']} on {maps['images']}; an AI region in a real photograph flips the "
+        f"verdict {blends['flip']}"
     )
 
 

@@ -117,3 +117,52 @@ def deletion_curves(rows_by_backbone: dict[str, list[dict]], path: Path) -> None
     axes.set_ylim(0, 1.02)
     axes.legend(fontsize="small")
     _save(figure, path)
+
+
+def blend_curves(
+    blends: dict[str, dict[str, Any]],
+    directions: dict[str, str],
+    band: tuple[float, float],
+    path: Path,
+) -> None:
+    """Mean P(real) of the blend stage's composites against their AI area fraction, one panel
+    per direction (`directions`: key and title), one colour per backbone, hard masks solid and
+    soft dashed, with their 95 % intervals shaded and each backbone's threshold dotted; `band`,
+    the p-scores the app reads as an AI-edited photograph, in grey. From the curves of
+    metrics/<backbone>_blend.json."""
+    figure = Figure(figsize=(4.2 * len(directions), 4), layout="constrained")
+    axes = figure.subplots(1, len(directions), squeeze=False)[0]
+    for ax, (direction, title) in zip(axes, directions.items(), strict=True):
+        ax.axhspan(
+            *band,
+            color="grey",
+            alpha=0.15,
+            label=f"{band[0]:g}-{band[1]:g}: AI-edited, says the app",
+        )
+        for line, (name, blend) in enumerate(blends.items()):
+            for kind, style in (("hard", "o-"), ("soft", "s--")):
+                points = blend["curves"][direction][kind]["points"]
+                fractions = [point["fraction"] for point in points]
+                ax.plot(
+                    fractions,
+                    [point["p_real"] for point in points],
+                    style,
+                    color=f"C{line}",
+                    markersize=3,
+                    label=f"{name}, {kind} mask",
+                )
+                ax.fill_between(
+                    fractions,
+                    [point["ci95"][0] for point in points],
+                    [point["ci95"][1] for point in points],
+                    color=f"C{line}",
+                    alpha=0.1,
+                )
+            ax.axhline(blend["threshold"], color=f"C{line}", linestyle=":", linewidth=1)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("AI area fraction")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("mean P(real) (dotted: threshold)")
+    axes[-1].legend(fontsize="x-small")
+    _save(figure, path)

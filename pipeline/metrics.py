@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import rankdata, spearmanr
 from sklearn import metrics
 
 from pipeline.images import LABELS
@@ -23,6 +23,14 @@ RELIABILITY_BINS = 15  # equal-width bins of P(real), for the ECE and the reliab
 # Deletion areas closer than this count as equal: a model whose score hardly moves when the image
 # is covered has maps that rank noise, and a difference of 1e-7 is no finding.
 NEGLIGIBLE_AREA = 0.005
+# The app's promise for blends, which the blend stage measures: photographs edited with AI features
+# score about EDITED_BAND, untouched photographs above UNTOUCHED_ABOVE. An AI-edited photograph is
+# read here as a real one with at most SMALL_EDIT of its area AI-made.
+EDITED_BAND = (0.6, 0.8)
+UNTOUCHED_ABOVE = 0.95
+SMALL_EDIT = 0.25
+MASK_CELL = 0.5  # a map's cell belongs to the AI region when the region covers this share of it
+RANDOM_MAPS = 100  # random maps per composite (seeded permutations of its map): the baseline
 
 
 def reliability_bin(p_real: np.ndarray, bins: int = RELIABILITY_BINS) -> np.ndarray:
@@ -304,3 +312,180 @@ def faithfulness(
         "better_than_random": verdict == "better than random",
         "verdict": verdict,
     }
+
+
+def mean_interval(
+    values: np.ndarray, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES
+) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean of `values`."""
+    rows = np.random.default_rng(seed).integers(0, len(values), (samples, len(values)))
+    return [float(np.percentile(values[rows].mean(axis=1), q)) for q in (2.5, 97.5)]
+
+
+def verdict_flip(points: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """The smallest AI fraction of a blend curve (its points in increasing fraction) at which the
+    mean P(real) falls under `threshold`, where the curve starts at or above it; None and why
+    where it never does, or starts under it."""
+    first = points[0]
+    if first["p_real"] < threshold:
+        return {
+            "flip_fraction": None,
+            "flip": f"none: the mean P(real) is under the threshold already at AI fraction "
+            f"{first['fraction']:g}",
+        }
+    for before, point in zip(points, points[1:], strict=False):
+        if point["p_real"] < threshold:
+            return {
+                "flip_fraction": point["fraction"],
+                "flip": f"between AI fractions {before['fraction']:g} and {point['fraction']:g}",
+            }
+    return {
+        "flip_fraction": None,
+        "flip": f"none: the mean P(real) stays at or above the threshold up to AI fraction "
+        f"{points[-1]['fraction']:g}",
+    }
+
+
+def blend_curve(rows: pd.DataFrame, threshold: float, seed: int = 0) -> dict[str, Any]:
+    """One direction and mask of the blend stage's composites (rows of composites.csv): per
+    fraction, the mean P(real) with its bootstrap interval, the median, the share called real
+    and the share in EDITED_BAND; Spearman's rho between the exact AI fraction and P(real) over
+    every composite; and the fraction at which the verdict flips (verdict_flip)."""
+    points = []
+    for fraction, group in rows.groupby("fraction"):
+        p = group["p_real"].to_numpy()
+        points.append(
+            {
+                "fraction": float(fraction),
+                "ai_fraction": float(group["ai_fraction"].mean()),
+                "composites": len(p),
+                "p_real": float(p.mean()),
+                "ci95": mean_interval(p, seed),
+                "median": float(np.median(p)),
+                "called_real": float((p >= threshold).mean()),
+                "in_edited_band": float(((p >= EDITED_BAND[0]) & (p <= EDITED_BAND[1])).mean()),
+            }
+        )
+    ai, p = rows["ai_fraction"].to_numpy(), rows["p_real"].to_numpy()
+    rho, p_value = spearmanr(ai, p) if np.ptp(ai) and np.ptp(p) else (None, None)
+    return {
+        "points": points,
+        "spearman_rho": None if rho is None else float(rho),
+        "spearman_p": None if p_value is None else float(p_value),
+        **verdict_flip(points, threshold),
+    }
+
+
+def share_with_interval(hits: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    return (
+        {"composites": len(hits), "share": float(hits.mean()), "ci95": mean_interval(hits, seed)}
+        if len(hits)
+        else {"composites": 0, "share": None, "ci95": None}
+    )
+
+
+def blend_promise(composites: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """What the app promises, measured on the photographs of the blend stage: the share of
+    AI-edited photographs (an AI region of at most SMALL_EDIT of the area, either mask) that
+    score within EDITED_BAND, and the share of untouched ones (fraction 0) above UNTOUCHED_ABOVE,
+    each with its bootstrap interval."""
+    in_real = composites[composites["direction"] == "ai_in_real"]
+    edited = in_real[(in_real["fraction"] > 0) & (in_real["fraction"] <= SMALL_EDIT)]["p_real"]
+    # both masks of fraction 0 are the same image: one of them
+    untouched = in_real[(in_real["fraction"] == 0) & (in_real["mask"] == "hard")]["p_real"]
+    band = (edited >= EDITED_BAND[0]) & (edited <= EDITED_BAND[1])
+    return {
+        "edited_band": list(EDITED_BAND),
+        "small_edit": SMALL_EDIT,
+        "edited_in_band": share_with_interval(band.to_numpy(dtype=float), seed),
+        "edited_mean_p_real": float(edited.mean()) if len(edited) else None,
+        "untouched_above": UNTOUCHED_ABOVE,
+        "untouched_over": share_with_interval(
+            (untouched > UNTOUCHED_ABOVE).to_numpy(dtype=float), seed
+        ),
+        "untouched_mean_p_real": float(untouched.mean()) if len(untouched) else None,
+    }
+
+
+def blend_metrics(composites: pd.DataFrame, threshold: float, seed: int = 0) -> dict[str, Any]:
+    """metrics/<backbone>_blend.json's curves and promise, from the blend stage's composites.csv
+    (direction, mask, fraction, ai_fraction, p_real per composite)."""
+    curves: dict[str, dict[str, Any]] = {}
+    for (direction, kind), rows in composites.groupby(["direction", "mask"], sort=False):
+        curves.setdefault(direction, {})[kind] = blend_curve(rows, threshold, seed)
+    return {
+        "threshold": threshold,
+        "composites": len(composites),
+        "curves": curves,
+        "promise": blend_promise(composites, seed),
+    }
+
+
+def _most_ai_first(maps: np.ndarray, ai_cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pointing game hit, IoU) of each map (rows of cell values; negative: towards AI) with its
+    AI cells: whether its most-AI cell is an AI cell, and the IoU of its k most-AI cells with the
+    k AI cells."""
+    order = np.argsort(maps, axis=1, kind="stable")
+    hit = np.take_along_axis(ai_cells, order[:, :1], axis=1)[:, 0]
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(maps.shape[1])[None], axis=1)
+    top = ranks < ai_cells.sum(axis=1, keepdims=True)
+    iou = (top & ai_cells).sum(axis=1) / (top | ai_cells).sum(axis=1)
+    return hit.astype(float), iou
+
+
+def map_localisation(
+    maps: np.ndarray,
+    ai_share: np.ndarray,
+    seed: int = 0,
+    random_maps: int = RANDOM_MAPS,
+) -> dict[str, Any]:
+    """Do explanation maps find the AI-made region of a composite? `maps` (composites x grid x
+    grid, pipeline.occlusion: negative cells push towards AI) against `ai_share` (how much of
+    each cell is AI-made): the pointing game (the map's most-AI cell is an AI cell: one covered
+    at least MASK_CELL) and the IoU of the map's k most-AI cells with the k AI cells, each against
+    `random_maps` random maps per composite (seeded permutations of its own cells), with 95 %
+    bootstrap intervals over the composites. Composites with no AI cell, or nothing but AI
+    cells, are left out: there is nothing to find."""
+    count = len(maps)
+    values = maps.reshape(count, -1)
+    ai_cells = ai_share.reshape(count, -1) >= MASK_CELL
+    usable = ai_cells.any(axis=1) & ~ai_cells.all(axis=1)
+    values, ai_cells = values[usable], ai_cells[usable]
+    result: dict[str, Any] = {"composites": int(usable.sum()), "left_out": int((~usable).sum())}
+    if not usable.any():
+        return {**result, "verdict": "not measured: no composite has a region to find"}
+    hit, iou = _most_ai_first(values, ai_cells)
+    rng = np.random.default_rng(seed)
+    chance = [_most_ai_first(rng.permuted(values, axis=1), ai_cells) for _ in range(random_maps)]
+    hit_random = np.mean([h for h, _ in chance], axis=0)
+    iou_random = np.mean([i for _, i in chance], axis=0)
+    measures = {
+        "pointing_game": hit,
+        "pointing_game_random": hit_random,
+        "pointing_game_difference": hit - hit_random,
+        "iou": iou,
+        "iou_random": iou_random,
+        "iou_difference": iou - iou_random,
+    }
+    ci95 = {name: mean_interval(v, seed) for name, v in measures.items()}
+    return {
+        **result,
+        "random_maps": random_maps,
+        **{name: float(v.mean()) for name, v in measures.items()},
+        "ci95": ci95,
+        "verdict": against_random(ci95["pointing_game_difference"]),
+        "iou_verdict": against_random(ci95["iou_difference"]),
+    }
+
+
+def against_random(interval: list[float]) -> str:
+    """A map's measure against random maps, from the interval of their difference."""
+    low, high = interval
+    return (
+        "better than random"
+        if low > 0
+        else "worse than random"
+        if high < 0
+        else "no better than random"
+    )

@@ -23,12 +23,14 @@ BALANCE_METHODS = ("smote", "class_weight", "none")
 CALIBRATION_METHODS = ("temperature", "platt", "isotonic", "none")
 THRESHOLD_RULES = ("balanced_accuracy", "fpr_real")
 ENGINES = ("local", "ray")  # where backbones run over images: pipeline.engines
+BLEND_ENCODINGS = ("png", "jpeg")  # how the blend stage re-encodes every composite
 CHOICES = {
     ("engine", "name"): ENGINES,
     ("balance", "method"): BALANCE_METHODS,
     ("calibration", "method"): CALIBRATION_METHODS,
     ("calibration", "threshold"): THRESHOLD_RULES,
     ("explain", "fill"): FILLS,
+    ("blend", "encode"): BLEND_ENCODINGS,
 }
 
 
@@ -44,6 +46,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
         if name not in FORMATS:
             raise not_one_of("export.formats", name, tuple(FORMATS))
     check_degradations(params)
+    check_fractions(params)
     for key, spec in (params.get("backbones") or {}).items():
         if spec.get("name") != key:
             raise ConfigError(f"backbones.{key}.name must be {key!r}, got {spec.get('name')!r}.")
@@ -67,13 +70,19 @@ RANGES = {
     ("explain", "images"): (2, 100_000),  # a bootstrap interval needs two images
     ("explain", "steps"): (2, 4096),
     ("explain", "random_orders"): (1, 100),
+    ("blend", "fractions"): (0, 1),
+    ("blend", "composites"): (2, 100_000),  # a bootstrap interval needs two composites
+    ("blend", "feather"): (0.001, 0.5),
+    ("blend", "jpeg_quality"): (1, 100),
+    ("blend", "maps"): (0, 100_000),
 }
 COUNTS = {key for key in RANGES if key[0] == "explain"}  # whole numbers
+COUNTS |= {("blend", "composites"), ("blend", "jpeg_quality"), ("blend", "maps")}
 
 
 def check_degradations(params: dict[str, Any]) -> None:
-    """The robustness grid, the augmentation and the explanation settings: numbers in range (the
-    explanation's whole numbers), and the augmentation's jpeg_quality and blur_sigma each a
+    """The robustness grid, the augmentation, the explanation and the blend settings: numbers in
+    range (the counts whole numbers), and the augmentation's jpeg_quality and blur_sigma each a
     [low, high] pair."""
     for (section, key), (lowest, highest) in RANGES.items():
         if section not in params or params[section].get(key) is None:
@@ -91,6 +100,19 @@ def check_degradations(params: dict[str, Any]) -> None:
         pair = (params.get("augment") or {}).get(key)
         if pair is not None and (len(pair) != 2 or pair[0] > pair[1]):
             raise ConfigError(f"augment.{key} is {pair!r}: give a [low, high] pair.")
+
+
+def check_fractions(params: dict[str, Any]) -> None:
+    """The blend stage's AI area fractions: two or more, in increasing order (the curve is read
+    from the lowest up, for the fraction at which the verdict flips)."""
+    fractions = (params.get("blend") or {}).get("fractions")
+    if fractions is None:
+        return
+    if not isinstance(fractions, list) or len(fractions) < 2 or sorted(set(fractions)) != fractions:
+        raise ConfigError(
+            f"blend.fractions is {fractions!r}: give two or more AI area fractions from 0 to 1, "
+            "in increasing order, each once."
+        )
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:

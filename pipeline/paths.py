@@ -70,6 +70,15 @@ GALLERY_KINDS = {  # gallery.csv's kinds, and how the report heads them
 GALLERY_DIR = "gallery"  # the gallery's overlay PNGs
 DELETION_FILE = "deletion.npz"  # the deletion check's curves (pipeline.explain)
 
+BLENDS_DIR = Path("data/blends")  # <backbone>/: the files below (pipeline.blend)
+COMPOSITES_FILE = "composites.csv"  # each composite: its pair, its mask's rectangle, its P(real)
+BLEND_MAPS_FILE = "maps.npz"  # maps of some composites, and how much of each cell is AI-made
+BLEND_DIRECTIONS = {  # composites.csv's directions: what is pasted into what, and in words
+    "ai_in_real": "an AI region in a real photograph",
+    "real_in_ai": "a real region in an AI image",
+}
+BLEND_MASKS = ("hard", "soft")  # a rectangle, and the same rectangle feathered
+
 EXPORT_DIR = Path("models/export")
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -113,6 +122,7 @@ SKLEARN_PLOT_KINDS = (
 )
 CUSTOM_PLOT_KINDS = ("robustness", "robustness_auc")  # one grid, by accuracy and by ROC-AUC
 DELETION_PLOT = "deletion"  # the explanation maps' mean deletion curves, against random orders
+BLEND_PLOT = "blend"  # mean P(real) of the composites against their AI area fraction
 
 
 def plot_name(plot: str, backbone: str) -> str:
@@ -134,6 +144,10 @@ def curves_folder(history_dir: Path) -> Path:
 
 def explanations_dir(backbone: str) -> Path:
     return EXPLANATIONS_DIR / backbone
+
+
+def blends_dir(backbone: str) -> Path:
+    return BLENDS_DIR / backbone
 
 
 def crossgen_file(backbone: str) -> Path:

@@ -73,6 +73,62 @@ def backbone_config(name: str, **values: Any) -> dict[str, Any]:
     return {**compose_params()["backbones"][name], **values}
 
 
+# a centre crop at native resolution, and a resize
+EXPLAINED_BACKBONES = {"spectrum": 32, "vgg16": 32}
+
+
+def make_trained_project(root: Path, *overrides: str) -> dict[str, Any]:
+    """What the explain and blend stages read, as the earlier stages lay it out, for
+    EXPLAINED_BACKBONES at small sizes with random weights and untrained heads; the params with
+    small explain settings and `overrides`."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from pipeline import paths
+    from pipeline.backbones import extractor_from_spec
+    from pipeline.head import build_head
+
+    params = compose_params(
+        "explain.grid=4",
+        "explain.images=4",
+        "explain.steps=4",
+        "explain.random_orders=2",
+        *overrides,
+    )
+    params["backbones"] = {
+        name: {**params["backbones"][name], "weights": None, "input_size": size}
+        for name, size in EXPLAINED_BACKBONES.items()
+    }
+    params["backbone"] = {"name": "spectrum"}
+    params["head"] = {**params["head"], "units": 4}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    folder = make_image_folder(root / "images", per_class=5, size=48)
+    images = sorted(folder.rglob("*.png"))
+    ids = [f"i{k}" for k in range(len(images))]
+    labels = [path.parent.name for path in images]
+    splits = pd.DataFrame({"id": ids, "label": labels, "split": "test", "path": images})
+    splits["path"] = splits["path"].astype(str)
+    paths.SPLITS.parent.mkdir(parents=True)
+    splits.to_csv(paths.SPLITS, index=False)
+    for name, spec in params["backbones"].items():
+        extractor = extractor_from_spec(spec)
+        paths.features_dir(name).mkdir(parents=True)
+        extractor.save_weights(paths.features_dir(name) / paths.BACKBONE_WEIGHTS_FILE)
+        head = build_head(extractor.output_shape[-1], **params["head"])
+        (paths.HEADS_DIR / name).mkdir(parents=True)
+        head.save_weights(paths.HEADS_DIR / name / paths.HEAD_WEIGHTS_FILE)
+        calibration = {"method": "temperature", "parameters": {"temperature": 0.5}}
+        (paths.HEADS_DIR / name / paths.CALIBRATION_FILE).write_text(
+            json.dumps({**calibration, "threshold": 0.5})
+        )
+        paths.SCORES_DIR.mkdir(exist_ok=True)
+        # the gallery's choice, not the model's: ai/ sorts first, and its last image is a mistake
+        p_real = np.linspace(0.05, 0.95, len(ids))[[0, 1, 2, 3, 9, 5, 6, 7, 8, 4]]
+        splits[["id", "label"]].assign(p_real=p_real).to_csv(paths.scores_file(name), index=False)
+    return params
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")

@@ -84,6 +84,54 @@ def fake_faithfulness(better: bool) -> dict:
     }
 
 
+def fake_blend(threshold: float) -> dict:
+    def curve(start: float) -> dict:
+        points = [
+            {
+                "fraction": f,
+                "p_real": start - 0.8 * f,
+                "ci95": [start - 0.8 * f - 0.05, start - 0.8 * f + 0.05],
+            }
+            for f in (0, 0.5, 1)
+        ]
+        return {"points": points, "spearman_rho": -0.9, "flip": "between AI fractions 0.5 and 1"}
+
+    found = {
+        "composites": 12,
+        "pointing_game": 0.75,
+        "pointing_game_random": 0.2,
+        "iou": 0.5,
+        "iou_random": 0.1,
+        "ci95": {
+            "pointing_game": [0.5, 0.9],
+            "pointing_game_random": [0.15, 0.25],
+            "iou": [0.4, 0.6],
+            "iou_random": [0.05, 0.15],
+        },
+        "verdict": "better than random",
+        "iou_verdict": "better than random",
+    }
+    measured = {"composites": 8, "share": 0.25, "ci95": [0.0, 0.5]}
+    return {
+        "threshold": threshold,
+        "curves": {
+            d: {m: curve(0.97 if m == "hard" else 0.9) for m in ("hard", "soft")}
+            for d in ("ai_in_real", "real_in_ai")
+        },
+        "promise": {
+            "untouched_over": {"composites": 4, "share": 0.5, "ci95": [0.0, 1.0]},
+            "untouched_mean_p_real": 0.93,
+            "edited_in_band": measured,
+            "edited_mean_p_real": 0.81,
+        },
+        "maps": {
+            "all": found,
+            "ai_in_real": found,
+            "real_in_ai": {"composites": 0, "left_out": 4, "verdict": "not measured: none"},
+        },
+    }
+
+
 def fake_gallery(name: str) -> list[dict]:
     return [
         {
@@ -138,12 +186,14 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
         name: [{"covered": c, "map": 0.9 - c / 2, "random": 0.9 - c / 4} for c in (0, 0.5, 1)]
         for name in results
     }
+    blends = {"inceptionv3": fake_blend(0.5), "spectrum": fake_blend(0.3)}
     figures = draw_figures(
-        list(results), {n: grid for n in results}, reliability, matrices, deletion, tmp_path
+        list(results), {n: grid for n in results}, reliability, matrices, deletion, blends, tmp_path
     )
     assert {path.name for path in tmp_path.iterdir()} == {
         "robustness.png",
         "deletion.png",
+        "blend.png",
         "reliability_inceptionv3.png",
         "reliability_spectrum.png",
         "crossgen_inceptionv3.png",
@@ -156,7 +206,16 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
     galleries = {name: fake_gallery(name) for name in results}
     galleries["spectrum"] = galleries["spectrum"][:2]  # no misclassified test image
     text = evaluation_report(
-        results, robustness, matrices, figures, ["spectrum"], confounds, maps, galleries, "M."
+        results,
+        robustness,
+        matrices,
+        figures,
+        ["spectrum"],
+        confounds,
+        maps,
+        galleries,
+        "M.",
+        blends,
     )
     assert "**Random-init backbones** (`weights: null`): `spectrum`" in text
     assert "Confound warning" in text and "ROC-AUC 0.90" in text
@@ -165,7 +224,9 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
     assert "| gan | 0.950 [0.850, 1.050] (AUC 0.800) | 0.310 [0.210, 0.410] (AUC 0.800) |" in text
     assert "| all but the column | 0.720" in text
     assert "not applicable (the data has 1 (sd14))" in text
-    quiet = evaluation_report(results, robustness, matrices, figures, [], None, maps, galleries, "")
+    quiet = evaluation_report(
+        results, robustness, matrices, figures, [], None, maps, galleries, "", blends
+    )
     assert "Confound warning" not in quiet and "Random-init" not in quiet
     # the maps: their meaning, the deletion check of every backbone, and each gallery
     assert (
@@ -180,3 +241,18 @@ def test_evaluation_report_has_its_figures_tables_and_warnings(tmp_path):
         "most_confident_real-1.png)<br>real image, p-score 0.990" in text
     )
     assert text.count("none in the test split") == 1
+    # the blends: the curves, the app's promise and whether the maps find the AI region
+    assert "![blend curves](evaluation/blend.png)" in text
+    assert (
+        "| inceptionv3 | ai in real | hard | 0.97 [0.92, 1.02] | 0.57 [0.52, 0.62] | "
+        "0.17 [0.12, 0.22] | -0.900 | between AI fractions 0.5 and 1 |" in text
+    )
+    assert (
+        "| spectrum | 0.50 [0.00, 1.00] (n=4) | 0.930 | 0.25 [0.00, 0.50] (n=8) | 0.810 |" in text
+    )
+    assert (
+        "| inceptionv3 | ai in real | 12 | 0.750 [0.500, 0.900] | 0.200 [0.150, 0.250] | "
+        "0.500 [0.400, 0.600] | 0.100 [0.050, 0.150] | **better than random** (IoU: better "
+        "than random) |" in text
+    )
+    assert "| spectrum | real in ai | 0 |  |  |  |  | n/a |" in text

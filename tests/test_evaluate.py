@@ -26,6 +26,7 @@ def write_scores(root, name, seed):
     record = {"method": "temperature", "fitted_on": "val", "threshold": 0.4}
     (root / paths.HEADS_DIR / name / paths.CALIBRATION_FILE).write_text(json.dumps(record))
     write_deletion_curves(root / paths.explanations_dir(name), rng)
+    write_blends(root / paths.blends_dir(name), rng)
     return scores
 
 
@@ -40,6 +41,41 @@ def write_deletion_curves(folder, rng, images=6, steps=4):
         random_curves=np.clip(
             0.9 - covered[None, None] * rng.uniform(0.1, 0.3, (images, 2, 1)), 0, 1
         ),
+    )
+
+
+def write_blends(folder, rng, fractions=(0, 0.5, 1), pairs=4, grid=3):
+    """Made-up composites and maps as the blend stage writes them: P(real) falls with the AI
+    fraction, and every map's most-AI cell is in the AI region."""
+    rows = pd.DataFrame(
+        [
+            {
+                "direction": direction,
+                "mask": kind,
+                "fraction": fraction,
+                "ai_fraction": fraction,
+                "pair": pair,
+                "p_real": 0.95 - 0.9 * fraction + rng.uniform(-0.02, 0.02),
+            }
+            for direction in paths.BLEND_DIRECTIONS
+            for kind in paths.BLEND_MASKS
+            for fraction in fractions
+            for pair in range(pairs)
+        ]
+    )
+    folder.mkdir(parents=True)
+    rows.to_csv(folder / paths.COMPOSITES_FILE, index_label="composite")
+    mapped = rows.index[rows["fraction"] == 0.5].to_numpy()
+    ai_share = np.zeros((len(mapped), grid, grid))
+    ai_share[:, 0, :2] = 1  # two AI cells in each composite
+    maps = rng.uniform(0, 0.1, (len(mapped), grid, grid))
+    maps[:, 0, 1] = -0.5
+    np.savez(
+        folder / paths.BLEND_MAPS_FILE,
+        composites=mapped,
+        p_real=rows["p_real"].to_numpy()[mapped],
+        maps=maps,
+        ai_share=ai_share,
     )
 
 
@@ -131,3 +167,25 @@ def test_faithfulness_metrics_and_the_deletion_plot_come_from_the_explain_stages
         rows = plot_rows(paths.plot_file(paths.EVAL_DIR, paths.DELETION_PLOT, name))
         assert [row["covered"] for row in rows] == [0, 0.25, 0.5, 0.75, 1]
         assert [row["random"] for row in rows] == pytest.approx(by_chance.mean(axis=(0, 1)))
+
+
+def test_blend_metrics_and_the_blend_plot_come_from_the_blend_stages_composites(
+    tmp_path, monkeypatch
+):
+    params, _ = run_evaluate(tmp_path, monkeypatch)
+    columns = {f"{d}_{m}" for d in paths.BLEND_DIRECTIONS for m in paths.BLEND_MASKS}
+    for name in params["backbones"]:
+        composites = pd.read_csv(paths.blends_dir(name) / paths.COMPOSITES_FILE)
+        results = json.loads(paths.metrics_file(name, "blend").read_text())
+        assert results["threshold"] == 0.4 and results["composites"] == len(composites) == 48
+        curve = results["curves"]["ai_in_real"]["soft"]
+        assert [point["fraction"] for point in curve["points"]] == [0, 0.5, 1]
+        assert curve["spearman_rho"] < -0.8 and curve["flip_fraction"] == 1
+        maps = results["maps"]
+        assert maps["all"]["composites"] == 16 and maps["all"]["pointing_game"] == 1
+        assert maps["ai_in_real"]["composites"] == maps["real_in_ai"]["composites"] == 8
+        assert maps["all"]["verdict"] == "better than random"
+        rows = plot_rows(paths.plot_file(paths.EVAL_DIR, paths.BLEND_PLOT, name))
+        assert [row["ai_fraction"] for row in rows] == [0, 0.5, 1]
+        assert set(rows[0]) == {"ai_fraction", *columns}
+        assert rows[1]["ai_in_real_soft"] == pytest.approx(curve["points"][1]["p_real"])

@@ -48,6 +48,7 @@ def named_paths(backbones: list[str], exported: str) -> set[Path]:
         paths.EVALUATION_FIGURES_DIR,
         paths.CROSSGEN_DIR,
         paths.EXPLANATIONS_DIR,
+        paths.BLENDS_DIR,
         paths.EXPORT_DIR,
         paths.HEADS_DIR / exported,
         paths.metrics_file(exported),
@@ -94,5 +95,17 @@ def test_top_level_metrics_and_plots_are_the_folders_the_code_writes(repo):
     evaluate_plots = folders - {curves, paths.CROSSGEN_HEATMAP_DIR}
     assert evaluate_plots == {
         paths.plot_file(paths.EVAL_DIR, plot, "any").parent
-        for plot in (*paths.SKLEARN_PLOT_KINDS, *paths.CUSTOM_PLOT_KINDS, paths.DELETION_PLOT)
+        for plot in (
+            *paths.SKLEARN_PLOT_KINDS,
+            *paths.CUSTOM_PLOT_KINDS,
+            paths.DELETION_PLOT,
+            paths.BLEND_PLOT,
+        )
     }
+
+
+def test_the_blend_plot_draws_every_direction_and_mask():
+    declared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    folder = str(paths.plot_file(paths.EVAL_DIR, paths.BLEND_PLOT, "any").parent)
+    (config,) = [plot[folder] for plot in declared if folder in plot]
+    assert config["y"] == [f"{d}_{m}" for d in paths.BLEND_DIRECTIONS for m in paths.BLEND_MASKS]

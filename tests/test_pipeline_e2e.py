@@ -123,11 +123,20 @@ def check_outputs(project):
             (project / f"reports/evaluation/gallery/{name}" / f.split("/")[-1]).is_file()
             for f in gallery["file"]
         )
+        # the blends: a curve per direction and mask over the configured fractions
+        blends = json.loads((project / f"metrics/{name}_blend.json").read_text())
+        fractions = compose_params()["blend"]["fractions"]
+        for direction in ("ai_in_real", "real_in_ai"):
+            for kind in ("hard", "soft"):
+                curve = blends["curves"][direction][kind]
+                assert [point["fraction"] for point in curve["points"]] == fractions
+        assert blends["maps"]["all"]["composites"] + blends["maps"]["all"]["left_out"] > 0
     assert f"**Exported: `{EXPORTED}`**" in (project / "reports/comparison.md").read_text()
     evaluation = (project / "reports/evaluation.md").read_text()
     assert "![robustness curves](evaluation/robustness.png)" in evaluation
     assert (project / "reports/evaluation/robustness.png").is_file()
     assert "![deletion curves](evaluation/deletion.png)" in evaluation
+    assert "![blend curves](evaluation/blend.png)" in evaluation
     assert evaluation.count("### Where the model looks") == len(BACKBONES)
     assert json.loads((project / "reports/confounds.json").read_text())["all_cues"]
     info = json.loads((project / "models/export/model.json").read_text())
@@ -182,6 +191,7 @@ def check_plots(project, backbones=BACKBONES):
     for name in backbones:
         assert f"metrics/{name}.json" in metrics and f"metrics/{name}_robustness.json" in metrics
         assert f"metrics/{name}_faithfulness.json" in metrics
+        assert f"metrics/{name}_blend.json" in metrics
 
 
 def check_app_and_cli_agree_with_evaluation(project, monkeypatch):
@@ -226,6 +236,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "prepare",
         "train",
         "explain",
+        "blend",
         "crossgen",
         "evaluate",
         "compare",
@@ -255,7 +266,15 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
     assert info["min_size"] == 32 and info["formats"] == {}
 
     wider = dvc(project, "exp", "run", "-S", "head.units=8")
-    assert ran_stages(wider) == {"train", "explain", "crossgen", "evaluate", "compare", "export"}
+    assert ran_stages(wider) == {
+        "train",
+        "explain",
+        "blend",
+        "crossgen",
+        "evaluate",
+        "compare",
+        "export",
+    }
     # no backbone runs again: neither features nor robustness features
     assert ".tmp-" not in run(["git", "ls-files"], project).stdout  # DVCLive's folders, swapped
     shown = dvc(project, "exp", "show", "--csv")
@@ -285,6 +304,7 @@ def test_repro_then_experiments(tmp_path, monkeypatch):
         "robustness@densenet121",
         "train",
         "explain",
+        "blend",
         "crossgen",
         "evaluate",
         "compare",
