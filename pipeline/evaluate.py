@@ -135,10 +135,9 @@ def evaluate_maps(name: str, metrics_dir: Path, live: Live) -> dict:
     return results
 
 
-def evaluate_blends(name: str, threshold: float, metrics_dir: Path, live: Live) -> dict:
-    """metrics/<name>_blend.json and the blend plot (mean P(real) per AI area fraction, one
-    column per direction and mask), from the blend stage's composites and maps."""
-    folder = blends_dir(name)
+def blend_results(folder: Path, threshold: float) -> dict:
+    """The blend metrics of one backbone's blend-stage `folder` (composites.csv, maps.npz): the
+    curves, rho and flip fraction against `threshold`, and the maps' pointing game and IoU."""
     composites = pd.read_csv(folder / COMPOSITES_FILE)
     results = blend_metrics(composites, threshold)
     with np.load(folder / BLEND_MAPS_FILE) as stored:
@@ -151,6 +150,13 @@ def evaluate_blends(name: str, threshold: float, metrics_dir: Path, live: Live) 
             for d in BLEND_DIRECTIONS
         },
     }
+    return results
+
+
+def evaluate_blends(name: str, threshold: float, metrics_dir: Path, live: Live) -> dict:
+    """metrics/<name>_blend.json and the blend plot (mean P(real) per AI area fraction, one
+    column per direction and mask), from the blend stage's composites and maps."""
+    results = blend_results(blends_dir(name), threshold)
     write_json(metrics_dir / metrics_file(name, "blend").name, results)
     columns = [f"{d}_{m}" for d in BLEND_DIRECTIONS for m in BLEND_MASKS]
     curves = results["curves"]
