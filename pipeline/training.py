@@ -333,7 +333,10 @@ def unfreeze(extractor: keras.Model, kind: Extractor, spec: dict[str, Any]) -> N
     runs in inference mode when it is not trainable; a `training=False` in the graph would not
     do, since `fit` calls the model with training=True and that reaches every layer
     (keras-team/keras#20285)."""
-    extractor.trainable = True
+    # each layer itself: a nested keras.applications model set untrainable when it was built
+    # stays so when only its outer model is set trainable
+    for layer in [extractor, *all_layers(extractor)]:
+        layer.trainable = True
     if training_mode(spec) == SCRATCH:
         return
     count = spec["training"]["unfreeze"]

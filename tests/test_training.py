@@ -254,6 +254,26 @@ def test_fine_tuning_trains_only_the_top_layers_batch_norm_in_inference_mode(tmp
     np.testing.assert_array_equal(variance, before["stage2_bn1"][3])
 
 
+@pytest.mark.parametrize(("mode", "unfreeze"), [("scratch", "all"), ("finetune", 3)])
+def test_a_keras_application_trains_the_layers_its_mode_names(mode, unfreeze):
+    """The keras.applications model nested in its extractor was built untrainable (frozen): a
+    training makes its own layers trainable, every one (scratch) or the top `unfreeze` of them
+    (finetune), so that fit updates them."""
+    spec = backbone_config("vgg16", weights=None, input_size=32)
+    spec = {**spec, "training": {**spec["training"], "mode": mode, "unfreeze": unfreeze}}
+    extractor, kind = extractor_from_spec(spec), check_spec(spec)
+    training.unfreeze(extractor, kind, spec)
+    layers = [
+        layer
+        for layer in kind.core(extractor).layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    trained = layers if mode == "scratch" else layers[-unfreeze:]
+    assert [layer.trainable for layer in layers] == [layer in trained for layer in layers]
+    expected = {id(weight) for layer in trained for weight in layer.trainable_weights}
+    assert expected and {id(weight) for weight in extractor.trainable_weights} == expected
+
+
 def test_unfreezing_more_layers_than_the_network_has_is_refused(tmp_path):
     spec = small_cnn(mode="finetune", unfreeze=500)
     extractor = extractor_from_spec(spec)
