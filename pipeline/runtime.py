@@ -102,10 +102,15 @@ def image_batches(
 
     def submit(start: int) -> list[Future]:
         stop = min(start + batch_size, len(paths))
-        return [
-            pool.submit(load_many, paths[first : min(first + chunk, stop)], size, mode, min_size)
-            for first in range(start, stop, chunk)
-        ]
+        # the executor spawns decoders on demand, at any submit, so the main module stays hidden
+        # here too (a decoder that ran the main module was seen once, in a loaded JAX test run)
+        with main_module_hidden():
+            return [
+                pool.submit(
+                    load_many, paths[first : min(first + chunk, stop)], size, mode, min_size
+                )
+                for first in range(start, stop, chunk)
+            ]
 
     starts = iter(range(0, len(paths), batch_size))
     ahead = deque(submit(start) for start in itertools.islice(starts, PREFETCH_BATCHES))

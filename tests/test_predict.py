@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import strict_loads, synthetic_image
-from pipeline import predict
+from pipeline import backend, predict
 from pipeline.entry import run
 from pipeline.errors import ModelNotFound
 from pipeline.images import load_for_model
@@ -160,6 +160,9 @@ def test_explain_writes_one_map_per_scored_image_beside_the_usual_rows(
         assert Image.open(row["map"]).format == "PNG"
 
 
+@pytest.mark.skipif(
+    backend.name() != backend.TENSORFLOW, reason="the LiteRT export is TensorFlow's"
+)
 def test_explain_maps_through_litert_too(tmp_path, capsys, detail_model):
     """Maps need forward passes only: the LiteRT runtime maps as Keras does."""
     pytest.importorskip("ai_edge_litert")
