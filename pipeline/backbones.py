@@ -11,6 +11,7 @@ inside, so that the exported model is one self-contained file.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import importlib
 import inspect
@@ -349,7 +350,7 @@ def missing_preset(name: str, preset: str, folder: Path, cause: object) -> Missi
     )
 
 
-class Network:
+class Network(abc.ABC):
     """A network of pipeline.networks, made to be trained on images: random weights (null) or
     a .h5 file of its own weights, such as the backbone.weights.h5 of an earlier training."""
 
@@ -372,9 +373,9 @@ class Network:
                 f"network, got {spec['input_size']}"
             )
 
+    @abc.abstractmethod
     def min_size(self, spec: dict[str, Any]) -> int:
         """The smallest input_size the network takes (each network says)."""
-        raise NotImplementedError
 
     @staticmethod
     def core(extractor: keras.Model) -> keras.Model:
