@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +48,23 @@ class Context:
     def head(self, **values: Any) -> dict[str, Any]:
         """params' head settings, with `values`."""
         return {**self.params["head"], **values}
+
+
+def in_fresh_process(module: str, call: str, timeout: float) -> Any:
+    """The JSON that `module`.`call` (a Python expression on the module's names) returns, run in a
+    fresh interpreter from the repository root, so that its peak memory is its own;
+    subprocess.TimeoutExpired past `timeout` seconds."""
+    code = f"import json; from {module} import *; print(json.dumps({call}))"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:

@@ -49,8 +49,7 @@ def measure(context: Context) -> dict[str, Any]:
     forward(image)
     score_sources(model, info, [path])  # warm: traced once
     pairs = [
-        (timed(forward, image)[0], timed(score_sources, model, info, [path])[0])
-        for _ in range(15)
+        (timed(forward, image)[0], timed(score_sources, model, info, [path])[0]) for _ in range(15)
     ]  # interleaved, so that both see the same machine
     bare, warm = (min(times) for times in zip(*pairs, strict=True))
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import in_fresh_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (10_000, 50_000, 200_000)
@@ -66,22 +67,12 @@ def balance_once(method: str, rows: int, dimensions: int) -> dict[str, Any]:
 
 
 def measure_in_subprocess(method: str, rows: int, dimensions: int, timeout: float) -> dict:
-    code = (
-        "import json; from benchmarks.smote_scale import balance_once; "
-        f"print(json.dumps(balance_once({method!r}, {rows}, {dimensions})))"
-    )
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
+        return in_fresh_process(
+            "benchmarks.smote_scale", f"balance_once({method!r}, {rows}, {dimensions})", timeout
         )
     except subprocess.TimeoutExpired:
         return {"method": method, "rows": rows, "dimensions": dimensions, "timed_out_s": timeout}
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def run(

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import in_fresh_process
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "training_stage"
@@ -184,19 +184,8 @@ def memory(count: int, work: Path, timeout: float) -> dict[str, Any]:
     process; growth is the larger's peak over the smaller's, less one."""
     runs = []
     for images in (count, 4 * count):
-        code = (
-            "import json; from benchmarks.training_stage import train_one_epoch; "
-            f"print(json.dumps(train_one_epoch({images}, {str(work)!r})))"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
-        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        call = f"train_one_epoch({images}, {str(work)!r})"
+        runs.append(in_fresh_process("benchmarks.training_stage", call, timeout))
     growth = runs[1]["peak_rss_mb"] / runs[0]["peak_rss_mb"] - 1
     return {"runs": runs, "growth": round(growth, 4)}
 
