@@ -2,7 +2,7 @@
 
 The exported model (models/export/, or the folder in $AIIC_MODEL_DIR) scores uploads and image
 URLs with the same preprocessing code as training; "Show where the model looks" draws each scored
-image's occlusion map (pipeline.occlusion) over it.
+image's occlusion map (pipeline.models.occlusion) over it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pipeline.entry import message, quiet_tensorflow_logs
-from pipeline.errors import AiicError
-from pipeline.fetch import FetchRefused, fetch_image, shorten
-from pipeline.images import INPUT_MODES, UnreadableImage, decode, shape_for_model
-from pipeline.inference import (
+from pipeline.core.entry import message, quiet_tensorflow_logs
+from pipeline.core.errors import AiicError
+from pipeline.core.paths import EXPORT_DIR
+from pipeline.data.images import INPUT_MODES, UnreadableImage, decode, shape_for_model
+from pipeline.data.overlay import map_png
+from pipeline.models.occlusion import Occlusion, occlusion_maps
+from pipeline.serving.fetch import FetchRefused, fetch_image, shorten
+from pipeline.serving.inference import (
     describe,
     forward,
     load_exported,
@@ -25,9 +28,6 @@ from pipeline.inference import (
     score_images,
     verdict,
 )
-from pipeline.occlusion import Occlusion, occlusion_maps
-from pipeline.overlay import map_png
-from pipeline.paths import EXPORT_DIR
 
 MODEL_DIR = Path(os.environ.get("AIIC_MODEL_DIR", EXPORT_DIR))
 quiet_tensorflow_logs()  # before the model loads TensorFlow

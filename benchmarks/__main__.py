@@ -42,7 +42,7 @@ from benchmarks import (
 from benchmarks.common import Context, image_paths, machine, timed
 from benchmarks.project import ROOT, compose_params, random_weights
 from benchmarks.render import markdown
-from pipeline.io import json_text
+from pipeline.core.io import json_text
 
 BENCHMARKS = [
     feature_stage,
@@ -66,7 +66,7 @@ BENCHMARKS = [
 
 def default_crawl_size(params: dict[str, Any]) -> int:
     """The default crawl's images: scrape.max_items of each label, as the configs say."""
-    from pipeline.images import LABELS
+    from pipeline.data.images import LABELS
 
     return len(LABELS) * params["scrape"]["max_items"]
 

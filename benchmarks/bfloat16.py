@@ -13,8 +13,8 @@ NAME = "bfloat16"
 
 def accepts_bfloat16(spec: dict[str, Any]) -> bool:
     """Whether the backbone's extractor offers bfloat16 (the spectrum computes in float32)."""
-    from pipeline.backbones import check_spec
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
+    from pipeline.models.backbones import check_spec
 
     try:
         check_spec({**spec, "precision": "bfloat16"})
@@ -29,12 +29,12 @@ def measure(context: Context) -> dict[str, Any]:
     import keras
     from sklearn.metrics import roc_auc_score
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.calibrate import uncalibrated
-    from pipeline.head import head_logits
-    from pipeline.images import LABELS, load_for_model
-    from pipeline.runtime import compiled
-    from pipeline.train import train_head
+    from pipeline.data.images import LABELS, load_for_model
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.calibrate import uncalibrated
+    from pipeline.models.head import head_logits
+    from pipeline.models.runtime import compiled
+    from pipeline.stages.train import train_head
 
     count = max(16, len(context.paths) // 2)
     order = np.random.default_rng(0).permutation(len(context.paths))[:count]  # both halves

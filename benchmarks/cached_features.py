@@ -22,11 +22,11 @@ def measure(context: Context) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.head import build_head, feature_batches
-    from pipeline.images import LABELS
-    from pipeline.runtime import extract, image_batches
-    from pipeline.train import train_head
+    from pipeline.data.images import LABELS
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.head import build_head, feature_batches
+    from pipeline.models.runtime import extract, image_batches
+    from pipeline.stages.train import train_head
 
     spec, epochs = context.exported, 3 if context.quick else 20
     size, mode = spec["input_size"], check_spec(spec).input_mode

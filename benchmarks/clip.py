@@ -1,7 +1,7 @@
 """CLIP's cost as a backbone, against InceptionV3 in the same run: the features stage's images/s
-(files to features on disk, pipeline.runtime.extract) and its ratio to the bare compiled forward
-pass on the same images already decoded in memory, CLIP's images/s over InceptionV3's, and what
-importing KerasHub adds to a process that imports Keras.
+(files to features on disk, pipeline.models.runtime.extract) and its ratio to the bare compiled
+forward pass on the same images already decoded in memory, CLIP's images/s over InceptionV3's, and
+what importing KerasHub adds to a process that imports Keras.
 
 Random-init backbones (weights: null) at their real input sizes, so it runs offline. Each rate is
 the best of `repeats` passes, the bare and the stage pass alternating, so that other processes on
@@ -68,9 +68,9 @@ def forward_rates(
     """Images/s of the features stage's path and of the bare forward pass, one backbone."""
     import keras
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.images import load_for_model
-    from pipeline.runtime import compiled, extract
+    from pipeline.data.images import load_for_model
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.runtime import compiled, extract
 
     keras.utils.set_random_seed(0)
     size, batch = spec["input_size"], spec["batch_size"]
@@ -121,7 +121,7 @@ def run(
     repeats: int = 3,
 ) -> dict[str, Any]:
     """CLIP (the preset at its native input size) and InceptionV3 on the same `images` files."""
-    from pipeline.clip import ARCHITECTURES
+    from pipeline.models.clip import ARCHITECTURES
 
     specs = {
         name: {**spec, "weights": None, "batch_size": batch_size, "precision": "float32"}
@@ -146,7 +146,7 @@ TARGET = 0.9  # the issue's: features stage ÷ bare forward, like the other back
 
 def measure(context: Any) -> dict[str, Any]:
     """Skipped where KerasHub (the clip extra) is missing; a quick run takes ViT-B/32."""
-    from pipeline.clip import keras_hub_installed
+    from pipeline.models.clip import keras_hub_installed
 
     if not keras_hub_installed():
         return {"skipped": "KerasHub (the clip extra) is not installed"}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.project import SHARED_DATA, make_image_folder
-from pipeline.images import LABELS
+from pipeline.data.images import LABELS
 
 SAMPLE = SHARED_DATA / "sample"
 CIFAKE = SHARED_DATA / "cifake"
@@ -98,7 +98,7 @@ def image_paths(count: int, work: Path) -> list[str]:
 
 
 def label_of(path: str) -> str:
-    """An image's label: the name of its folder (one of pipeline.images.LABELS)."""
+    """An image's label: the name of its folder (one of pipeline.data.images.LABELS)."""
     return Path(path).parent.name
 
 

@@ -1,11 +1,11 @@
 """11. Durable writes: what flushing every output to the disk costs a stage.
 
-pipeline.io flushes (fsync) each output's files and folders before the rename that publishes it,
-and the folder after it. Measured on the prepare stage with `data.normalize: true`, the stage
+pipeline.core.io flushes (fsync) each output's files and folders before the rename that publishes
+it, and the folder after it. Measured on the prepare stage with `data.normalize: true`, the stage
 that writes the most files (a re-encoded JPEG of every kept image): the whole stage process, as
 `python -m pipeline prepare` runs it, with the flushes and with them switched off in the same
 code, alternately, side by side in one run; and the flush of a fresh copy of the stage's output
-folder alone, its files one after another and (as pipeline.io does) many at once.
+folder alone, its files one after another and (as pipeline.core.io does) many at once.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ ROUNDS = 4  # runs of each, alternately, each variant first in half of them; the
 NOISE = 0.08  # this machine's run-to-run spread: the cost must stay within it
 
 STAGE = "from pipeline.cli import main\nmain()"
-WITHOUT_FSYNC = "import pipeline.io\npipeline.io._fsync = lambda path: None\n" + STAGE
+WITHOUT_FSYNC = "import pipeline.core.io\npipeline.core.io._fsync = lambda path: None\n" + STAGE
 # The stage as it is, with the wall time its main thread spends flushing printed at its end.
 TIMING_FLUSHES = """
 import sys, threading, time
-import pipeline.io
+import pipeline.core.io
 spent, depth = [0.0], [0]
 
 def timed(function):
     def wrapper(*args):
         if threading.current_thread() is not threading.main_thread() or depth[0]:
-            return function(*args)  # pipeline.io._flush's own, counted in its time
+            return function(*args)  # pipeline.core.io._flush's own, counted in its time
         depth[0] += 1
         start = time.perf_counter()
         try:
@@ -48,7 +48,8 @@ def timed(function):
             spent[0] += time.perf_counter() - start
     return wrapper
 
-pipeline.io._flush, pipeline.io._fsync = timed(pipeline.io._flush), timed(pipeline.io._fsync)
+io = pipeline.core.io
+io._flush, io._fsync = timed(io._flush), timed(io._fsync)
 try:
     from pipeline.cli import main
     main()
@@ -64,8 +65,8 @@ def load() -> float:
 
 def flush_seconds(folder: Path, copy: Path) -> dict[str, float]:
     """Seconds to flush a fresh copy of `folder` (its data not yet on the disk): every file one
-    after another, and pipeline.io's flush (many at once)."""
-    from pipeline import io
+    after another, and pipeline.core.io's flush (many at once)."""
+    from pipeline.core import io
 
     def one_by_one(path: Path) -> None:
         for entry in (path, *path.rglob("*")):
@@ -84,7 +85,7 @@ def measure(context: Context) -> dict[str, Any]:
     """Seconds of the prepare stage with and without fsync, alternately, in a folder that the
     local spider filled with `context.dvc_images` labelled images; seconds of flushing its
     output folder one file after another and concurrently."""
-    from pipeline.params import PARAMS_FILE
+    from pipeline.stages.params import PARAMS_FILE
 
     work = context.work / "durable_writes"
     source = labelled_source(context.dvc_images, work / "source", context.work)
@@ -163,8 +164,8 @@ def render(result: dict[str, Any]) -> list[str]:
         f"median): {result['fsync_s']} s against {result['no_fsync_s']} s, "
         f"{result['fsync_over_no_fsync']}x, on {result['file_system']} (runs with fsync: "
         f"{result['seconds']['fsync']} s; without: {result['seconds']['no_fsync']} s). "
-        f"Flushing a fresh copy of its output folder alone "
-        f"takes {flush['concurrent_s']} s as pipeline.io does it, many files at once (the file "
+        f"Flushing a fresh copy of its output folder alone takes "
+        f"{flush['concurrent_s']} s as pipeline.core.io does it, many files at once (the file "
         f"system commits them together), against {flush['one_by_one_s']} s one after another "
         f"(**{result['one_by_one_over_concurrent']}x**). Measured {result['date']}; load average "
         f"per core: {low} at the start, {high} at the end ({result['cores']} cores shared with "

@@ -1,6 +1,6 @@
-"""What DVCLive costs a head experiment: the train stage's curves (pipeline.train.CurvesToLive)
-and the evaluate stage's plots (pipeline.evaluate.log_plots), each stage's DVCLive parts timed
-as the stage runs them.
+"""What DVCLive costs a head experiment: the train stage's curves
+(pipeline.stages.train.CurvesToLive) and the evaluate stage's plots
+(pipeline.stages.evaluate.log_plots), each stage's DVCLive parts timed as the stage runs them.
 
 Each stage's part runs in a fresh process in a project after its `dvc repro`, with the environment
 `dvc exp run` gives a stage (DVC_ROOT, DVC_EXP_BASELINE_REV, DVC_EXP_NAME): there the `Live`
@@ -24,23 +24,23 @@ PARTS = ("import_s", "open_s", "logging_s", "end_s")
 
 SETUP = """
 import json, sys, time
-from pipeline.entry import tune_startup
+from pipeline.core.entry import tune_startup
 tune_startup()
 import numpy as np
-from pipeline.params import load_params
+from pipeline.stages.params import load_params
 params = load_params()
 """
 
 TRAIN = """
 import keras
-from pipeline.head import train_head
-from pipeline.paths import HEADS_DIR, HISTORY_DIR, balanced_file, features_dir
-from pipeline.runtime import load_features
+from pipeline.models.head import train_head
+from pipeline.core.paths import HEADS_DIR, HISTORY_DIR, balanced_file, features_dir
+from pipeline.models.runtime import load_features
 start = time.perf_counter()
 import dvclive, dvclive.utils
 import_s = time.perf_counter() - start
-from pipeline.train import CurvesToLive
-from pipeline.tracking import open_live
+from pipeline.stages.train import CurvesToLive
+from pipeline.core.tracking import open_live
 
 class Timed(keras.callbacks.Callback):
     # forwards the hooks CurvesToLive uses, timing them
@@ -65,7 +65,7 @@ for name in params["backbones"]:
         train = (balanced["features"], balanced["labels"])
     data[name] = (train, load_features(features_dir(name), "val")[:2])
 start = time.perf_counter()
-# the stage logs into its next output, .tmp-heads (pipeline.io), which .gitignore names
+# the stage logs into its next output, .tmp-heads (pipeline.core.io), which .gitignore names
 live = open_live(HEADS_DIR.parent / ".tmp-dvclive-cost" / HISTORY_DIR.relative_to(HEADS_DIR))
 open_s, logging_s = time.perf_counter() - start, 0.0
 for name, (train, val) in data.items():
@@ -76,14 +76,14 @@ for name, (train, val) in data.items():
 
 EVALUATE = """
 import pandas as pd
-import pipeline.metrics  # the stage's other imports first: scikit-learn, SciPy
+import pipeline.models.metrics  # the stage's other imports first: scikit-learn, SciPy
 start = time.perf_counter()
 import dvclive
 import_s = time.perf_counter() - start
-from pipeline.evaluate import log_plots
-from pipeline.images import LABELS
-from pipeline.io import read_json
-from pipeline.paths import CALIBRATION_FILE, HEADS_DIR, metrics_file, scores_file
+from pipeline.stages.evaluate import log_plots
+from pipeline.data.images import LABELS
+from pipeline.core.io import read_json
+from pipeline.core.paths import CALIBRATION_FILE, HEADS_DIR, metrics_file, scores_file
 data = {}
 for name in params["backbones"]:
     scores = pd.read_csv(scores_file(name), dtype={"id": str})
@@ -93,7 +93,7 @@ for name in params["backbones"]:
         read_json(HEADS_DIR / name / CALIBRATION_FILE)["threshold"],
         read_json(metrics_file(name, "robustness")),
     )
-from pipeline.tracking import open_live
+from pipeline.core.tracking import open_live
 start = time.perf_counter()
 live = open_live(".tmp-dvclive-cost/eval")
 open_s = time.perf_counter() - start

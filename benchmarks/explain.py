@@ -1,10 +1,9 @@
 """14. Explanation maps: one occlusion map per backbone, against the bare forward pass.
 
 The map of one image at the configs' `explain` settings (grid * grid + 1 forward passes) through
-pipeline.occlusion, against the compiled forward pass over the same covered copies, already made:
-the cost of making the copies and of the batching, and the seconds a person waits in the app.
-What the explain stage adds to a head experiment is measured by the head-experiment benchmark.
-"""
+pipeline.models.occlusion, against the compiled forward pass over the same covered copies, already
+made: the cost of making the copies and of the batching, and the seconds a person waits in the app.
+What the explain stage adds to a head experiment is measured by the head-experiment benchmark."""
 
 from __future__ import annotations
 
@@ -23,10 +22,10 @@ def measure(context: Context) -> dict[str, Any]:
     forward pass over its covered copies, interleaved, the best of REPEATS each."""
     import numpy as np
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.images import load_for_model
-    from pipeline.inference import forward
-    from pipeline.occlusion import Occlusion, occlusion_copies, occlusion_maps
+    from pipeline.data.images import load_for_model
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.occlusion import Occlusion, occlusion_copies, occlusion_maps
+    from pipeline.serving.inference import forward
 
     occlusion = Occlusion.from_settings(context.params["explain"])
     results: dict[str, Any] = {"grid": occlusion.grid, "fill": occlusion.fill, "backbones": {}}

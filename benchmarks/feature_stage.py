@@ -23,13 +23,13 @@ TARGET = 0.90  # the issue's: the stage at no less than this share of the bare b
 # traced), timed from its first image to its last.
 STAGE_RATE_SCRIPT = """
 import json, sys, time
-from pipeline.entry import tune_startup
+from pipeline.core.entry import tune_startup
 tune_startup()
 import keras, numpy as np
 from benchmarks.common import consume
 from benchmarks.feature_stage import autotune_batches
-from pipeline.backbones import check_spec, extractor_from_spec
-from pipeline.runtime import compiled, extract
+from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.runtime import compiled, extract
 spec, decode, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 size, batch, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
 paths = sys.stdin.read().split("\\n")
@@ -46,8 +46,8 @@ print(len(paths) / (time.perf_counter() - start))
 
 
 def stage_rate(spec: dict[str, Any], paths: list[str], decode: str, out: Path) -> float:
-    """Images/s of the features path in a fresh process: `threads` is pipeline.runtime.extract,
-    `autotune` the tf.data decode path it had before tuning."""
+    """Images/s of the features path in a fresh process: `threads` is
+    pipeline.models.runtime.extract, `autotune` the tf.data decode path it had before tuning."""
     command = [sys.executable, "-c", STAGE_RATE_SCRIPT, json.dumps(spec), decode, str(out)]
     output = subprocess.run(
         command, input="\n".join(paths), capture_output=True, text=True, check=True, cwd=ROOT
@@ -60,7 +60,7 @@ def autotune_batches(paths: list[str], size: int, batch: int, mode: str) -> Iter
     with AUTOTUNE parallelism and prefetch around the same Pillow decode."""
     import tensorflow as tf
 
-    from pipeline.images import load_for_model
+    from pipeline.data.images import load_for_model
 
     def load(path: tf.Tensor) -> tf.Tensor:
         image = tf.numpy_function(
@@ -116,9 +116,9 @@ def measure(context: Context) -> dict[str, Any]:
     the bare compiled backbone call on the same images, already decoded and shaped in memory."""
     import keras
 
-    from pipeline.backbones import DEFAULT_EXTRACTOR, check_spec, extractor_from_spec
-    from pipeline.images import load_for_model
-    from pipeline.runtime import compiled
+    from pipeline.data.images import load_for_model
+    from pipeline.models.backbones import DEFAULT_EXTRACTOR, check_spec, extractor_from_spec
+    from pipeline.models.runtime import compiled
 
     peak = matmul_peak_gflops()
     results: dict[str, Any] = {"matmul_peak_gflops": round(peak, 1)}
@@ -155,7 +155,7 @@ def backbones(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def neural_ratios(result: dict[str, Any]) -> dict[str, float]:
     """Stage ÷ bare of the keras.applications backbones."""
-    from pipeline.backbones import DEFAULT_EXTRACTOR
+    from pipeline.models.backbones import DEFAULT_EXTRACTOR
 
     return {
         name: row["stage_over_bare"]

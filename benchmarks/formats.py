@@ -17,11 +17,11 @@ def export_model(folder: Path, spec: dict[str, Any], images: np.ndarray) -> dict
     and their agreement means something."""
     import keras
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.calibrate import Calibration
-    from pipeline.formats import FORMATS
-    from pipeline.head import build_head
-    from pipeline.io import write_json
+    from pipeline.core.io import write_json
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.calibrate import Calibration
+    from pipeline.models.formats import FORMATS
+    from pipeline.models.head import build_head
 
     keras.utils.set_random_seed(0)
     size = spec["input_size"]
@@ -59,9 +59,9 @@ def bytes_on_disk(path: Path) -> int:
 
 def compare_formats(folder: Path, batch: np.ndarray, threshold: float, repeats: int) -> dict:
     """Latency of one image, throughput of `batch`, agreement with .keras: per format."""
-    from pipeline.formats import FORMATS
-    from pipeline.inference import forward, load_exported
-    from pipeline.paths import MODEL_FILE
+    from pipeline.core.paths import MODEL_FILE
+    from pipeline.models.formats import FORMATS
+    from pipeline.serving.inference import forward, load_exported
 
     model, _ = load_exported(folder)
     scorers = {"keras": forward(model)}

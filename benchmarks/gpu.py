@@ -1,13 +1,13 @@
 """15. The device benchmark: decoding, the features stage and a training step on the first GPU.
 
 On whichever Keras backend this process runs (KERAS_BACKEND), on the first GPU it sees, or on the
-CPU where it sees none (it says so): the decode ceiling (pipeline.runtime.image_batches with no
-model, at 1, 2, 4... and every core's processes, and on threads at 1 and 2 for comparison); for
+CPU where it sees none (it says so): the decode ceiling (pipeline.models.runtime.image_batches with
+no model, at 1, 2, 4... and every core's processes, and on threads at 1 and 2 for comparison); for
 InceptionV3 and VGG16 at random init, the bare forward pass on images already decoded in memory
 against the features stage's path (runtime.extract: files decoded by every core's processes,
 features written to a .npy), in float32 and in mixed precision; a training step of the CIFAKE-size
-CNN (pipeline.training's own streaming input against the same images in memory); and the features
-stage on every other installed backend, each in a fresh process, on the same images.
+CNN (pipeline.models.training's own streaming input against the same images in memory); and the
+features stage on every other installed backend, each in a fresh process, on the same images.
 
 `python -m benchmarks.gpu [--quick] [--images N]` writes its figures under "gpu" into
 benchmarks/results.json (the other benchmarks' figures kept) and rewrites BENCHMARKS.md. It needs
@@ -40,7 +40,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 NAME = "gpu"
 BACKBONES = ("inceptionv3", "vgg16")
 NETWORK = "cnn"
-PRECISIONS = ("float32", "bfloat16")  # bfloat16: Keras' mixed_bfloat16 (pipeline.backbones)
+PRECISIONS = ("float32", "bfloat16")  # bfloat16: Keras' mixed_bfloat16 (pipeline.models.backbones)
 GPU_TARGET = 0.8  # stage ÷ min(bare forward, decode ceiling), on a GPU
 DECODE_TARGET = 1.7  # two processes ÷ one, on a 2-core CPU
 CPU_STAGE_TARGET = 0.9  # stage ÷ bare forward on TensorFlow, on a CPU
@@ -51,9 +51,9 @@ DECODE_BATCH = 32  # the configs' batch size of InceptionV3 and VGG16
 STAGE_SCRIPT = """
 import json, sys, time
 import numpy as np
-from pipeline.backbones import extractor_from_spec
-from pipeline.backend import name
-from pipeline.runtime import compiled, extract, image_batches
+from pipeline.models.backbones import extractor_from_spec
+from pipeline.models.backend import name
+from pipeline.models.runtime import compiled, extract, image_batches
 spec, mode, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 paths = sys.stdin.read().split("\\n")
 size, batch = spec["input_size"], spec["batch_size"]
@@ -121,7 +121,7 @@ def cifake(count: int, work: Path) -> tuple[list[str], np.ndarray]:
 
 def threaded_batches(paths: list[str], size: int, batch: int, workers: int) -> Any:
     """image_batches' work on `workers` threads of this process instead of processes."""
-    from pipeline.images import load_many
+    from pipeline.data.images import load_many
 
     chunk = -(-batch // workers)
     with ThreadPoolExecutor(workers) as pool:
@@ -137,7 +137,7 @@ def threaded_batches(paths: list[str], size: int, batch: int, workers: int) -> A
 def decode_rates(sets: dict[str, tuple[list[str], int]], cores: int) -> dict[str, dict[str, float]]:
     """Images/s of decoding alone, per image set, by processes (N) and threads (N threads): the
     best of ROUNDS, every setting in turn each round, so that all see the same machine."""
-    from pipeline.runtime import image_batches
+    from pipeline.models.runtime import image_batches
 
     counts = sorted({1, 2, cores} | {n for n in (4, 8, 16) if n < cores})
     rates: dict[str, dict[str, float]] = {name: {} for name in sets}
@@ -165,9 +165,9 @@ def forward_and_stage(spec: dict[str, Any], paths: list[str], out: Path) -> dict
     path (runtime.extract from the files), the same model, both after its compilation, in turns."""
     import keras
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.images import load_many
-    from pipeline.runtime import compiled, extract, image_batches
+    from pipeline.data.images import load_many
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.runtime import compiled, extract, image_batches
 
     size, batch, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
     keras.utils.set_random_seed(0)
@@ -199,8 +199,8 @@ def training_step(spec: dict[str, Any], files: list[str], labels: np.ndarray) ->
     """Images/s of the training's own input (files decoded and augmented by TrainingImages'
     workers) and of `fit` on the same images in memory, epochs after the first."""
     from benchmarks.training_stage import bare_run, fit_from_files, images_per_second
-    from pipeline.backbones import check_spec
-    from pipeline.images import load_many
+    from pipeline.data.images import load_many
+    from pipeline.models.backbones import check_spec
 
     arrays = load_many(files, spec["input_size"], check_spec(spec).input_mode)[0]
     streamed = images_per_second(len(files), fit_from_files(spec, files, labels, 3))
@@ -214,8 +214,8 @@ def training_step(spec: dict[str, Any], files: list[str], labels: np.ndarray) ->
 
 def other_backends(spec: dict[str, Any], paths: list[str], work: Path) -> dict[str, Any]:
     """The features stage on each installed backend, each in a fresh process, the same images."""
-    from pipeline.backbones import check_spec
-    from pipeline.backend import BACKENDS
+    from pipeline.models.backbones import check_spec
+    from pipeline.models.backend import BACKENDS
 
     rates = {}
     for backend in (name for name in BACKENDS if importlib.util.find_spec(name)):
@@ -257,7 +257,7 @@ def device() -> dict[str, Any]:
     """The backend, its version, and the GPU it runs on (None: the CPU)."""
     import keras
 
-    from pipeline import backend
+    from pipeline.models import backend
 
     gpus = backend.gpus()
     versions = {
@@ -279,7 +279,7 @@ def device() -> dict[str, Any]:
 
 def run(quick: bool, images: int | None, work: Path) -> dict[str, Any]:
     """Every figure of the device benchmark, in one process (plus one per other backend)."""
-    from pipeline.runtime import decode_workers
+    from pipeline.models.runtime import decode_workers
 
     count = images or (16 if quick else 128)
     result: dict[str, Any] = {"device": device(), "quick": quick, "load_before": load_average()}
@@ -400,7 +400,7 @@ def render(result: dict[str, Any]) -> list[str]:
     for name, rates in decode.items():
         table.append(f"| {name} | " + " | ".join(str(rates[k]) for k in keys) + " |")
     lines += [
-        "Decoding alone (pipeline.runtime.image_batches, img/s, best of "
+        "Decoding alone (pipeline.models.runtime.image_batches, img/s, best of "
         f"{ROUNDS} in turns), in processes and, for comparison, on threads of one process:",
         "\n".join(table),
     ]

@@ -27,8 +27,8 @@ EXPLAINED = re.compile(r"explain (\S+): gallery and deletion check in ([\d.]+) s
 REPRO_TIMEOUT = 3600
 
 # Start-up tuning as the stage entry points apply it (`python -m pipeline <stage>`), or not.
-TUNED = "from pipeline.entry import tune_startup\ntune_startup()\n"
-UNTUNED = "import pipeline.entry\n"
+TUNED = "from pipeline.core.entry import tune_startup\ntune_startup()\n"
+UNTUNED = "import pipeline.core.entry\n"
 
 
 def python(project: Path, code: str) -> str:
@@ -36,7 +36,7 @@ def python(project: Path, code: str) -> str:
 
 
 def keras_import_seconds(project: Path, tuned: bool) -> float:
-    """Importing Keras (so TensorFlow) in a fresh process, after pipeline.entry.tune_startup()
+    """Importing Keras (so TensorFlow) in a fresh process, after pipeline.core.entry.tune_startup()
     or with Python's default garbage-collector thresholds."""
     code = "import time\nstart = time.perf_counter()\n" + (TUNED if tuned else UNTUNED)
     return float(python(project, code + "import keras\nprint(time.perf_counter() - start)"))
@@ -44,7 +44,7 @@ def keras_import_seconds(project: Path, tuned: bool) -> float:
 
 def exit_seconds(project: Path, tuned: bool) -> float:
     """From the end of a process's work to its end, in a process that imported Keras, after
-    pipeline.entry.tune_startup() (gc.freeze() at exit) or with Python's defaults."""
+    pipeline.core.entry.tune_startup() (gc.freeze() at exit) or with Python's defaults."""
     code = (TUNED if tuned else UNTUNED) + "import time, keras\nprint(time.time())"
     last_line = float(python(project, code))
     return time.time() - last_line
@@ -52,7 +52,7 @@ def exit_seconds(project: Path, tuned: bool) -> float:
 
 def start_up_seconds(project: Path, module: str) -> float:
     """A stage process before any work: Python, the start-up tuning and the stage's imports."""
-    return timed(python, project, f"{TUNED}import pipeline.{module}")[0]
+    return timed(python, project, f"{TUNED}import pipeline.stages.{module}")[0]
 
 
 def lock_parse_ms(project: Path) -> dict[str, int]:
@@ -213,7 +213,7 @@ def render(result: dict[str, Any]) -> list[str]:
         "backbone's head and scores the test split, and one `evaluate` process reads every "
         "backbone's scores without importing TensorFlow.",
         "Start-up tuning, which the stage entry points (`python -m pipeline <stage>`) apply "
-        "with `pipeline.entry.tune_startup()` and nothing else does, measured in the same run "
+        "with `pipeline.core.entry.tune_startup()` and nothing else does, measured in the same run "
         "against Python's defaults: a process that imported Keras took "
         f"{exit_s['plain']} s from its last line to its end with the defaults (CPython's final "
         f"garbage collection walking TensorFlow's objects) and {exit_s['gc_freeze']} s with "

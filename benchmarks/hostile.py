@@ -101,8 +101,8 @@ def run(work: Path, spec: dict[str, Any], head: dict[str, Any], quick: bool = Fa
     import psutil
 
     from benchmarks.inference import export
-    from pipeline.fetch import ALLOW_PRIVATE_ENV
-    from pipeline.serve import Settings
+    from pipeline.serving.fetch import ALLOW_PRIVATE_ENV
+    from pipeline.serving.serve import Settings
 
     work.mkdir(parents=True, exist_ok=True)
     load_average = [round(os.getloadavg()[0], 2)]

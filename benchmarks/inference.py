@@ -16,11 +16,11 @@ def export(spec: dict[str, Any], head: dict[str, Any], folder: Path) -> None:
     (untrained) and a temperature calibration in one model, and its model.json."""
     import keras
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.calibrate import Calibration
-    from pipeline.head import build_head
-    from pipeline.io import write_json
-    from pipeline.paths import INFO_FILE, MODEL_FILE
+    from pipeline.core.io import write_json
+    from pipeline.core.paths import INFO_FILE, MODEL_FILE
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.calibrate import Calibration
+    from pipeline.models.head import build_head
 
     folder.mkdir()
     extractor = extractor_from_spec(spec)
@@ -36,10 +36,10 @@ def measure(context: Context) -> dict[str, Any]:
     """The exported backbone: load, warm predict on one file, bare forward on the same image,
     predict with a forward pass traced on every call (as before it was kept per model), and
     Keras' own `predict`."""
-    from pipeline import backend, runtime
-    from pipeline.images import load_for_model
-    from pipeline.inference import load_exported
-    from pipeline.predict import score_sources
+    from pipeline.data.images import load_for_model
+    from pipeline.models import backend, runtime
+    from pipeline.serving.inference import load_exported
+    from pipeline.serving.predict import score_sources
 
     spec, folder, path = context.exported, context.work / "export", context.paths[0]
     export(spec, context.head(), folder)

@@ -18,8 +18,8 @@ TARGET = 0.10  # the issue's: less growth than this from 1x to 4x the images
 # peak there when that is larger, and this benchmark's own process is far larger than a stage.
 PEAK_RSS_SCRIPT = """
 import json, sys
-from pipeline.backbones import check_spec, extractor_from_spec
-from pipeline.runtime import extract
+from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.runtime import extract
 spec, out, paths = json.loads(sys.argv[1]), sys.argv[2], sys.stdin.read().split("\\n")
 extract(extractor_from_spec(spec), paths, spec["input_size"], spec["batch_size"], out,
         check_spec(spec).input_mode)

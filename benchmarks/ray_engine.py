@@ -60,7 +60,7 @@ def image_files(count: int, folder: Path) -> list[str]:
 def seconds(
     engine: dict[str, Any] | None, spec: dict, model: Any, paths: list[str], out: Path
 ) -> float:
-    from pipeline.engines import extract
+    from pipeline.models.engines import extract
 
     start = time.perf_counter()
     extract(engine, spec, model, paths, out)
@@ -81,8 +81,8 @@ def run(images: int = 96, spec: dict[str, Any] | None = None, rounds: int = 2) -
     of each ratio alike."""
     import keras
 
-    from pipeline.backbones import extractor_from_spec
-    from pipeline.engines import ray_session
+    from pipeline.models.backbones import extractor_from_spec
+    from pipeline.models.engines import ray_session
 
     cores = os.cpu_count() or 1
     spec = spec or random_backbone("inceptionv3")

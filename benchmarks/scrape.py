@@ -20,8 +20,8 @@ NAME = "scrape"
 
 def measure(context: Context) -> dict[str, Any]:
     """Items/s of `python -m pipeline scrape` with params' local-spider settings."""
-    from pipeline.params import PARAMS_FILE
-    from pipeline.scrape import REPORT
+    from pipeline.stages.params import PARAMS_FILE
+    from pipeline.stages.scrape import REPORT
 
     work = context.work / "scrape"
     source = work / "source"

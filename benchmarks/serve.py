@@ -47,7 +47,7 @@ class Bare:
     the concurrency-1 requests, so that both meet the same moments of a shared machine)."""
 
     def __init__(self, folder: Path, images: np.ndarray) -> None:
-        from pipeline.inference import forward, load_exported
+        from pipeline.serving.inference import forward, load_exported
 
         self.score, self.batch = forward(load_exported(folder)[0]), images[:MAX_BATCH]
         self.score(self.batch[:1]), self.score(self.batch)  # warm: traced, tensors allocated
@@ -106,7 +106,7 @@ async def load_level(url: str, mix: list, concurrency: int, between: Any = None)
 def serve_under_load(folder: Path, good: list, work: Path, requests: int, bare: Bare) -> dict:
     import psutil
 
-    from pipeline.predict import predict
+    from pipeline.serving.predict import predict
 
     paths = []
     for index, data in enumerate(good):
@@ -139,8 +139,8 @@ def serve_under_load(folder: Path, good: list, work: Path, requests: int, bare: 
 def run(work: Path, spec: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     """The figures above for the backbone `spec` (random weights, at its input size); `quick`:
     few requests (a smoke run)."""
-    from pipeline.backbones import check_spec
-    from pipeline.images import load_for_model
+    from pipeline.data.images import load_for_model
+    from pipeline.models.backbones import check_spec
 
     size, mode = spec["input_size"], check_spec(spec).input_mode
     requests = 64 if quick else 320

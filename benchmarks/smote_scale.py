@@ -43,7 +43,7 @@ def peak_rss_mb() -> float:
 
 def balance_once(method: str, rows: int, dimensions: int) -> dict[str, Any]:
     """In this process: balance one synthetic training set; seconds and peak RSS."""
-    from pipeline.oversample import balance, class_weights
+    from pipeline.data.oversample import balance, class_weights
 
     features, labels = synthetic_features(rows, dimensions)
     input_rss = peak_rss_mb()

@@ -1,6 +1,6 @@
 """Training on images: the input pipeline against a bare fit, and memory as the set grows.
 
-Throughput: the features stage's training (pipeline.training: images decoded from their files
+Throughput: the features stage's training (pipeline.models.training: images decoded from their files
 by TrainingImages' worker threads, augmented, class-weighted) against Keras' `fit` on the same
 images already decoded into one array, the same network, batch size and seed, in turns; each
 side's images/s is that of its epochs after the first (which traces the step). The ratio says
@@ -35,7 +35,7 @@ def training_images(count: int, work: Path) -> tuple[list[str], np.ndarray]:
     """`count` image files and their class ids: CIFAKE's where present (the network's size),
     else generated ones, both labels in turn."""
     from benchmarks.common import CIFAKE, generated_folder, spread
-    from pipeline.images import LABELS
+    from pipeline.data.images import LABELS
 
     folder = CIFAKE if CIFAKE.is_dir() else generated_folder(work, count)
     per_label = [spread(sorted((folder / label).iterdir())) for label in LABELS]
@@ -77,9 +77,9 @@ class EpochTimes:
 def fresh_network(spec: dict[str, Any]) -> Any:
     import keras
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.head import build_head
-    from pipeline.training import compiled_network
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.head import build_head
+    from pipeline.models.training import compiled_network
 
     keras.utils.set_random_seed(0)
     extractor = extractor_from_spec(spec)
@@ -97,9 +97,9 @@ def fit_from_files(
 ) -> list[float]:
     """The training's own input pipeline: files decoded and augmented each epoch by
     TrainingImages' workers, class-weighted; each epoch's seconds."""
-    from pipeline.backbones import check_spec
-    from pipeline.oversample import class_weights
-    from pipeline.training import TrainingImages, decode_workers
+    from pipeline.data.oversample import class_weights
+    from pipeline.models.backbones import check_spec
+    from pipeline.models.training import TrainingImages, decode_workers
 
     config = spec["training"]
     dataset = TrainingImages(
@@ -147,8 +147,8 @@ def bare_run(spec: dict[str, Any], arrays: np.ndarray, labels: np.ndarray) -> fl
 
 
 def throughput(count: int, work: Path) -> dict[str, Any]:
-    from pipeline.backbones import check_spec
-    from pipeline.images import load_for_model
+    from pipeline.data.images import load_for_model
+    from pipeline.models.backbones import check_spec
 
     spec = network_spec()
     files, labels = training_images(count, work)

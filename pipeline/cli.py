@@ -1,19 +1,24 @@
 """`aiic`: one entry point for every stage and command (`aiic prepare` = `python -m pipeline
-prepare`); it applies the start-up tuning of pipeline.entry before the stage's libraries load."""
+prepare`); it applies the start-up tuning of pipeline.core.entry before the stage's libraries
+load."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from pipeline.entry import run, tune_startup
+from pipeline.core.entry import run, tune_startup
 
 STAGES = ("scrape", "prepare", "features", "balance", "robustness", "train", "explain", "blend")
 STAGES += ("crossgen", "evaluate", "compare", "export")
-COMMANDS = {"predict": "pipeline.predict", "serve": "pipeline.serve", "compose": "pipeline.params"}
+COMMANDS = {
+    "predict": "pipeline.serving.predict",
+    "serve": "pipeline.serving.serve",
+    "compose": "pipeline.stages.params",
+}
 # `evaluate` is both a stage (no arguments: dvc.yaml runs it so) and, given any argument, the
 # command that measures the exported model on a person's labelled images.
-WITH_ARGUMENTS = {"evaluate": "pipeline.assess"}
+WITH_ARGUMENTS = {"evaluate": "pipeline.serving.assess"}
 USAGE = f"""usage: aiic COMMAND [ARGS...]
 
 commands:
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     if rest and command in WITH_ARGUMENTS:
         module = importlib.import_module(WITH_ARGUMENTS[command])
     else:
-        module = importlib.import_module(COMMANDS.get(command, f"pipeline.{command}"))
+        module = importlib.import_module(COMMANDS.get(command, f"pipeline.stages.{command}"))
     sys.argv = [f"aiic {command}", *rest]
     run(module.main, f"aiic {command}")
 

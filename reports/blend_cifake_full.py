@@ -8,11 +8,10 @@ repository root, with the finished workspace of
     python reports/blend_cifake_full.py WORKSPACE [BACKBONE ...]
 
 For each backbone (default: cnn) it runs the blend stage's composites and maps
-(pipeline.blend.blend_backbone) on that workspace's test split, trained model and threshold, with
-this checkout's configs/blend and configs/explain, and writes evaluate's blend metrics
-(pipeline.metrics) to reports/blend_cifake_full/<backbone>_blend.json, leaving the workspace's
-own outputs alone.
-"""
+(pipeline.stages.blend.blend_backbone) on that workspace's test split, trained model and threshold,
+with this checkout's configs/blend and configs/explain, and writes evaluate's blend metrics
+(pipeline.models.metrics) to reports/blend_cifake_full/<backbone>_blend.json, leaving the
+workspace's own outputs alone."""
 
 from __future__ import annotations
 
@@ -30,10 +29,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.blend import blend_backbone  # noqa: E402
-from pipeline.evaluate import blend_results  # noqa: E402
-from pipeline.io import write_json  # noqa: E402
-from pipeline.paths import SPLITS  # noqa: E402
+from pipeline.core.io import write_json  # noqa: E402
+from pipeline.core.paths import SPLITS  # noqa: E402
+from pipeline.stages.blend import blend_backbone  # noqa: E402
+from pipeline.stages.evaluate import blend_results  # noqa: E402
 
 OUT = ROOT / "reports" / "blend_cifake_full"
 

@@ -1,1 +1,1 @@
-"""The Scrapy project that builds the labelled image dataset (run by `pipeline.scrape`)."""
+"""The Scrapy project that builds the labelled image dataset (run by `pipeline.stages.scrape`)."""

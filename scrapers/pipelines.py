@@ -24,9 +24,9 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 
-from pipeline.images import UnreadableImage, decode
-from pipeline.io import atomic_path, write_json
-from pipeline.paths import MANIFEST_FILE
+from pipeline.core.io import atomic_path, write_json
+from pipeline.core.paths import MANIFEST_FILE
+from pipeline.data.images import UnreadableImage, decode
 from scrapers.items import SKIPPED, STORED
 
 MANIFEST_COLUMNS = [
@@ -57,7 +57,7 @@ class SkippedFile(_MediaRequestFiltered):
 
 
 def check_image(body: bytes) -> None:
-    """Decode fully; FileException naming the reason (pipeline.images' vocabulary)."""
+    """Decode fully; FileException naming the reason (pipeline.data.images' vocabulary)."""
     try:
         decode(body)
     except UnreadableImage as error:

@@ -1,6 +1,6 @@
 """What a person sees of a crawl run by the scrape stage: Scrapy's full log goes to a file
-(pipeline.scrape sets LOG_FILE), and the terminal shows a progress bar and the records that need
-a person's attention.
+(pipeline.stages.scrape sets LOG_FILE), and the terminal shows a progress bar and the records that
+need a person's attention.
 
 The bar (tqdm, on stderr where it is a terminal) counts the images stored per source and label,
 the files skipped (with the reasons in reports/scrape.json) and the errors logged. Scrapy's

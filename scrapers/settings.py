@@ -1,4 +1,5 @@
-"""Scrapy settings for every spider; pipeline.scrape overrides the output paths from params."""
+"""Scrapy settings for every spider; pipeline.stages.scrape overrides the output paths from
+params."""
 
 from pipeline import __version__
 

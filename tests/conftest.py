@@ -85,9 +85,9 @@ def make_trained_project(root: Path, *overrides: str) -> dict[str, Any]:
     import pandas as pd
     import yaml
 
-    from pipeline import paths
-    from pipeline.backbones import extractor_from_spec
-    from pipeline.head import build_head
+    from pipeline.core import paths
+    from pipeline.models.backbones import extractor_from_spec
+    from pipeline.models.head import build_head
 
     params = compose_params(
         "explain.grid=4",
@@ -167,10 +167,10 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     uncalibrated Calibration) laid out as export does."""
     import keras
 
-    from pipeline.backbones import extractor_from_spec
-    from pipeline.calibrate import Calibration
-    from pipeline.head import build_head
-    from pipeline.io import write_json
+    from pipeline.core.io import write_json
+    from pipeline.models.backbones import extractor_from_spec
+    from pipeline.models.calibrate import Calibration
+    from pipeline.models.head import build_head
 
     keras.utils.set_random_seed(seed)
     extractor = extractor_from_spec(backbone_config("spectrum", input_size=32, bins=8))
@@ -198,7 +198,7 @@ def make_detail_model(folder: Path) -> Path:
     import keras
     import numpy as np
 
-    from pipeline.io import write_json
+    from pipeline.core.io import write_json
 
     laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)[..., None, None] / 3
     inputs = keras.Input((32, 32, 3))

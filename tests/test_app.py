@@ -10,8 +10,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, synthetic_image
-from pipeline.images import load_for_model
-from pipeline.inference import load_exported
+from pipeline.data.images import load_for_model
+from pipeline.serving.inference import load_exported
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from conftest import strict_json, synthetic_image
-from pipeline import assess, cli, predict
-from pipeline.metrics import bootstrap_ci, point_metrics
+from pipeline import cli
+from pipeline.models.metrics import bootstrap_ci, point_metrics
+from pipeline.serving import assess, predict
 
 
 @pytest.fixture
@@ -99,8 +100,8 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 def test_evaluate_without_arguments_is_still_the_stage(monkeypatch):
     called = []
     monkeypatch.setattr(cli, "tune_startup", lambda: None)
-    monkeypatch.setattr("pipeline.evaluate.main", lambda: called.append("stage"))
-    monkeypatch.setattr("pipeline.assess.main", lambda: called.append("command"))
+    monkeypatch.setattr("pipeline.stages.evaluate.main", lambda: called.append("stage"))
+    monkeypatch.setattr("pipeline.serving.assess.main", lambda: called.append("command"))
     cli.main(["evaluate"])
     cli.main(["evaluate", "folder"])
     assert called == ["stage", "command"]

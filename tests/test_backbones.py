@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 
 from conftest import backbone_config, make_image_folder
-from pipeline.backbones import (
+from pipeline.core.errors import ConfigError, MissingWeights
+from pipeline.data.images import INPUT_MODES, load_for_model
+from pipeline.models.backbones import (
     EXTRACTORS,
     Preprocess,
     application_names,
     extractor_from_spec,
     imagenet_weights_file,
 )
-from pipeline.errors import ConfigError, MissingWeights
-from pipeline.images import INPUT_MODES, load_for_model
-from pipeline.runtime import extract
+from pipeline.models.runtime import extract
 
 
 def build(name: str, input_size: int, weights: str | None = None, **values: object):
@@ -198,7 +198,7 @@ def test_mixed_float16_is_warned_about_without_a_gpu_and_still_computes(monkeypa
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     keras.utils.set_random_seed(0)
     full = build("vgg16", 32)
-    monkeypatch.setattr("pipeline.backend.gpus", lambda: [])
+    monkeypatch.setattr("pipeline.models.backend.gpus", lambda: [])
     keras.utils.set_random_seed(0)
     with pytest.warns(UserWarning, match="mixed_float16, meant for a GPU.s float16 units, but"):
         half = build("vgg16", 32, precision="mixed_float16")
@@ -208,7 +208,7 @@ def test_mixed_float16_is_warned_about_without_a_gpu_and_still_computes(monkeypa
     assert out.dtype == np.float32 and not np.array_equal(out, reference)  # float16 did compute
     cosine = (out * reference).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, 1)
     assert cosine.min() > 0.999
-    monkeypatch.setattr("pipeline.backend.gpus", lambda: ["/physical_device:GPU:0"])
+    monkeypatch.setattr("pipeline.models.backend.gpus", lambda: ["/physical_device:GPU:0"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build("vgg16", 32, precision="mixed_float16")

@@ -1,5 +1,6 @@
-"""Keras backends (pipeline.backend): an exported model scores alike on every installed backend,
-each backend's forward pass, and what only TensorFlow can do refused elsewhere with the reason.
+"""Keras backends (pipeline.models.backend): an exported model scores alike on every installed
+backend, each backend's forward pass, and what only TensorFlow can do refused elsewhere with the
+reason.
 
 `KERAS_BACKEND=jax pytest -m backend` runs this file and the other core paths' tests on JAX (CI
 does); a backend that is not installed here is skipped, by name."""
@@ -17,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_exported_model, make_image_folder
-from pipeline import backend
-from pipeline.backend import padded_size
-from pipeline.errors import BackendMismatch
+from pipeline.core.errors import BackendMismatch
+from pipeline.models import backend
+from pipeline.models.backend import padded_size
 
 pytestmark = pytest.mark.backend
 INSTALLED = [name for name in backend.BACKENDS if importlib.util.find_spec(name)]
@@ -28,8 +29,8 @@ TOLERANCE = 1e-4  # the issue's: the same model's scores in float32 on any two b
 
 SCORE_SCRIPT = """
 import json, sys
-from pipeline.backend import name
-from pipeline.inference import load_exported, score_files
+from pipeline.models.backend import name
+from pipeline.serving.inference import load_exported, score_files
 paths = sys.stdin.read().split("\\n")
 scores = {}
 for folder in sys.argv[1:]:
@@ -58,10 +59,10 @@ def exported_network(folder: Path, spec: dict, calibration: tuple[str, dict]) ->
     saved as model.keras with its model.json."""
     import keras
 
-    from pipeline.backbones import check_spec, extractor_from_spec
-    from pipeline.calibrate import Calibration
-    from pipeline.head import build_head
-    from pipeline.io import write_json
+    from pipeline.core.io import write_json
+    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.calibrate import Calibration
+    from pipeline.models.head import build_head
 
     keras.utils.set_random_seed(0)
     extractor = extractor_from_spec(spec)
@@ -146,8 +147,8 @@ def test_the_forward_pass_of_this_backend_equals_the_models_own_call():
 
 
 REFUSAL_SCRIPT = """
-from pipeline.errors import BackendMismatch
-from pipeline.formats import check_writable
+from pipeline.core.errors import BackendMismatch
+from pipeline.models.formats import check_writable
 try:
     check_writable(["saved_model"])
 except BackendMismatch as error:

@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from conftest import compose_params, strict_json
-from pipeline import balance as balance_stage
-from pipeline.errors import ConfigError
-from pipeline.oversample import balance, class_weights
+from pipeline.core.errors import ConfigError
+from pipeline.data.oversample import balance, class_weights
+from pipeline.stages import balance as balance_stage
 
 
 def imbalanced(n_real=40, n_ai=10, dim=4, seed=0):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.clip import keras_hub_installed
+from pipeline.models.clip import keras_hub_installed
 
 pytestmark = [
     pytest.mark.slow,  # InceptionV3 and a ViT-B/32 at their full input sizes

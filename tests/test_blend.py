@@ -1,5 +1,5 @@
 """The blend stage: composites of a real and an AI image through known masks, their scores, and
-the statistics evaluate makes of them (pipeline.metrics)."""
+the statistics evaluate makes of them (pipeline.models.metrics)."""
 
 import numpy as np
 import pandas as pd
@@ -7,11 +7,12 @@ import pytest
 import yaml
 
 from conftest import EXPLAINED_BACKBONES, compose_params, make_trained_project, synthetic_image
-from pipeline import blend, paths
-from pipeline.blend import cell_shares, composite, composites, mask, plan, reencoded
-from pipeline.errors import ConfigError
-from pipeline.metrics import blend_metrics, map_localisation
-from pipeline.occlusion import Occlusion, occlusion_maps
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.models.metrics import blend_metrics, map_localisation
+from pipeline.models.occlusion import Occlusion, occlusion_maps
+from pipeline.stages import blend
+from pipeline.stages.blend import cell_shares, composite, composites, mask, plan, reencoded
 
 FRACTIONS = [0, 0.05, 0.1, 0.25, 0.5, 0.75, 1]
 SETTINGS = {"fractions": FRACTIONS, "feather": 0.1, "encode": "png", "jpeg_quality": 90}
@@ -196,8 +197,8 @@ def test_the_stage_scores_every_composite_through_each_backbones_trained_model(
     )
     monkeypatch.setattr("sys.argv", ["blend"])
     blend.main()
-    from pipeline.images import load_for_model
-    from pipeline.trained import trained_model
+    from pipeline.data.images import load_for_model
+    from pipeline.stages.trained import trained_model
 
     splits = pd.read_csv(paths.SPLITS).set_index("id")
     for name, size in EXPLAINED_BACKBONES.items():

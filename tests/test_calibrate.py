@@ -3,9 +3,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from pipeline.calibrate import Calibration, apply_calibration, choose_threshold, fit_calibration
-from pipeline.errors import ConfigError
-from pipeline.metrics import expected_calibration_error
+from pipeline.core.errors import ConfigError
+from pipeline.models.calibrate import (
+    Calibration,
+    apply_calibration,
+    choose_threshold,
+    fit_calibration,
+)
+from pipeline.models.metrics import expected_calibration_error
 
 
 def overconfident(n: int, seed: int):

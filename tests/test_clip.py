@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import compose_params, make_image_folder, make_project, run, set_yaml
-from pipeline import backbones, clip
-from pipeline.backbones import RESIZE_CROP, check_spec, extractor_from_spec
-from pipeline.errors import ConfigError, MissingWeights
+from pipeline.core.errors import ConfigError, MissingWeights
+from pipeline.models import backbones, clip
+from pipeline.models.backbones import RESIZE_CROP, check_spec, extractor_from_spec
 
 needs_keras_hub = pytest.mark.skipif(
     not clip.keras_hub_installed(), reason="KerasHub (the clip extra) is not installed"

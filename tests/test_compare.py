@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.compare import draw_figures, evaluation_report, report
-from pipeline.metrics import breakdowns, calibration_quality, classification_metrics
+from pipeline.models.metrics import breakdowns, calibration_quality, classification_metrics
+from pipeline.stages.compare import draw_figures, evaluation_report, report
 
 
 def fake_results(seed: int) -> dict:

@@ -5,7 +5,8 @@ import pandas as pd
 import yaml
 
 from conftest import compose_params, strict_json
-from pipeline import crossgen, paths
+from pipeline.core import paths
+from pipeline.stages import crossgen
 
 PARAMS = {
     "balance": {"method": "smote", "k_neighbors": 3, "sampling_strategy": "auto"},

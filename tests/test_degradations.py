@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from conftest import backbone_config, make_image_folder
-from pipeline import paths
-from pipeline.degradations import augment, copy_rng
-from pipeline.features import featurize
+from pipeline.core import paths
+from pipeline.models.degradations import augment, copy_rng
+from pipeline.stages.features import featurize
 
 AUGMENT = {"copies": 2, "p": 1.0, "jpeg_quality": [30, 100], "blur_sigma": [0.5, 3.0]}
 

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, SHARED_DATA, compose_params
-from pipeline.backbones import EXTRACTORS
-from pipeline.images import IMAGE_SUFFIXES, LABELS
-from pipeline.scrape import DEMO_COMMAND
+from pipeline.data.images import IMAGE_SUFFIXES, LABELS
+from pipeline.models.backbones import EXTRACTORS
+from pipeline.stages.scrape import DEMO_COMMAND
 
 DEMO = ROOT / "demo"
 MAX_BYTES = 2 * 1024 * 1024  # "a few MB at most" in the repository

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline.scrape import DEMO_COMMAND
+from pipeline.stages.scrape import DEMO_COMMAND
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"

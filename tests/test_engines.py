@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import backbone_config, compose_params, make_image_folder
-from pipeline import engines
-from pipeline.degradations import grid
-from pipeline.errors import ConfigError, StageFailed
-from pipeline.features import featurize
-from pipeline.paths import BACKBONE_WEIGHTS_FILE, FEATURES_FILE, INDEX_FILE, features_dir
-from pipeline.robustness import perturbed_outputs
+from pipeline.core.errors import ConfigError, StageFailed
+from pipeline.core.paths import BACKBONE_WEIGHTS_FILE, FEATURES_FILE, INDEX_FILE, features_dir
+from pipeline.models import engines
+from pipeline.models.degradations import grid
+from pipeline.stages.features import featurize
+from pipeline.stages.robustness import perturbed_outputs
 
 RAY = {"name": "ray", "actors": 2, "cpus_per_actor": 1, "gpus_per_actor": 0, "num_cpus": 2}
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, synthetic_image
-from pipeline import entry
-from pipeline.entry import run
-from pipeline.errors import ConfigError, MissingInput
+from pipeline.core import entry
+from pipeline.core.entry import run
+from pipeline.core.errors import ConfigError, MissingInput
 
 
 def test_importing_the_library_leaves_the_garbage_collector_alone():
-    code = "import gc; before = gc.get_threshold(); import pipeline.inference; "
+    code = "import gc; before = gc.get_threshold(); import pipeline.serving.inference; "
     code += "print(before == gc.get_threshold())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "True", result.stderr

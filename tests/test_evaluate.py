@@ -9,8 +9,9 @@ import yaml
 from sklearn.metrics import auc, roc_auc_score
 
 from conftest import ROOT, compose_params, strict_json_files
-from pipeline import evaluate, paths
-from pipeline.metrics import plot_rows, reliability_rows
+from pipeline.core import paths
+from pipeline.models.metrics import plot_rows, reliability_rows
+from pipeline.stages import evaluate
 
 
 def write_scores(root, name, seed):

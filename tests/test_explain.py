@@ -1,5 +1,5 @@
 """The explain stage: a gallery of maps and the deletion curves for every backbone, through each
-backbone's full model as pipeline.trained assembles it."""
+backbone's full model as pipeline.stages.trained assembles it."""
 
 import numpy as np
 import pandas as pd
@@ -9,10 +9,11 @@ from PIL import Image
 
 from conftest import EXPLAINED_BACKBONES as BACKBONES
 from conftest import compose_params, make_trained_project
-from pipeline import explain, paths
-from pipeline.errors import ConfigError
-from pipeline.explain import gallery_rows
-from pipeline.images import load_for_model
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.data.images import load_for_model
+from pipeline.stages import explain
+from pipeline.stages.explain import gallery_rows
 
 
 def test_the_gallery_picks_the_most_confident_and_the_worst_mistakes():
@@ -40,8 +41,8 @@ def test_the_stage_maps_every_backbone_through_its_trained_model(tmp_path, monke
     params = make_trained_project(tmp_path)
     monkeypatch.setattr("sys.argv", ["explain"])
     explain.main()
-    from pipeline.occlusion import Occlusion, occlusion_copies
-    from pipeline.trained import trained_model
+    from pipeline.models.occlusion import Occlusion, occlusion_copies
+    from pipeline.stages.trained import trained_model
 
     splits = pd.read_csv(paths.SPLITS).set_index("id")
     occlusion = Occlusion.from_settings(params["explain"])

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.fairpool import FairPool
+from pipeline.serving.fairpool import FairPool
 
 
 def blocked_pool(workers, **limits):

@@ -11,8 +11,8 @@ import time
 import pytest
 from PIL import Image
 
-from pipeline import fetch as fetch_module
-from pipeline.fetch import FetchRefused, fetch_image, is_public
+from pipeline.serving import fetch as fetch_module
+from pipeline.serving.fetch import FetchRefused, fetch_image, is_public
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, make_exported_model, synthetic_image
-from pipeline import export, predict
-from pipeline.errors import StageFailed
-from pipeline.formats import FORMATS, float_check, quantized_check, write_and_check
-from pipeline.io import write_json
-from pipeline.runtime import image_batches
+from pipeline.core.errors import StageFailed
+from pipeline.core.io import write_json
+from pipeline.models.formats import FORMATS, float_check, quantized_check, write_and_check
+from pipeline.models.runtime import image_batches
+from pipeline.serving import predict
+from pipeline.stages import export
 
 SIZE = 32
 
@@ -127,7 +128,7 @@ def test_export_fails_the_stage_on_a_format_that_disagrees(images_and_scores, tm
 
 
 def test_a_backbone_litert_cannot_convert_is_recorded_with_the_reason(tmp_path):
-    from pipeline.inference import load_exported
+    from pipeline.serving.inference import load_exported
 
     model, _ = load_exported(make_exported_model(tmp_path / "spectrum"))
     images = np.zeros((2, SIZE, SIZE, 3), np.uint8)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import compose_params
-from pipeline.errors import ConfigError
-from pipeline.head import build_head, head_logits
+from pipeline.core.errors import ConfigError
+from pipeline.models.head import build_head, head_logits
 
 
 def test_dense_head_has_a_hidden_layer():

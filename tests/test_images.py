@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import UnreadableImage, decode, load_for_model
+from pipeline.data.images import UnreadableImage, decode, load_for_model
 
 
 def png_bytes(image: Image.Image, **kwargs) -> bytes:

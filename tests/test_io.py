@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import strict_json
-from pipeline import io
+from pipeline.core import io
 
 
 def write_folder(folder, text):

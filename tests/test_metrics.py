@@ -8,7 +8,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pipeline.metrics import (
+from pipeline.models.metrics import (
     RELIABILITY_BINS,
     bootstrap_ci,
     classification_metrics,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import backbone_config
-from pipeline import networks
-from pipeline.backbones import check_spec, extractor_from_spec
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.models import networks
+from pipeline.models.backbones import check_spec, extractor_from_spec
 
 IMAGENET_MEAN, IMAGENET_STD = np.array(networks.IMAGENET_MEAN), np.array(networks.IMAGENET_STD)
 

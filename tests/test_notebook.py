@@ -11,8 +11,8 @@ from sklearn.calibration import calibration_curve
 from test_compare import fake_results
 
 from conftest import ROOT, committed_files, compose_params
-from pipeline.metrics import RELIABILITY_BINS
-from pipeline.paths import EVAL_DIR, plot_file
+from pipeline.core.paths import EVAL_DIR, plot_file
+from pipeline.models.metrics import RELIABILITY_BINS
 
 NOTEBOOK = ROOT / "notebooks" / "compare_backbones.ipynb"
 

@@ -1,5 +1,5 @@
-"""Occlusion maps and the deletion check (pipeline.occlusion), and their overlays
-(pipeline.overlay): right cells, right signs, right pixels of the image for every input mode,
+"""Occlusion maps and the deletion check (pipeline.models.occlusion), and their overlays
+(pipeline.data.overlay): right cells, right signs, right pixels of the image for every input mode,
 batched forward passes."""
 
 import io
@@ -9,11 +9,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import synthetic_image
-from pipeline.errors import ConfigError
-from pipeline.images import INPUT_MODES, shape_for_model
-from pipeline.inference import forward, load_exported
-from pipeline.metrics import faithfulness
-from pipeline.occlusion import (
+from pipeline.core.errors import ConfigError
+from pipeline.data.images import INPUT_MODES, shape_for_model
+from pipeline.data.overlay import draw_map, map_png
+from pipeline.models.metrics import faithfulness
+from pipeline.models.occlusion import (
     Occlusion,
     covered_copies,
     deletion_copies,
@@ -23,7 +23,7 @@ from pipeline.occlusion import (
     occlusion_maps,
     scored,
 )
-from pipeline.overlay import draw_map, map_png
+from pipeline.serving.inference import forward, load_exported
 
 SIZE, GRID = 40, 4  # cells of 10 x 10 pixels
 

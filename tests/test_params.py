@@ -7,8 +7,8 @@ import yaml
 
 from benchmarks.project import committed
 from conftest import ROOT, committed_files, compose_params
-from pipeline.errors import ConfigError, MissingInput
-from pipeline.params import load_params
+from pipeline.core.errors import ConfigError, MissingInput
+from pipeline.stages.params import load_params
 
 
 def test_committed_params_yaml_is_the_composed_configs(tmp_path):
@@ -18,7 +18,7 @@ def test_committed_params_yaml_is_the_composed_configs(tmp_path):
     committed = committed_files(tmp_path / "head", "configs", "params.yaml")
     composed = tmp_path / "params.yaml"
     code = (
-        "from pathlib import Path; from pipeline.params import compose; "
+        "from pathlib import Path; from pipeline.stages.params import compose; "
         f"compose([], Path({str(committed / 'configs')!r}), Path({str(composed)!r}))"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -54,8 +54,8 @@ def test_dvc_hydra_composition_is_enabled():
 
 
 def test_degradation_settings_out_of_range_are_clear_errors():
-    from pipeline.errors import ConfigError
-    from pipeline.params import validate
+    from pipeline.core.errors import ConfigError
+    from pipeline.stages.params import validate
 
     params = compose_params()
     validate(params)

@@ -1,4 +1,4 @@
-"""dvc.yaml and pipeline.paths name the same files: what DVC tracks is what the code writes."""
+"""dvc.yaml and pipeline.core.paths name the same files: what DVC tracks is what the code writes."""
 
 import shutil
 from pathlib import Path
@@ -9,7 +9,7 @@ from dvc.repo import Repo
 
 from benchmarks.project import committed
 from conftest import ROOT, compose_params
-from pipeline import paths
+from pipeline.core import paths
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def repo(tmp_path):
 
 
 def named_paths(backbones: list[str], exported: str) -> set[Path]:
-    """Every path a stage writes or reads, built from pipeline.paths alone."""
+    """Every path a stage writes or reads, built from pipeline.core.paths alone."""
     named = {
         paths.RAW_DIR,
         paths.SCRAPE_REPORT,

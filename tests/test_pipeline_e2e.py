@@ -21,8 +21,8 @@ from conftest import (
     set_yaml,
     strict_json_files,
 )
-from pipeline.degradations import grid
-from pipeline.metrics import classification_metrics, robustness_metrics
+from pipeline.models.degradations import grid
+from pipeline.models.metrics import classification_metrics, robustness_metrics
 
 pytestmark = pytest.mark.slow  # whole `dvc repro` runs: CI runs them, `pytest -m slow` too
 BACKBONES = tuple(compose_params()["backbones"])

@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 
 from conftest import strict_loads, synthetic_image
-from pipeline import backend, predict
-from pipeline.entry import run
-from pipeline.errors import ModelNotFound
-from pipeline.images import load_for_model
-from pipeline.inference import load_exported
+from pipeline.core.entry import run
+from pipeline.core.errors import ModelNotFound
+from pipeline.data.images import load_for_model
+from pipeline.models import backend
+from pipeline.serving import predict
+from pipeline.serving.inference import load_exported
 
 pytestmark = pytest.mark.backend  # also run on JAX in CI (tests/test_backends.py)
 
@@ -125,7 +126,7 @@ def test_table_and_csv_formats(capsys, mixed_folder, exported_model):
 
 
 def test_readings_agree_with_the_verdict():
-    from pipeline.inference import describe
+    from pipeline.serving.inference import describe
 
     for threshold in (0.3, 0.5, 0.7):
         for p in np.linspace(0, 1, 101):
@@ -166,7 +167,7 @@ def test_explain_writes_one_map_per_scored_image_beside_the_usual_rows(
 def test_explain_maps_through_litert_too(tmp_path, capsys, detail_model):
     """Maps need forward passes only: the LiteRT runtime maps as Keras does."""
     pytest.importorskip("ai_edge_litert")
-    from pipeline.formats import FORMATS
+    from pipeline.models.formats import FORMATS
 
     model_dir = tmp_path / "model"
     shutil.copytree(detail_model, model_dir)

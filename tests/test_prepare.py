@@ -7,9 +7,9 @@ import yaml
 from PIL import Image
 
 from conftest import strict_json_files, synthetic_image
-from pipeline import prepare as prepare_module
-from pipeline.errors import StageFailed
-from pipeline.prepare import (
+from pipeline.core.errors import StageFailed
+from pipeline.stages import prepare as prepare_module
+from pipeline.stages.prepare import (
     CUES,
     confound_report,
     jpeg_quality,

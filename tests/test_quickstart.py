@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from pipeline.scrape import DEMO_COMMAND
+from pipeline.stages.scrape import DEMO_COMMAND
 
 QUICK_START = "dvc exp run -S scrape.contact=you@example.org"
 

@@ -4,11 +4,11 @@ import pytest
 from PIL import Image
 
 from conftest import backbone_config, compose_params, make_image_folder
-from pipeline.backbones import extractor_from_spec
-from pipeline.degradations import grid
-from pipeline.metrics import kind_and_level, robustness_metrics
-from pipeline.robustness import perturbed_outputs
-from pipeline.runtime import compiled
+from pipeline.models.backbones import extractor_from_spec
+from pipeline.models.degradations import grid
+from pipeline.models.metrics import kind_and_level, robustness_metrics
+from pipeline.models.runtime import compiled
+from pipeline.stages.robustness import perturbed_outputs
 
 GRID = grid(compose_params()["robustness"])
 

@@ -1,4 +1,5 @@
-"""pipeline.runtime: what stages share at run time, and the import rules it makes possible."""
+"""pipeline.models.runtime: what stages share at run time, and the import rules it makes
+possible."""
 
 import ast
 import subprocess
@@ -11,8 +12,8 @@ import pytest
 
 from conftest import ROOT, make_image_folder
 from pipeline.cli import STAGES
-from pipeline.images import UnreadableImage, load_for_model
-from pipeline.runtime import compiled, decoders, image_batches
+from pipeline.data.images import UnreadableImage, load_for_model
+from pipeline.models.runtime import compiled, decoders, image_batches
 
 pytestmark = pytest.mark.backend  # also run on JAX in CI (tests/test_backends.py)
 
@@ -30,18 +31,19 @@ def imported_modules(code: str) -> set[str]:
 
 @pytest.mark.parametrize("stage", ["balance", "evaluate", "compare"])
 def test_stages_that_read_cached_features_or_scores_import_no_tensorflow(stage):
-    modules = imported_modules(f"import pipeline.{stage}")
-    assert f"pipeline.{stage}" in modules
+    modules = imported_modules(f"import pipeline.stages.{stage}")
+    assert f"pipeline.stages.{stage}" in modules
     assert not {"tensorflow", "keras"} & modules
 
 
 def test_no_stage_module_imports_another():
     for stage in STAGES:
-        tree = ast.parse((ROOT / "pipeline" / f"{stage}.py").read_text())
+        tree = ast.parse((ROOT / "pipeline" / "stages" / f"{stage}.py").read_text())
         imported = {
-            node.module.removeprefix("pipeline.")
+            node.module.removeprefix("pipeline.stages.")
             for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline.")
+            if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("pipeline.stages.")
         }
         assert imported & set(STAGES) - {stage} == set(), stage
 

@@ -31,7 +31,7 @@ def scrape(workdir, source, log=None, terminal=None, **extra):
     (stdout and stderr) into `terminal`."""
     config = {"spider": "local", "source": str(source), "source_name": "fixture", **extra}
     (workdir / "params.yaml").write_text(yaml.safe_dump({"scrape": config}))
-    result = run([sys.executable, "-m", "pipeline.scrape"], workdir, timeout=300)
+    result = run([sys.executable, "-m", "pipeline.stages.scrape"], workdir, timeout=300)
     if log is not None:
         log.extend((workdir / "logs" / "scrape.log").read_text().splitlines())
     if terminal is not None:
@@ -112,7 +112,7 @@ def test_bad_csv_label_is_a_clear_error(tmp_path):
     config = {"scrape": {"spider": "local", "source": str(table)}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.scrape"],
+        [sys.executable, "-m", "pipeline.stages.scrape"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -177,7 +177,7 @@ def test_a_terminal_shows_a_progress_bar_of_what_is_stored(tmp_path):
     window = struct.pack("HHHH", 24, 200, 0, 0)  # rows, columns: tqdm fits its bar to the width
     fcntl.ioctl(child_side, termios.TIOCSWINSZ, window)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.scrape"],
+        [sys.executable, "-m", "pipeline.stages.scrape"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,

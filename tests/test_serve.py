@@ -20,13 +20,13 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_image
-from pipeline import predict, serve
-from pipeline.batcher import MicroBatcher
-from pipeline.entry import run
-from pipeline.images import load_for_model
-from pipeline.inference import forward, load_exported
-from pipeline.occlusion import Occlusion, occlusion_maps
-from pipeline.serve import Settings, create_app
+from pipeline.core.entry import run
+from pipeline.data.images import load_for_model
+from pipeline.models.occlusion import Occlusion, occlusion_maps
+from pipeline.serving import predict, serve
+from pipeline.serving.batcher import MicroBatcher
+from pipeline.serving.inference import forward, load_exported
+from pipeline.serving.serve import Settings, create_app
 
 
 def png(image: Image.Image) -> bytes:

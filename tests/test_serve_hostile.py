@@ -19,8 +19,8 @@ import pytest
 from test_fetch import EMBEDDED_FORMS, NOT_GLOBAL_FORMS, host_of
 
 from benchmarks.serving import DRIP, expensive_png, image_host, server, synthetic_jpegs
-from pipeline import predict
-from pipeline.fetch import ALLOW_PRIVATE_ENV
+from pipeline.serving import predict
+from pipeline.serving.fetch import ALLOW_PRIVATE_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import fetch as fetch_module
-from pipeline.serve import Settings, create_app
+from pipeline.serving import fetch as fetch_module
+from pipeline.serving.serve import Settings, create_app
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

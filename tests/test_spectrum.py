@@ -4,7 +4,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from conftest import backbone_config
-from pipeline.backbones import extractor_from_spec
+from pipeline.models.backbones import extractor_from_spec
 
 
 def spectrum(input_size: int, bins: int) -> keras.Model:

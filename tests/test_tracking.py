@@ -1,4 +1,4 @@
-"""pipeline.tracking: DVCLive's logger as the stages open it."""
+"""pipeline.core.tracking: DVCLive's logger as the stages open it."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import strict_json, strict_json_files
-from pipeline.tracking import NoCommit, open_live
+from pipeline.core.tracking import NoCommit, open_live
 
 
 def test_a_project_without_a_commit_gets_a_clear_error(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_the_plot_folders_named_in_paths_are_dvclives():
     from dvclive.plots import CustomPlot, Metric
     from dvclive.plots.sklearn import SKLearnPlot
 
-    from pipeline import paths
+    from pipeline.core import paths
 
     assert Path("plots") / SKLearnPlot.subfolder == paths.SKLEARN_PLOTS
     assert Path("plots") / CustomPlot.subfolder == paths.CUSTOM_PLOTS

@@ -9,10 +9,11 @@ import yaml
 from scipy.special import logit
 
 from conftest import compose_params, strict_json_files
-from pipeline import paths, train
-from pipeline.calibrate import Calibration, apply_calibration, uncalibrated
-from pipeline.head import head_logits
-from pipeline.runtime import load_features
+from pipeline.core import paths
+from pipeline.models.calibrate import Calibration, apply_calibration, uncalibrated
+from pipeline.models.head import head_logits
+from pipeline.models.runtime import load_features
+from pipeline.stages import train
 
 pytestmark = pytest.mark.backend  # also run on JAX in CI (tests/test_backends.py)
 

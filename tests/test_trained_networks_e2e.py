@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from conftest import compose_params, make_image_folder, make_project, run, set_yaml
-from pipeline import paths
-from pipeline.formats import FORMATS
-from pipeline.training import STATE_FILE
+from pipeline.core import paths
+from pipeline.models.formats import FORMATS
+from pipeline.models.training import STATE_FILE
 
 pytestmark = pytest.mark.slow
 NETWORKS = ("npr", "cnn", "mobilenetv2")

@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 from conftest import backbone_config, synthetic_image
-from pipeline import features, paths, training
-from pipeline.backbones import check_spec, extractor_from_spec
-from pipeline.errors import ConfigError
-from pipeline.tracking import open_live
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.core.tracking import open_live
+from pipeline.models import training
+from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.stages import features
 
 NO_AUGMENTATION = {
     "flip": 0.0,

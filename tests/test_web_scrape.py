@@ -21,8 +21,8 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import DNSLookupError
 
 from conftest import ROOT, strict_json
-from pipeline.prepare import drop_duplicate_ids
-from pipeline.scrape import DEMO_COMMAND
+from pipeline.stages.prepare import drop_duplicate_ids
+from pipeline.stages.scrape import DEMO_COMMAND
 from scrapers import settings
 from scrapers.spiders.commons import UNREACHABLE, segment_bounds
 
@@ -47,7 +47,7 @@ def write_params(workdir: Path, config: dict) -> None:
 
 
 def command(workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline.scrape"]
+    return [sys.executable, "-m", "pipeline.stages.scrape"]
 
 
 def env() -> dict:
@@ -540,7 +540,7 @@ def test_scale_5000_items_with_bounded_memory(tmp_path):
         # VmHWM, not getrusage's ru_maxrss: a child started with vfork and exec reports its
         # parent's peak there when that is larger (pytest's, once it has imported TensorFlow)
         measure = (
-            "import runpy; runpy.run_module('pipeline.scrape', run_name='__main__'); "
+            "import runpy; runpy.run_module('pipeline.stages.scrape', run_name='__main__'); "
             "print(next(line.split()[1] for line in open('/proc/self/status') "
             "if line.startswith('VmHWM:')))"
         )

@@ -42,7 +42,7 @@ from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_errors
 
-from pipeline.images import LABELS
+from pipeline.data.images import LABELS
 from scrapers.items import ImageItem, skip
 from scrapers.middlewares import HELD_BACK, LoopbackOnlyRefusal
 

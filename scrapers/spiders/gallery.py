@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import scrapy
 
-from pipeline.images import LABELS
+from pipeline.data.images import LABELS
 from scrapers.items import ImageItem
 
 

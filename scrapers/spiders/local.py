@@ -12,7 +12,7 @@ from typing import Any
 import scrapy
 from scrapy.exceptions import CloseSpider
 
-from pipeline.images import IMAGE_SUFFIXES, LABELS, folder_source
+from pipeline.data.images import IMAGE_SUFFIXES, LABELS, folder_source
 from scrapers.items import ImageItem, skip
 
 

@@ -1,0 +1,2 @@
+"""The plumbing every other part stands on: errors, atomic file writing, the project's paths,
+entry points, experiment tracking and figures. Imports nothing of pipeline's outside core."""

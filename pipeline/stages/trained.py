@@ -1,0 +1,55 @@
+"""A backbone's full model as the pipeline trained it: RGB pixels (0..255) in, calibrated P(real)
+out. One place assembles it, for the stages that run it on images (export, explain), which may
+not import each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pipeline.core.io import read_json
+from pipeline.core.paths import (
+    BACKBONE_WEIGHTS_FILE,
+    CALIBRATION_FILE,
+    HEAD_WEIGHTS_FILE,
+    HEADS_DIR,
+    features_dir,
+)
+from pipeline.models.backbones import extractor_from_spec
+from pipeline.models.calibrate import Calibration
+from pipeline.models.head import build_head
+from pipeline.stages.params import backbone_spec
+
+
+def build_inference_model(
+    spec: dict[str, Any],
+    backbone_weights: Path,
+    head_weights: Path,
+    head: dict[str, Any],
+    calibration: Calibration,
+) -> keras.Model:
+    """RGB pixels (0..255) in, calibrated P(real) out: the extractor the features stage used, the
+    trained head and the calibration fitted on validation, in one model."""
+    extractor = extractor_from_spec({**spec, "weights": None})
+    extractor.load_weights(backbone_weights)
+    classifier = build_head(extractor.output_shape[-1], **head)
+    classifier.load_weights(head_weights)
+    inputs = keras.Input(extractor.input_shape[1:], name="rgb")
+    outputs = calibration(classifier(extractor(inputs)))
+    return keras.Model(inputs, outputs, name=f"aiic_{spec['name']}")
+
+
+def trained_model(params: dict[str, Any], name: str) -> tuple[keras.Model, dict[str, Any]]:
+    """The inference model of one backbone as the pipeline trained it, and its calibration.json
+    (calibrator, threshold and threshold rule)."""
+    fitted = read_json(HEADS_DIR / name / CALIBRATION_FILE)
+    model = build_inference_model(
+        backbone_spec(params, name),
+        features_dir(name) / BACKBONE_WEIGHTS_FILE,
+        HEADS_DIR / name / HEAD_WEIGHTS_FILE,
+        params["head"],
+        Calibration(fitted["method"], fitted["parameters"]),
+    )
+    return model, fitted
