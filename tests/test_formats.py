@@ -148,7 +148,7 @@ def test_predict_with_litert_matches_keras_without_importing_tensorflow(written,
     write_json(exported / "model.json", info)
     synthetic_image("real", 48, np.random.default_rng(1)).save(tmp_path / "a.png")
     script = (
-        "import json, sys; from pipeline import predict;"
+        "import json, sys; from pipeline.serving import predict;"
         f"rows = predict.predict([{str(tmp_path / 'a.png')!r}], {str(exported)!r},"
         " runtime='litert');"
         "print(json.dumps([rows[0]['p_real'], 'tensorflow' in sys.modules]))"
