@@ -231,10 +231,13 @@ def test_the_stage_scores_every_composite_through_each_backbones_trained_model(
     ("override", "message"),
     [
         ("blend.fractions=[0,0.5,0.25]", "blend.fractions is [0, 0.5, 0.25]: give two or more"),
-        ("blend.fractions=[0,1.5]", "blend.fractions is [0, 1.5]: each value must be a number"),
+        (
+            "blend.fractions=[0,1.5]",
+            "blend.fractions[1] is 1.5: input should be less than or equal to 1",
+        ),
         ("blend.encode=webp", "blend.encode is 'webp'; allowed values: 'png', 'jpeg'"),
-        ("blend.composites=1", "blend.composites is 1: each value must be a whole number from 2"),
-        ("blend.maps=2.5", "blend.maps is 2.5: each value must be a whole number from 0"),
+        ("blend.composites=1", "blend.composites is 1: input should be greater than or equal to 2"),
+        ("blend.maps=2.5", "blend.maps is 2.5: input should be a valid integer"),
         ("explain.grid=40", "explain.grid is 40: over the model's 32 px input"),
     ],
 )

@@ -50,3 +50,14 @@ def test_each_layer_says_what_lives_there_and_what_it_may_import(layer):
     docstring = ast.get_docstring(ast.parse((PACKAGE / layer / "__init__.py").read_text()))
     below = LAYERS[: LAYERS.index(layer)]
     assert docstring and all(f"pipeline.{name}" in docstring or name in docstring for name in below)
+
+
+def test_the_readme_and_the_docs_draw_the_layers_as_they_are():
+    """The README's drawing names the layers top to bottom, and the docs' tree shows each."""
+    root = PACKAGE.parent
+    section = (root / "README.md").read_text().split("## Architecture")[1]
+    drawing = section.split("```text\n")[1].split("```")[0]
+    words = [line.replace("->", "").split()[0] for line in drawing.splitlines()]
+    assert [word.removeprefix("pipeline/") for word in words] == list(reversed(LAYERS))
+    docs = (root / "docs" / "pipeline.md").read_text().split("## Architecture")[1]
+    assert all(f"  {layer}/ " in docs for layer in LAYERS)

@@ -32,7 +32,9 @@ def write_params(root, backbones):
         "head.patience=2",
         "seed=0",
     )
-    params["backbones"] = {name: {"name": name} for name in backbones}
+    params["backbones"] = {
+        name: {"name": name, "input_size": 32, "batch_size": 8} for name in backbones
+    }
     params["backbone"] = {"name": backbones[0]}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 

@@ -1,16 +1,28 @@
-"""params.yaml: the composed configuration every stage reads, validated before any work.
+"""params.yaml: the composed configuration every stage reads, checked against one schema before
+any work.
 
-The settings with a fixed vocabulary are named here, TensorFlow-free, so that every stage can check
-them at start; a backbone's own settings are checked by pipeline.models.backbones where it is built.
+The schema is a pydantic model per section: unknown keys are refused, types and ranges declared,
+and the allowed values of a setting with a fixed vocabulary (pipeline.core.choices and the
+registries of export formats and occlusion fills) named in the error. A backbone's own options
+(its extractor's) are checked by pipeline.models.backbones where it is built, and a spider's
+arguments by the spider.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.core.choices import (
     BALANCE_METHODS,
@@ -19,102 +31,247 @@ from pipeline.core.choices import (
     ENGINES,
     THRESHOLD_RULES,
 )
-from pipeline.core.errors import ConfigError, MissingInput, not_one_of
+from pipeline.core.errors import ConfigError, MissingInput
 from pipeline.models.formats import FORMATS
 from pipeline.models.occlusion import FILLS
 
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("configs")
 CONFIG_NAME = "config"
-CHOICES = {
-    ("engine", "name"): ENGINES,
-    ("balance", "method"): BALANCE_METHODS,
-    ("calibration", "method"): CALIBRATION_METHODS,
-    ("calibration", "threshold"): THRESHOLD_RULES,
-    ("explain", "fill"): FILLS,
-    ("blend", "encode"): BLEND_ENCODINGS,
-}
+SPIDERS = ("commons", "gallery", "local", "urls")  # scrapers/spiders/
+
+
+def one_of(values: tuple[str, ...]) -> Any:
+    """The type of a setting whose value is one of `values`."""
+    return Literal[values]
+
+
+Count = Annotated[int, Field(ge=1)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+Quality = Annotated[int, Field(ge=1, le=100)]
+Sigma = Annotated[float, Field(ge=0, le=100)]
+Fraction = Annotated[float, Field(ge=0.01, le=1)]
+
+
+class Section(BaseModel):
+    """A section of params.yaml: no key outside those declared, no value coerced from a string."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Split(Section):
+    val: Share
+    test: Share
+
+    @model_validator(mode="after")
+    def leaves_a_training_share(self) -> Split:
+        if self.val + self.test >= 1:
+            raise ValueError(
+                f"val {self.val} and test {self.test} leave no training share: their sum must be "
+                "under 1"
+            )
+        return self
+
+
+class Data(Section):
+    min_size: Count
+    max_hamming: Annotated[int, Field(ge=0, le=64)]  # a 64-bit perceptual hash
+    normalize: bool
+    split: Split
+
+
+class Balance(Section):
+    method: one_of(BALANCE_METHODS)
+    k_neighbors: Count = 5
+    sampling_strategy: str | float | dict[str, int] = "auto"  # imbalanced-learn's
+
+
+class Head(Section):
+    units: Annotated[int, Field(ge=0)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    learning_rate: Annotated[float, Field(gt=0)]
+    epochs: Count
+    batch_size: Count
+    patience: Annotated[int, Field(ge=0)]
+
+
+class Calibration(Section):
+    method: one_of(CALIBRATION_METHODS)
+    threshold: one_of(THRESHOLD_RULES)
+    target_fpr_real: Share = 0.05
+
+
+class Engine(BaseModel):
+    """The engine's own settings differ by engine; pipeline.models.engines checks them."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    name: one_of(ENGINES)
+
+
+class Export(Section):
+    formats: list[one_of(tuple(FORMATS))]
+
+
+class Reencode(Section):
+    format: one_of(("JPEG", "PNG", "WEBP"))
+    quality: Quality
+
+
+class Robustness(Section):
+    jpeg_quality: list[Quality] = []
+    blur_sigma: list[Sigma] = []
+    downscale: list[Fraction] = []
+    center_crop: list[Fraction] = []
+    reencode: Reencode | None = None
+
+
+class Augment(Section):
+    copies: Annotated[int, Field(ge=0, le=100)]
+    p: Annotated[float, Field(ge=0, le=1)]
+    jpeg_quality: list[Quality]
+    blur_sigma: list[Sigma]
+
+    @field_validator("jpeg_quality", "blur_sigma")
+    @classmethod
+    def low_high(cls, pair: list[float]) -> list[float]:
+        if len(pair) != 2 or pair[0] > pair[1]:
+            raise ValueError("give a [low, high] pair")
+        return pair
+
+
+class Explain(Section):
+    grid: Annotated[int, Field(ge=2, le=64)]
+    fill: one_of(FILLS)
+    gallery: Annotated[int, Field(ge=1, le=100)]
+    images: Annotated[int, Field(ge=2, le=100_000)]  # a bootstrap interval needs two images
+    steps: Annotated[int, Field(ge=2, le=4096)]
+    random_orders: Annotated[int, Field(ge=1, le=100)]
+
+
+class Blend(Section):
+    fractions: list[Annotated[float, Field(ge=0, le=1)]]
+    composites: Annotated[int, Field(ge=2, le=100_000)]  # a bootstrap interval needs two
+    feather: Annotated[float, Field(ge=0.001, le=0.5)]
+    encode: one_of(BLEND_ENCODINGS)
+    jpeg_quality: Quality
+    maps: Annotated[int, Field(ge=0, le=100_000)]
+
+    @field_validator("fractions")
+    @classmethod
+    def increasing(cls, fractions: list[float]) -> list[float]:
+        # the curve is read from the lowest fraction up, for the one at which the verdict flips
+        if len(fractions) < 2 or sorted(set(fractions)) != fractions:
+            raise ValueError(
+                "give two or more AI area fractions from 0 to 1, in increasing order, each once"
+            )
+        return fractions
+
+
+class Backbone(BaseModel):
+    """The settings every backbone has; its extractor's own options are checked where the
+    backbone is built (pipeline.models.backbones)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    name: str
+    extractor: str = "keras_application"
+    weights: str | None = None
+    input_size: Annotated[int, Field(ge=8)]
+    batch_size: Count
+    training: dict[str, Any] | None = None
+
+
+class Chosen(Section):
+    name: str
+
+
+class Scrape(BaseModel):
+    """The spider and the settings every spider shares; the rest are the spider's arguments,
+    which the spider checks."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    spider: one_of(SPIDERS)
+    contact: str | None = None
+    max_items: Count | None = None
+
+
+class Params(Section):
+    """params.yaml. Sections that are absent are not checked: a stage reads only its own."""
+
+    seed: int | None = None
+    backbone: Chosen | None = None
+    backbones: dict[str, Backbone] | None = None
+    scrape: Scrape | None = None
+    data: Data | None = None
+    balance: Balance | None = None
+    head: Head | None = None
+    calibration: Calibration | None = None
+    engine: Engine | None = None
+    export: Export | None = None
+    robustness: Robustness | None = None
+    augment: Augment | None = None
+    explain: Explain | None = None
+    blend: Blend | None = None
+
+    @model_validator(mode="after")
+    def names_match(self) -> Params:
+        for key, spec in (self.backbones or {}).items():
+            if spec.name != key:
+                raise ValueError(f"backbones.{key}.name must be {key!r}, got {spec.name!r}")
+        chosen = self.backbone.name if self.backbone else None
+        if chosen is not None and self.backbones is not None and chosen not in self.backbones:
+            raise ValueError(
+                f"Backbone {chosen!r} is not in params.yaml's `backbones` "
+                f"({', '.join(self.backbones)}); add it to the defaults list in configs/config.yaml"
+            )
+        return self
+
+
+def setting(location: tuple[int | str, ...]) -> str:
+    """A setting's dotted name from a pydantic error location (list items as [i])."""
+    name = ""
+    for part in location:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name
+
+
+def explain(error: dict[str, Any]) -> str:
+    """One sentence for one pydantic error, in the project's words."""
+    where = setting(error["loc"])
+    if error["type"] == "literal_error":
+        expected = error["ctx"]["expected"].replace(" or ", ", ")
+        return f"{where} is {error['input']!r}; allowed values: {expected}"
+    if error["type"] == "extra_forbidden":
+        return f"{where} is not a setting; allowed: {', '.join(settings_at(error['loc'][:-1]))}"
+    message = error["msg"].removeprefix("Value error, ")
+    if not where:
+        return message
+    message = message[:1].lower() + message[1:]
+    if error["type"] == "missing":
+        return f"{where} is missing"
+    if isinstance(error["input"], dict):  # a check of a whole section
+        return f"{where}: {message}"
+    return f"{where} is {error['input']!r}: {message}"
+
+
+def settings_at(location: tuple[int | str, ...]) -> list[str]:
+    """The settings the schema declares at `location` (a section, or a section's part)."""
+    model: Any = Params
+    for part in location:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:  # a backbone's name, a list item: what it holds has the same fields
+            continue
+        kinds = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        model = next(k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel))
+    return list(model.model_fields)
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    """Raise ConfigError for a setting outside its vocabulary, naming the allowed values.
-
-    Sections that are absent are not checked: a stage reads only its own.
-    """
-    for (section, key), allowed in CHOICES.items():
-        if section in params and params[section].get(key) not in allowed:
-            raise not_one_of(f"{section}.{key}", params[section].get(key), allowed)
-    for name in (params.get("export") or {}).get("formats", []):
-        if name not in FORMATS:
-            raise not_one_of("export.formats", name, tuple(FORMATS))
-    check_degradations(params)
-    check_fractions(params)
-    for key, spec in (params.get("backbones") or {}).items():
-        if spec.get("name") != key:
-            raise ConfigError(f"backbones.{key}.name must be {key!r}, got {spec.get('name')!r}.")
-    if "backbone" in params:
-        backbone_spec(params, params["backbone"]["name"])
+    """`params` if it fits the schema; else ConfigError naming each wrong setting and why."""
+    try:
+        Params.model_validate(params)
+    except ValidationError as invalid:
+        raise ConfigError("; ".join(explain(e) for e in invalid.errors()) + ".") from None
     return params
-
-
-# (section, key): (lowest, highest) allowed for the number or each number of a list
-RANGES = {
-    ("robustness", "jpeg_quality"): (1, 100),
-    ("robustness", "blur_sigma"): (0, 100),
-    ("robustness", "downscale"): (0.01, 1),
-    ("robustness", "center_crop"): (0.01, 1),
-    ("augment", "copies"): (0, 100),
-    ("augment", "p"): (0, 1),
-    ("augment", "jpeg_quality"): (1, 100),
-    ("augment", "blur_sigma"): (0, 100),
-    ("explain", "grid"): (2, 64),
-    ("explain", "gallery"): (1, 100),
-    ("explain", "images"): (2, 100_000),  # a bootstrap interval needs two images
-    ("explain", "steps"): (2, 4096),
-    ("explain", "random_orders"): (1, 100),
-    ("blend", "fractions"): (0, 1),
-    ("blend", "composites"): (2, 100_000),  # a bootstrap interval needs two composites
-    ("blend", "feather"): (0.001, 0.5),
-    ("blend", "jpeg_quality"): (1, 100),
-    ("blend", "maps"): (0, 100_000),
-}
-COUNTS = {key for key in RANGES if key[0] == "explain"}  # whole numbers
-COUNTS |= {("blend", "composites"), ("blend", "jpeg_quality"), ("blend", "maps")}
-
-
-def check_degradations(params: dict[str, Any]) -> None:
-    """The robustness grid, the augmentation, the explanation and the blend settings: numbers in
-    range (the counts whole numbers), and the augmentation's jpeg_quality and blur_sigma each a
-    [low, high] pair."""
-    for (section, key), (lowest, highest) in RANGES.items():
-        if section not in params or params[section].get(key) is None:
-            continue
-        value = params[section][key]
-        values = value if isinstance(value, list) else [value]
-        kind = int if (section, key) in COUNTS else int | float
-        if not all(isinstance(v, kind) and lowest <= v <= highest for v in values):
-            number = "a whole number" if kind is int else "a number"
-            raise ConfigError(
-                f"{section}.{key} is {value!r}: each value must be {number} from {lowest} to "
-                f"{highest}."
-            )
-    for key in ("jpeg_quality", "blur_sigma"):
-        pair = (params.get("augment") or {}).get(key)
-        if pair is not None and (len(pair) != 2 or pair[0] > pair[1]):
-            raise ConfigError(f"augment.{key} is {pair!r}: give a [low, high] pair.")
-
-
-def check_fractions(params: dict[str, Any]) -> None:
-    """The blend stage's AI area fractions: two or more, in increasing order (the curve is read
-    from the lowest up, for the fraction at which the verdict flips)."""
-    fractions = (params.get("blend") or {}).get("fractions")
-    if fractions is None:
-        return
-    if not isinstance(fractions, list) or len(fractions) < 2 or sorted(set(fractions)) != fractions:
-        raise ConfigError(
-            f"blend.fractions is {fractions!r}: give two or more AI area fractions from 0 to 1, "
-            "in increasing order, each once."
-        )
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
