@@ -62,9 +62,8 @@ def test_the_cli_tunes_start_up_only_for_its_own_process():
     code = "from pipeline import cli; import gc; cli.main([]); print(gc.get_threshold())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip().endswith(str(gc.get_threshold()))
-    code = (
-        "from pipeline import entry; import gc; entry.tune_startup(); print(gc.get_threshold()[2])"
-    )
+    code = "from pipeline.core import entry; import gc; entry.tune_startup(); "
+    code += "print(gc.get_threshold()[2])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert int(result.stdout) == 1000
 
