@@ -196,13 +196,36 @@ def render(report: dict[str, Any], output_format: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments, declared once for its own parser and `aiic evaluate`'s
+    sub-parser, so that `aiic evaluate --help` lists every option main() reads."""
+    parser.add_argument(
+        "source",
+        type=Path,
+        metavar="DIR_OR_CSV",
+        help="a folder of real/ and ai/ (optionally nested by source), or a CSV of "
+        "path,label[,source]",
+    )
+    parser.add_argument(
+        "--model", type=Path, default=EXPORT_DIR, metavar="DIR", help="exported model folder"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "markdown"),
+        default="table",
+        help="how the report is written",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="write the report here instead of stdout"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default %(default)s)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="aiic evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, metavar="DIR_OR_CSV")
-    parser.add_argument("--model", type=Path, default=EXPORT_DIR, help="exported model folder")
-    parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
-    parser.add_argument("--out", type=Path, help="write the report here instead of stdout")
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     text = render(evaluate_images(args.source, args.model, args.batch_size), args.format)
     if args.out:

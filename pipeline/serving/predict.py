@@ -222,13 +222,23 @@ def write(rows: list[dict[str, Any]], output_format: str) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aiic predict", description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="+", metavar="PATH_OR_URL")
-    parser.add_argument("--model", type=Path, default=EXPORT_DIR, help="exported model folder")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """predict's arguments, declared once for its own parser and `aiic predict`'s sub-parser, so
+    that `aiic predict --help` lists every option main() reads (this module loads no TensorFlow
+    until a model is loaded)."""
+    parser.add_argument(
+        "sources", nargs="+", metavar="PATH_OR_URL", help="image files, folders and http(s) URLs"
+    )
+    parser.add_argument(
+        "--model", type=Path, default=EXPORT_DIR, metavar="DIR", help="exported model folder"
+    )
+    parser.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="how rows are printed"
+    )
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default %(default)s)"
+    )
     parser.add_argument(
         "--runtime",
         choices=tuple(RUNTIMES),
@@ -242,6 +252,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also draw where the model looks (an occlusion map) over each scored image, as "
         "DIR/<name>.map.png",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aiic predict", description=__doc__.splitlines()[0])
+    add_arguments(parser)
     args = parser.parse_args(argv)
     model, info = load_exported(args.model, args.runtime)  # a missing model fails, inputs or not
     if args.explain:

@@ -464,14 +464,27 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """serve's arguments, declared once for its own parser and `aiic serve`'s sub-parser, so that
+    `aiic serve --help` lists every option main() reads; defaults are Settings'."""
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="aiic serve", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1: behind a reverse proxy")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", default=defaults.model_dir, help="exported model folder")
-    parser.add_argument("--runtime", choices=tuple(RUNTIMES), default=defaults.runtime)
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s)")
+    parser.add_argument(
+        "--model", default=defaults.model_dir, metavar="DIR", help="exported model folder"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=tuple(RUNTIMES),
+        default=defaults.runtime,
+        help="keras: model.keras with TensorFlow; litert: model.tflite with the LiteRT runtime",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=defaults.max_batch,
+        help="images per shared forward pass (default %(default)s)",
+    )
     parser.add_argument(
         "--batch-wait-ms",
         type=float,
@@ -479,9 +492,24 @@ def main(argv: list[str] | None = None) -> None:
         help="how long a batch waits for images of requests still being decoded",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes, each with the model")
-    parser.add_argument("--max-images", type=int, default=defaults.max_images)
-    parser.add_argument("--max-body-mb", type=float, default=defaults.max_body_bytes / 2**20)
-    parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=defaults.max_images,
+        help="images per request (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=defaults.max_body_bytes / 2**20,
+        help="MiB of request body (413 over it; default %(default)g)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.timeout_s,
+        help="seconds a request may take (default %(default)g)",
+    )
     parser.add_argument(
         "--max-request-mp",
         type=float,
@@ -494,7 +522,12 @@ def main(argv: list[str] | None = None) -> None:
         default=defaults.large_image_pixels / 1e6,
         help="images over this decode on at most half the decode threads",
     )
-    parser.add_argument("--fetch-threads", type=int, default=defaults.fetch_threads)
+    parser.add_argument(
+        "--fetch-threads",
+        type=int,
+        default=defaults.fetch_threads,
+        help="threads downloading URLs, shared by all requests (default %(default)s)",
+    )
     parser.add_argument(
         "--fetches-per-request",
         type=int,
@@ -510,6 +543,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-maps", type=int, default=defaults.max_maps, help="images per POST /explain"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aiic serve", description=__doc__.splitlines()[0])
+    add_arguments(parser)
     args = parser.parse_args(argv)
     settings = Settings(
         model_dir=args.model,

@@ -12,8 +12,6 @@ those of their augmented copies, where the features stage made some (`augment.co
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from pipeline.core.entry import run
@@ -22,6 +20,7 @@ from pipeline.core.paths import BALANCE_REPORTS_DIR, CLASS_WEIGHT_KEY, balanced_
 from pipeline.data.images import LABELS
 from pipeline.data.oversample import balance, class_weights
 from pipeline.models.runtime import load_augmented, load_features
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import load_params
 
 
@@ -30,9 +29,7 @@ def class_counts(labels: np.ndarray) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone")
-    args = parser.parse_args()
+    args = parse_arguments("balance", __doc__.splitlines()[0])
     params = load_params()
     config = dict(params["balance"])
     features, labels, _ = load_features(features_dir(args.backbone), "train")

@@ -23,7 +23,6 @@ forward pass per composite, and explain.grid² + 1 per map.
 
 from __future__ import annotations
 
-import argparse
 import io
 import time
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from pipeline.data.images import LABELS, decode, shape_for_model
 from pipeline.models.backbones import check_spec
 from pipeline.models.occlusion import Occlusion, cell_edges, occlusion_maps, scored
 from pipeline.serving.inference import forward
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import backbone_spec, load_params
 from pipeline.stages.trained import trained_model
 
@@ -216,7 +216,7 @@ def blend_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, out:
 
 def main() -> None:
     # every backbone in params.yaml, always, as in explain
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parse_arguments("blend", __doc__.splitlines()[0])
     params = load_params()
     occlusion = Occlusion.from_settings(params["explain"])  # settings checked before any work
     if params["blend"]["maps"]:

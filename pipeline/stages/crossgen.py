@@ -18,7 +18,6 @@ process serves every backbone, as in train.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from pipeline.models.calibrate import Calibration, apply_calibration, calibrate
 from pipeline.models.head import head_logits, train_head
 from pipeline.models.metrics import ALL_AI_SOURCES, bootstrap_ci, point_metrics
 from pipeline.models.runtime import load_augmented, load_crossgen_features
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import load_params
 
 CELL_METRICS = ("ai_accuracy", "average_precision", "roc_auc")
@@ -214,7 +214,7 @@ def write_matrix(name: str, matrix: dict[str, Any], out: Path) -> None:
 
 def main() -> None:
     # every backbone in params.yaml, always: a backbone name here is refused, not ignored
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parse_arguments("crossgen", __doc__.splitlines()[0])
     params = load_params()
     with atomic_path(CROSSGEN_DIR) as out:
         (out / CROSSGEN_HEATMAP_DIR.relative_to(CROSSGEN_DIR)).mkdir(parents=True)

@@ -19,7 +19,6 @@ evaluates every backbone: importing pandas and scikit-learn takes longer than th
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +63,7 @@ from pipeline.models.metrics import (
     map_localisation,
     robustness_metrics,
 )
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import load_params
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def evaluate_backbone(name: str, metrics_dir: Path, live: Live) -> None:
 
 def main() -> None:
     # every backbone in params.yaml, always: a backbone name here is refused, not ignored
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parse_arguments("evaluate", __doc__.splitlines()[0])
     params = load_params()
     with atomic_path(METRICS_DIR) as metrics_dir, atomic_path(EVAL_DIR) as eval_dir:
         metrics_dir.mkdir()

@@ -16,7 +16,6 @@ not by the data, since it re-runs on every head experiment.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from pipeline.models.occlusion import (
     scored,
 )
 from pipeline.serving.inference import forward
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import backbone_spec, load_params
 from pipeline.stages.trained import trained_model
 
@@ -181,7 +181,7 @@ def explain_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, ou
 
 def main() -> None:
     # every backbone in params.yaml, always, as in train
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parse_arguments("explain", __doc__.splitlines()[0])
     params = load_params()
     occlusion = Occlusion.from_settings(params["explain"])  # settings checked before any work
     covered_counts(occlusion.cells, params["explain"]["steps"])

@@ -17,7 +17,6 @@ backbones: only that they are frozen), and DVCLive's training curves under plots
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ from pipeline.core.tracking import open_live
 from pipeline.models.backbones import FROZEN, check_spec, extractor_from_spec, training_mode
 from pipeline.models.degradations import write_augmented
 from pipeline.models.engines import extract, leave_gpus_to_actors
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import backbone_spec, load_params
 
 if TYPE_CHECKING:
@@ -161,9 +161,7 @@ def clear_checkpoints(folders: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone")
-    args = parser.parse_args()
+    args = parse_arguments("features", __doc__.splitlines()[0])
     params = load_params()
     featurize(
         backbone_spec(params, args.backbone),

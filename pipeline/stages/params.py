@@ -306,9 +306,19 @@ def backbone_spec(params: dict[str, Any], name: str) -> dict[str, Any]:
     return backbones[name]
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """compose's arguments, declared once for its own parser and `aiic compose`'s sub-parser."""
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="Hydra overrides, as `dvc exp run -S` takes them (e.g. backbone=vgg16)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="aiic compose", description="Compose configs/ into params.yaml (Hydra overrides)."
     )
-    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    add_arguments(parser)
     compose(parser.parse_args().overrides)

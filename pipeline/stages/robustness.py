@@ -10,7 +10,6 @@ that a head experiment re-runs no backbone.
 
 from __future__ import annotations
 
-import argparse
 import functools
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from pipeline.data.images import UnreadableImage, decode, shape_for_model
 from pipeline.models.backbones import check_spec, extractor_from_spec
 from pipeline.models.degradations import Degradation, grid
 from pipeline.models.engines import leave_gpus_to_actors, map_images
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import backbone_spec, load_params
 
 CHUNK = 64
@@ -63,9 +63,7 @@ def perturbed_outputs(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone")
-    args = parser.parse_args()
+    args = parse_arguments("robustness", __doc__.splitlines()[0])
     params = load_params()
     spec = backbone_spec(params, args.backbone)
     leave_gpus_to_actors(params.get("engine"))

@@ -18,7 +18,6 @@ TensorFlow at all.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,7 @@ from pipeline.models.calibrate import Calibration, apply_calibration, calibrate,
 from pipeline.models.head import head_logits, train_head
 from pipeline.models.metrics import PERTURBED_PREFIX
 from pipeline.models.runtime import load_features
+from pipeline.stages.arguments import parse_arguments
 from pipeline.stages.params import load_params
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def train_backbone(
 
 def main() -> None:
     # every backbone in params.yaml, always: a backbone name here is refused, not ignored
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parse_arguments("train", __doc__.splitlines()[0])
     params = load_params()
     with atomic_path(HEADS_DIR) as heads, atomic_path(SCORES_DIR) as scores:
         heads.mkdir()
