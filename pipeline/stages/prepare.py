@@ -36,6 +36,7 @@ from pipeline.core.paths import (
     SPLITS,
 )
 from pipeline.core.paths import PREPARE_REPORT as REPORT
+from pipeline.core.tables import markdown_table
 from pipeline.data.images import UnreadableImage, decode
 from pipeline.stages.params import load_params
 
@@ -270,13 +271,10 @@ def confound_report(images: pd.DataFrame, seed: int) -> dict[str, Any]:
     }
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+def frame_table(frame: pd.DataFrame) -> str:
     """A pipe table of a small frame (its index included)."""
     frame = frame.reset_index()
-    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "---|" * len(frame.columns))
-    return "\n".join(lines)
+    return markdown_table(frame.columns, frame.itertuples(index=False))
 
 
 def per_label(frame: pd.DataFrame, column: str) -> str:
@@ -288,7 +286,7 @@ def per_label(frame: pd.DataFrame, column: str) -> str:
         list(frame["label"].unique())[0], ascending=False
     )
     table.index.name, table.columns.name = column, None
-    return markdown_table(table)
+    return frame_table(table)
 
 
 def dataset_card(
@@ -328,11 +326,11 @@ def dataset_card(
         "",
         "## Images per label and split",
         "",
-        markdown_table(splits.fillna(0).astype(int)),
+        frame_table(splits.fillna(0).astype(int)),
         "",
         "## Per source and sub-category",
         "",
-        markdown_table(sources) if not sources.empty else "(not recorded)",
+        frame_table(sources) if not sources.empty else "(not recorded)",
         "",
         "## Licences",
         "",
@@ -344,7 +342,7 @@ def dataset_card(
         "",
         "## Widths (px)",
         "",
-        markdown_table(widths),
+        frame_table(widths),
         "",
         "## JPEG quality of the files the model reads (-1: not a JPEG)",
         "",
@@ -357,7 +355,7 @@ def dataset_card(
     if skipped:
         table = pd.DataFrame(skipped).T.fillna(0).astype(int)
         table.index.name = "reason"
-        lines.append(markdown_table(table))
+        lines.append(frame_table(table))
     else:
         lines.append("(nothing, or no reports/scrape.json)")
     for key, title in (
@@ -370,7 +368,7 @@ def dataset_card(
         "",
         "## Dropped by prepare",
         "",
-        markdown_table(dropped) if not dropped.empty else "(nothing)",
+        frame_table(dropped) if not dropped.empty else "(nothing)",
         "",
         "## Confounds",
         "",
