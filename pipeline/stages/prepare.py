@@ -9,7 +9,6 @@ data of a crawl that has not finished.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
+from tqdm.contrib.concurrent import thread_map
 
 from pipeline.core.entry import run
 from pipeline.core.errors import StageFailed
@@ -89,17 +89,15 @@ def inspect_all(
 ) -> pd.DataFrame:
     # Pillow releases the GIL while decoding, so threads overlap the work.
     targets = normalized or [None] * len(paths)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(
-            tqdm(
-                pool.map(
-                    lambda job: inspect(job[0], min_size, job[1]), zip(paths, targets, strict=True)
-                ),
-                total=len(paths),
-                desc="prepare",
-                unit="img",
-            )
-        )
+    results = thread_map(
+        lambda job: inspect(job[0], min_size, job[1]),
+        zip(paths, targets, strict=True),
+        max_workers=workers,
+        tqdm_class=tqdm,  # the plain bar, as the other stages draw it, even under Jupyter
+        total=len(paths),
+        desc="prepare",
+        unit="img",
+    )
     found = pd.DataFrame(results).reindex(
         columns=["reason", "phash", "exif", "jpeg_quality", "format", "bytes"]
     )
