@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Context, label_of, run_batches, timed
+from pipeline.core.tables import markdown_table
 
 NAME = "bfloat16"
 
@@ -76,20 +77,23 @@ def measure(context: Context) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> list[str]:
+    header = ["backbone", "images", "bfloat16 speed-up", "min cosine to float32 features"]
+    header += ["largest P(real) change", "verdicts changed", "ROC-AUC float32 → bfloat16"]
     rows = [
-        "| backbone | images | bfloat16 speed-up | min cosine to float32 features | largest "
-        "P(real) change | verdicts changed | ROC-AUC float32 → bfloat16 |",
-        "|---|---|---|---|---|---|---|",
+        [
+            name,
+            r["images"],
+            f"**{r['speedup']}x**",
+            r["min_cosine"],
+            r["max_score_change"],
+            f"{r['verdicts_changed']} of {r['test_images']}",
+            f"{r['roc_auc_float32']} → {r['roc_auc_bfloat16']}",
+        ]
+        for name, r in result.items()
     ]
-    for name, r in result.items():
-        rows.append(
-            f"| {name} | {r['images']} | **{r['speedup']}x** | {r['min_cosine']} | "
-            f"{r['max_score_change']} | {r['verdicts_changed']} of {r['test_images']} | "
-            f"{r['roc_auc_float32']} → {r['roc_auc_bfloat16']} |"
-        )
     return [
         "## bfloat16 inference (an option, `backbones.<name>.precision`)",
-        "\n".join(rows),
+        markdown_table(header, rows),
         "Forward passes on the same decoded images; the head was trained on float32 features of "
         "the first half and scores the second half from each. These are random-init backbones: "
         "with ImageNet weights the activations differ, so float32 stays the default until the "

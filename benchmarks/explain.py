@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.common import Context, timed
+from pipeline.core.tables import markdown_table
 
 NAME = "explain"
 EXPORTED_SECONDS = 5.0  # the "a few seconds" for the exported backbone's map, on 2 cores
@@ -77,20 +78,25 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
 
 
 def render(result: dict[str, Any]) -> list[str]:
-    lines = [
-        "| backbone | input | forward passes | map s | bare forward s | map ÷ bare |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {name} | {r['input_size']} | {r['forward_passes']} | {r['map_s']} | {r['bare_s']} "
-        f"| **{r['map_over_bare']}** |"
-        for name, r in result["backbones"].items()
-    ]
+    table = markdown_table(
+        ["backbone", "input", "forward passes", "map s", "bare forward s", "map ÷ bare"],
+        [
+            [
+                name,
+                r["input_size"],
+                r["forward_passes"],
+                r["map_s"],
+                r["bare_s"],
+                f"**{r['map_over_bare']}**",
+            ]
+            for name, r in result["backbones"].items()
+        ],
+    )
     return [
         "## 14. Explanation maps",
         f"One occlusion map ({result['grid']} x {result['grid']} cells, fill `{result['fill']}`) "
         "of one image per backbone, against the compiled forward pass over the same covered "
         f"copies made beforehand (interleaved, best of {REPEATS} each): the map's own cost is "
         "making the copies; the forward passes are the rest.",
-        "\n".join(lines),
+        table,
     ]

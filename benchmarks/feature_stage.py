@@ -15,6 +15,7 @@ import numpy as np
 
 from benchmarks.common import Context, run_batches, timed
 from benchmarks.project import ROOT
+from pipeline.core.tables import markdown_table
 
 NAME = "feature_stage"
 TARGET = 0.90  # the issue's: the stage at no less than this share of the bare backbone's speed
@@ -179,23 +180,28 @@ def render(result: dict[str, Any]) -> list[str]:
     beaten = (
         "oneDNN's convolutions did better than that in this run, so " if max(ratios) > 1 else ""
     )
+    header = ["backbone", "input", "images", "stage img/s", "bare img/s", "stage ÷ bare"]
+    header += ["before ÷ bare", "GFLOP/img", "bare GFLOP/s", "÷ matmul"]
     rows = [
-        "| backbone | input | images | stage img/s | bare img/s | stage ÷ bare | before ÷ bare "
-        "| GFLOP/img | bare GFLOP/s | ÷ matmul |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        [
+            name,
+            r["input_size"],
+            r["images"],
+            r["stage_images_per_s"],
+            r["bare_images_per_s"],
+            f"**{r['stage_over_bare']}**",
+            r["before_autotune_over_bare"],
+            r["gflops_per_image"],
+            r["bare_gflops_per_s"],
+            r["bare_over_matmul_peak"],
+        ]
+        for name, r in backbones(result).items()
     ]
-    for name, r in backbones(result).items():
-        rows.append(
-            f"| {name} | {r['input_size']} | {r['images']} | {r['stage_images_per_s']} | "
-            f"{r['bare_images_per_s']} | **{r['stage_over_bare']}** | "
-            f"{r['before_autotune_over_bare']} | {r['gflops_per_image']} | "
-            f"{r['bare_gflops_per_s']} | {r['bare_over_matmul_peak']} |"
-        )
     lines = [
         "## 1. Feature stage against the bare backbone",
         f"TensorFlow's float32 2048x2048 matrix product ran at {peak} GFLOP/s in the same run; "
         f"{beaten}the last column is a ratio to that product, not to the hardware's peak.",
-        "\n".join(rows),
+        markdown_table(header, rows),
         "The stage is timed in a fresh process, as DVC runs it (after its model is built and "
         "traced). *Before ÷ bare*: the decode path the stage had before tuning (a `tf.data` "
         "pipeline with AUTOTUNE parallelism and prefetch around the same Pillow decode), timed "

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pipeline.core.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 NAME = "gpu"
@@ -391,30 +393,29 @@ def render(result: dict[str, Any]) -> list[str]:
     ]
     decode = result["decode"]
     keys = list(next(iter(decode.values())))
-    table = [
-        "| images | "
-        + " | ".join(f"{k} {'processes' if k.isdigit() else ''}".strip() for k in keys)
-        + " |"
-    ]
-    table.append("|---" * (len(keys) + 1) + "|")
-    for name, rates in decode.items():
-        table.append(f"| {name} | " + " | ".join(str(rates[k]) for k in keys) + " |")
+    table = markdown_table(
+        ["images", *(f"{k} {'processes' if k.isdigit() else ''}".strip() for k in keys)],
+        [[name, *(rates[k] for k in keys)] for name, rates in decode.items()],
+    )
     lines += [
         "Decoding alone (pipeline.models.runtime.image_batches, img/s, best of "
         f"{ROUNDS} in turns), in processes and, for comparison, on threads of one process:",
-        "\n".join(table),
+        table,
     ]
-    rows = [
-        "| backbone | precision | bare img/s | stage img/s | stage ÷ bare | compile s |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     cross = []
     for name, by in result["backbones"].items():
         for precision in PRECISIONS:
             r = by[precision]
             rows.append(
-                f"| {name} | {precision} | {r['bare_images_per_s']} | {r['stage_images_per_s']} | "
-                f"**{r['stage_over_bare']}** | {r['compile_s']} |"
+                [
+                    name,
+                    precision,
+                    r["bare_images_per_s"],
+                    r["stage_images_per_s"],
+                    f"**{r['stage_over_bare']}**",
+                    r["compile_s"],
+                ]
             )
         rates = {b: v.get("stage_images_per_s") for b, v in by["backends"].items()}
         if rates.get("tensorflow"):
@@ -435,7 +436,10 @@ def render(result: dict[str, Any]) -> list[str]:
         "Bare forward pass (images decoded in memory) against the features stage's path "
         "(runtime.extract: files decoded by every core's processes, features written), random "
         "init, float32 and bfloat16 (Keras' mixed_bfloat16):",
-        "\n".join(rows),
+        markdown_table(
+            ["backbone", "precision", "bare img/s", "stage img/s", "stage ÷ bare", "compile s"],
+            rows,
+        ),
         "The features stage of every installed backend, each in a fresh process on the same "
         "images (after its compilation): " + " ".join(cross),
     ]

@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks.project import compose_params, random_backbone, small_size
 from benchmarks.serving import DRIP, expensive_png, image_host, server, synthetic_jpegs
+from pipeline.core.tables import markdown_table
 
 NAME = "serve_hostile"
 TARGET = 3.0  # issue 29's
@@ -181,13 +182,20 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
 
 def render(result: dict[str, Any]) -> list[str]:
     r = result
-    rows = ["| level | normal p50 ms | p99 ms | max ms | normal answers | hostile answers |"]
-    rows.append("|" + "---|" * 6)
-    rows += [
-        f"| {name.replace('_', ' ')} | {level['p50_ms']} | {level['p99_ms']} | {level['max_ms']} | "
-        f"{level['statuses']} | {level['hostile_statuses'] or ''} |"
-        for name, level in r["levels"].items()
-    ]
+    table = markdown_table(
+        ["level", "normal p50 ms", "p99 ms", "max ms", "normal answers", "hostile answers"],
+        [
+            [
+                name.replace("_", " "),
+                level["p50_ms"],
+                level["p99_ms"],
+                level["max_ms"],
+                level["statuses"],
+                level["hostile_statuses"] or "",
+            ]
+            for name, level in r["levels"].items()
+        ],
+    )
     return [
         "## 13. `aiic serve` under hostile traffic",
         f"{r['hostile_clients']} hostile clients against one normal client (one small image a "
@@ -201,7 +209,7 @@ def render(result: dict[str, Any]) -> list[str]:
         f"with slow URLs. 5xx answers: {r['server_5xx']}; the server's log: "
         f"{r['log']['tracebacks']} tracebacks, {r['log']['clients_gone']} clients that went away"
         f" logged. Resident memory (MiB): {r['rss_mib']}.",
-        "\n".join(rows),
+        table,
     ]
 
 

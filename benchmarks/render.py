@@ -6,6 +6,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from pipeline.core.tables import markdown_table
+
 
 def title(benchmark: ModuleType) -> str:
     """The first line of the benchmark module's docstring."""
@@ -32,17 +34,12 @@ def header(results: dict[str, Any]) -> str:
 
 def target_table(results: dict[str, Any], benchmarks: list[ModuleType]) -> str:
     rows = [
-        row
+        (what, wanted, value, "met" if met else "**missed**")
         for benchmark in benchmarks
         if benchmark.NAME in results and hasattr(benchmark, "targets")
-        for row in benchmark.targets(results[benchmark.NAME])
+        for what, wanted, value, met in benchmark.targets(results[benchmark.NAME])
     ]
-    lines = ["| target | wanted | this run | |", "|---|---|---|---|"]
-    lines += [
-        f"| {what} | {wanted} | {value} | {'met' if met else '**missed**'} |"
-        for what, wanted, value, met in rows
-    ]
-    return "\n".join(lines)
+    return markdown_table(["target", "wanted", "this run", ""], rows)
 
 
 def markdown(results: dict[str, Any], benchmarks: list[ModuleType]) -> str:

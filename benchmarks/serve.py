@@ -34,6 +34,7 @@ import numpy as np
 from benchmarks.formats import compare_formats, export_model, timed_calls
 from benchmarks.project import compose_params, random_backbone, small_size
 from benchmarks.serving import server, synthetic_jpegs
+from pipeline.core.tables import markdown_table
 
 MAX_BATCH = 32
 CONCURRENCY = (1, 8, 32)
@@ -202,19 +203,27 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
 
 def render(result: dict[str, Any]) -> list[str]:
     r, bare = result, result["bare"]
-    load = ["| level | requests/s | images/s | p50 ms | p99 ms | statuses |", "|" + "---|" * 6]
-    load += [
-        f"| {name} | {level['requests_s']} | {level['images_s']} | {level['p50_ms']} | "
-        f"{level['p99_ms']} | {level['statuses']} |"
-        for name, level in r["levels"].items()
-    ]
-    formats = ["| format | latency ms | images/s | verdict agreement | max abs diff | bytes |"]
-    formats.append("|" + "---|" * 6)
-    formats += [
-        f"| {name} | {f['latency_ms']} | {f['throughput_img_s']} | {f['verdict_agreement']} | "
-        f"{f['max_abs_diff']:.1e} | {f['bytes']} |"
-        for name, f in r["formats"].items()
-    ]
+    load = markdown_table(
+        ["level", "requests/s", "images/s", "p50 ms", "p99 ms", "statuses"],
+        [
+            [name, v["requests_s"], v["images_s"], v["p50_ms"], v["p99_ms"], v["statuses"]]
+            for name, v in r["levels"].items()
+        ],
+    )
+    formats = markdown_table(
+        ["format", "latency ms", "images/s", "verdict agreement", "max abs diff", "bytes"],
+        [
+            [
+                name,
+                f["latency_ms"],
+                f["throughput_img_s"],
+                f["verdict_agreement"],
+                f"{f['max_abs_diff']:.1e}",
+                f["bytes"],
+            ]
+            for name, f in r["formats"].items()
+        ],
+    )
     return [
         "## 9. `aiic serve` under load, and the export formats",
         f"Input {r['input_size']} px, micro-batches of up to {r['max_batch']}, {r['cpus']} CPUs, on"
@@ -226,8 +235,8 @@ def render(result: dict[str, Any]) -> list[str]:
         f" forward's own p99 ÷ its median is {bare['single_p99_ms'] / bare['single_ms']:.3f}; "
         f"server p99 ÷ bare p99: {r['serve_p99_over_bare_p99']}, medians: "
         f"{r['serve_p50_ratio']}; 5xx answers: {r['server_5xx']}.",
-        "\n".join(load),
-        "\n".join(formats),
+        load,
+        formats,
     ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import in_fresh_process
+from pipeline.core.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (10_000, 50_000, 200_000)
@@ -102,21 +103,22 @@ def render(result: dict[str, Any]) -> list[str]:
         "The balance stage on synthetic training sets of feature rows, each method in a fresh "
         "process: seconds and peak RSS. `balance: class_weight` adds no rows; it weighs the "
         "head's loss instead.",
-        "| rows | dimensions | method | seconds | peak RSS (MB) | rows after |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in result["smote_scale"]:
-        if "timed_out_s" in r:
-            lines.append(
-                f"| {r['rows']} | {r['dimensions']} | {r['method']} | over "
-                f"{r['timed_out_s']} s (stopped) | | |"
-            )
-        else:
-            lines.append(
-                f"| {r['rows']} | {r['dimensions']} | {r['method']} | {r['seconds']} | "
-                f"{r['peak_rss_mb']} | {r['rows_after']} |"
-            )
-    return [lines[0], lines[1], "\n".join(lines[2:])]
+    rows = [
+        [r["rows"], r["dimensions"], r["method"], f"over {r['timed_out_s']} s (stopped)", "", ""]
+        if "timed_out_s" in r
+        else [
+            r["rows"],
+            r["dimensions"],
+            r["method"],
+            r["seconds"],
+            r["peak_rss_mb"],
+            r["rows_after"],
+        ]
+        for r in result["smote_scale"]
+    ]
+    header = ["rows", "dimensions", "method", "seconds", "peak RSS (MB)", "rows after"]
+    return [*lines, markdown_table(header, rows)]
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import in_fresh_process
+from pipeline.core.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "training_stage"
@@ -226,13 +227,11 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 def render(result: dict[str, Any]) -> list[str]:
     t, m = result["throughput"], result["memory"]
-    rows = "\n".join(
-        f"| {s} | {b} | {s / b:.3f} |"
+    rows = [
+        (s, b, f"{s / b:.3f}")
         for s, b in zip(t["stage_images_per_s"], t["bare_images_per_s"], strict=True)
-    )
-    memory_rows = "\n".join(
-        f"| {r['images']} | {r['seconds']} | {r['peak_rss_mb']} |" for r in m["runs"]
-    )
+    ]
+    memory_rows = [(r["images"], r["seconds"], r["peak_rss_mb"]) for r in m["runs"]]
     return [
         "## 12. Training on images",
         f"The `{t['network']}` network at {t['input_size']} px, batch {t['batch_size']}, on "
@@ -241,10 +240,10 @@ def render(result: dict[str, Any]) -> list[str]:
         "the same images decoded once into memory (the faster of NumPy arrays and a tf.data "
         "pipeline of them), in turns; images/s of the epochs after the first. Median ratio "
         f"**{t['ratio']}**.",
-        "| training on files (img/s) | bare fit (img/s) | ratio |\n|---|---|---|\n" + rows,
+        markdown_table(["training on files (img/s)", "bare fit (img/s)", "ratio"], rows),
         "Peak resident memory of one training epoch in a fresh process, on N and 4N images "
         f"(streamed from their files): growth **{m['growth']:.1%}**.",
-        "| images | seconds | peak RSS (MB) |\n|---|---|---|\n" + memory_rows,
+        markdown_table(["images", "seconds", "peak RSS (MB)"], memory_rows),
         f"GPU: {result['gpu']}.",
     ]
 

@@ -24,7 +24,7 @@ from conftest import ROOT, strict_json
 from pipeline.stages.prepare import drop_duplicate_ids
 from pipeline.stages.scrape import DEMO_COMMAND
 from scrapers import settings
-from scrapers.spiders.commons import UNREACHABLE, segment_bounds
+from scrapers.spiders.commons import UNREACHABLE, plain, segment_bounds
 
 FAST = {  # politeness stays on; only the waits shrink so that the tests run in seconds
     "DOWNLOAD_TIMEOUT": 1,
@@ -339,6 +339,12 @@ def test_segments_are_seeded_per_category_and_cover_its_whole_range():
     assert bounds[0][0] == "" and bounds[-1][1] == "" and len(bounds) == 4
     assert all(end == start for (_, end), (start, _) in zip(bounds[:-1], bounds[1:], strict=True))
     assert segment_bounds("Category:AI", 1, seed=0) == [("", "")]
+
+
+def test_the_html_of_an_author_credit_becomes_its_words():
+    html = '<a href="//x/User:J">Jane&nbsp;Doe</a><br>&amp; <b>Ann</b>&#233;  &lt;team&gt;\n'
+    assert plain(html) == "Jane Doe & Ann \xe9 <team>"  # each tag a space, then one space a gap
+    assert plain("") == ""
 
 
 def test_retry_after_over_the_bound_stops_the_source_with_a_report_line(tmp_path):

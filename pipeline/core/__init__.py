@@ -1,2 +1,3 @@
 """The plumbing every other part stands on: errors, atomic file writing, the project's paths,
-entry points, experiment tracking and figures. Imports nothing of pipeline's outside core."""
+entry points, experiment tracking, figures and Markdown tables. Imports nothing of pipeline's
+outside core."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from imblearn.over_sampling import SMOTE
+from sklearn.utils.class_weight import compute_class_weight
 
 from pipeline.core.choices import BALANCE_METHODS
 from pipeline.core.errors import not_one_of
@@ -41,9 +42,11 @@ def balance(
 
 def class_weights(labels: np.ndarray) -> np.ndarray:
     """Weight of each class id in the loss, inversely proportional to its frequency, so that both
-    classes weigh alike (scikit-learn's "balanced": rows / (classes * rows of the class))."""
+    classes weigh alike (scikit-learn's "balanced": rows / (classes * rows of the class)), as an
+    array indexed by class id: the head's datasets look each row's weight up in it."""
     counts = np.bincount(labels, minlength=len(LABELS))
-    if not counts.all():
+    if not counts.all():  # scikit-learn's own error would not name the missing label
         missing = [LABELS[i] for i in np.flatnonzero(counts == 0)]
         raise ValueError(f"class_weight needs training images of each class; none of {missing}")
-    return (len(labels) / (len(LABELS) * counts)).astype(np.float32)
+    classes = np.arange(len(LABELS))
+    return compute_class_weight("balanced", classes=classes, y=labels).astype(np.float32)

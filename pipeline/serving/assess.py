@@ -24,6 +24,7 @@ import pandas as pd
 from pipeline.core.entry import run
 from pipeline.core.io import atomic_path, json_text, read_json
 from pipeline.core.paths import EXPORT_DIR, INFO_FILE
+from pipeline.core.tables import markdown_table
 from pipeline.data.images import IMAGE_SUFFIXES, LABELS, folder_source
 from pipeline.models.metrics import bootstrap_ci, point_metrics, reliability_rows
 from pipeline.serving.predict import predict
@@ -187,7 +188,11 @@ def render(report: dict[str, Any], output_format: str) -> str:
     parts = [f"# {header}" if output_format == "markdown" else header]
     for title, frame in tables(report):
         if output_format == "markdown":
-            parts += [f"## {title}", frame.to_markdown(index=False, floatfmt=".4f")]
+            rows = [
+                [f"{v:.4f}" if isinstance(v, float) else v for v in row]
+                for row in frame.itertuples(index=False)
+            ]
+            parts += [f"## {title}", markdown_table(frame.columns, rows)]
         else:
             parts += [title, frame.to_string(index=False, float_format="{:.4f}".format)]
     if report["skipped"]:

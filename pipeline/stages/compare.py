@@ -43,6 +43,7 @@ from pipeline.core.paths import (
     metrics_file,
     plot_file,
 )
+from pipeline.core.tables import markdown_table
 from pipeline.models.metrics import (
     ALL_AI_SOURCES,
     CONFOUND_WARNING_AUC,
@@ -64,11 +65,6 @@ def with_interval(metrics: dict[str, Any], name: str) -> str:
     return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f}"
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -77,7 +73,7 @@ def metrics_table(results: dict[str, dict[str, Any]]) -> str:
     """Test metrics per backbone (or per run), with bootstrap 95 % intervals."""
     columns = ("accuracy", "balanced_accuracy", "real_accuracy", "ai_accuracy", "roc_auc")
     columns += ("average_precision", "ece", "brier")
-    return table(
+    return markdown_table(
         [
             "backbone",
             "test images",
@@ -111,7 +107,7 @@ def calibration_table(results: dict[str, dict[str, Any]]) -> str:
             [name, m["calibration"]["method"]]
             + [f"{before[key]:.3f} → {after[key]:.3f}" for key in ("ece", "brier", "log_loss")]
         )
-    return table(["backbone", "calibration", "ECE", "Brier", "log-loss"], rows)
+    return markdown_table(["backbone", "calibration", "ECE", "Brier", "log-loss"], rows)
 
 
 def robustness_table(robustness: dict[str, dict[str, Any]]) -> str:
@@ -126,7 +122,7 @@ def robustness_table(robustness: dict[str, dict[str, Any]]) -> str:
             for key in ("accuracy", "real_accuracy", "ai_accuracy", "roc_auc")
         )
 
-    return table(
+    return markdown_table(
         ["perturbation", *(f"{n} acc. / real / AI / AUC" for n in names)],
         [[p, *(cell(robustness[n][p]) for n in names)] for p in perturbations],
     )
@@ -147,7 +143,7 @@ def breakdown_table(results: dict[str, dict[str, Any]], column: str) -> str:
                 f"(n={values['images']})"
             )
         rows.append([group, *cells])
-    return table([column, *(f"{n} acc. / real / AI / AUC" for n in results)], rows)
+    return markdown_table([column, *(f"{n} acc. / real / AI / AUC" for n in results)], rows)
 
 
 def report(
@@ -207,13 +203,13 @@ def crossgen_table(matrix: dict[str, Any]) -> str:
         )
         rows.append([trained, *(ai_cell(tested[s]) for s in sources), real])
     rows.append(["all but the column", *(ai_cell(matrix["leave_one_out"][s]) for s in sources), ""])
-    return table(["trained on ↓ tested on →", *sources, "real accuracy"], rows)
+    return markdown_table(["trained on ↓ tested on →", *sources, "real accuracy"], rows)
 
 
 def faithfulness_table(maps: dict[str, dict[str, Any]]) -> str:
     """The deletion check per backbone: areas under the deletion curve with their intervals,
     and how far covering the whole image moves the verdict's probability."""
-    return table(
+    return markdown_table(
         [
             "backbone",
             "test images",
@@ -259,7 +255,7 @@ def blend_table(blends: dict[str, dict[str, Any]]) -> str:
                     ]
                 )
     fractions = [f"{point['fraction']:g}" for point in first]
-    return table(["backbone", "pasted", "mask", *fractions, "ρ", "verdict flips"], rows)
+    return markdown_table(["backbone", "pasted", "mask", *fractions, "ρ", "verdict flips"], rows)
 
 
 def share_cell(measured: dict[str, Any]) -> str:
@@ -273,7 +269,7 @@ def promise_table(blends: dict[str, dict[str, Any]]) -> str:
     """The app's promise per backbone: untouched photographs above UNTOUCHED_ABOVE, AI-edited
     ones (at most SMALL_EDIT of the area AI-made) within EDITED_BAND."""
     low, high = EDITED_BAND
-    return table(
+    return markdown_table(
         [
             "backbone",
             f"untouched photographs above {UNTOUCHED_ABOVE:g}",
@@ -316,7 +312,7 @@ def localisation_table(blends: dict[str, dict[str, Any]]) -> str:
                     f"**{found['verdict']}** (IoU: {found['iou_verdict']})",
                 ]
             )
-    return table(
+    return markdown_table(
         [
             "backbone",
             "pasted",
@@ -371,7 +367,7 @@ def gallery_section(name: str, gallery: list[dict[str, str]], maps: dict[str, An
         or "none in the test split"
         for kind, rows in by_kind.items()
     ]
-    parts.append(table(list(GALLERY_KINDS.values()), [cells]))
+    parts.append(markdown_table(list(GALLERY_KINDS.values()), [cells]))
     if maps["better_than_random"]:
         finding = (
             "covering the regions in the maps' order lowers the probability of the verdict "

@@ -9,7 +9,6 @@ data of a crawl that has not finished.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
+from tqdm.contrib.concurrent import thread_map
 
 from pipeline.core.entry import run
 from pipeline.core.errors import StageFailed
@@ -36,6 +36,7 @@ from pipeline.core.paths import (
     SPLITS,
 )
 from pipeline.core.paths import PREPARE_REPORT as REPORT
+from pipeline.core.tables import markdown_table
 from pipeline.data.images import UnreadableImage, decode
 from pipeline.stages.params import load_params
 
@@ -88,17 +89,15 @@ def inspect_all(
 ) -> pd.DataFrame:
     # Pillow releases the GIL while decoding, so threads overlap the work.
     targets = normalized or [None] * len(paths)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(
-            tqdm(
-                pool.map(
-                    lambda job: inspect(job[0], min_size, job[1]), zip(paths, targets, strict=True)
-                ),
-                total=len(paths),
-                desc="prepare",
-                unit="img",
-            )
-        )
+    results = thread_map(
+        lambda job: inspect(job[0], min_size, job[1]),
+        zip(paths, targets, strict=True),
+        max_workers=workers,
+        tqdm_class=tqdm,  # the plain bar, as the other stages draw it, even under Jupyter
+        total=len(paths),
+        desc="prepare",
+        unit="img",
+    )
     found = pd.DataFrame(results).reindex(
         columns=["reason", "phash", "exif", "jpeg_quality", "format", "bytes"]
     )
@@ -270,13 +269,10 @@ def confound_report(images: pd.DataFrame, seed: int) -> dict[str, Any]:
     }
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+def frame_table(frame: pd.DataFrame) -> str:
     """A pipe table of a small frame (its index included)."""
     frame = frame.reset_index()
-    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "---|" * len(frame.columns))
-    return "\n".join(lines)
+    return markdown_table(frame.columns, frame.itertuples(index=False))
 
 
 def per_label(frame: pd.DataFrame, column: str) -> str:
@@ -288,7 +284,7 @@ def per_label(frame: pd.DataFrame, column: str) -> str:
         list(frame["label"].unique())[0], ascending=False
     )
     table.index.name, table.columns.name = column, None
-    return markdown_table(table)
+    return frame_table(table)
 
 
 def dataset_card(
@@ -328,11 +324,11 @@ def dataset_card(
         "",
         "## Images per label and split",
         "",
-        markdown_table(splits.fillna(0).astype(int)),
+        frame_table(splits.fillna(0).astype(int)),
         "",
         "## Per source and sub-category",
         "",
-        markdown_table(sources) if not sources.empty else "(not recorded)",
+        frame_table(sources) if not sources.empty else "(not recorded)",
         "",
         "## Licences",
         "",
@@ -344,7 +340,7 @@ def dataset_card(
         "",
         "## Widths (px)",
         "",
-        markdown_table(widths),
+        frame_table(widths),
         "",
         "## JPEG quality of the files the model reads (-1: not a JPEG)",
         "",
@@ -357,7 +353,7 @@ def dataset_card(
     if skipped:
         table = pd.DataFrame(skipped).T.fillna(0).astype(int)
         table.index.name = "reason"
-        lines.append(markdown_table(table))
+        lines.append(frame_table(table))
     else:
         lines.append("(nothing, or no reports/scrape.json)")
     for key, title in (
@@ -370,7 +366,7 @@ def dataset_card(
         "",
         "## Dropped by prepare",
         "",
-        markdown_table(dropped) if not dropped.empty else "(nothing)",
+        frame_table(dropped) if not dropped.empty else "(nothing)",
         "",
         "## Confounds",
         "",

@@ -32,7 +32,6 @@ import re
 import string
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from html import unescape
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -41,6 +40,7 @@ from scrapy import exceptions, signals
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as twisted_errors
+from w3lib.html import replace_entities, replace_tags
 
 from pipeline.data.images import LABELS
 from scrapers.items import ImageItem, skip
@@ -48,7 +48,6 @@ from scrapers.middlewares import HELD_BACK, LoopbackOnlyRefusal
 
 RASTER_MIME_TYPES = ("image/jpeg", "image/png", "image/webp")
 THUMBNAIL_STEPS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
-TAG = re.compile(r"<[^>]+>")
 STEP_IN_URL = re.compile(r"/(\d+)px-[^/]*$")
 PREFIX_ALPHABET = string.digits + string.ascii_uppercase
 API_SLOT, MEDIA_SLOT = "commons-api", "commons-media"
@@ -69,7 +68,8 @@ UNREACHABLE = (LoopbackOnlyRefusal,) + tuple(
 
 def plain(html: str) -> str:
     """Text of an extmetadata value (Commons returns author credits as HTML)."""
-    return " ".join(unescape(TAG.sub(" ", html or "")).split())
+    # each tag becomes a space rather than nothing (remove_tags), so that "a<br>b" stays two words
+    return " ".join(replace_entities(replace_tags(html or "", " ")).split())
 
 
 def served_step(width: int) -> int:
