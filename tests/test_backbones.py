@@ -9,17 +9,18 @@ from pipeline.core.errors import ConfigError, MissingWeights
 from pipeline.data.images import INPUT_MODES, load_for_model
 from pipeline.models.backbones import (
     EXTRACTORS,
+    Backbone,
     Preprocess,
     application_names,
-    extractor_from_spec,
+    build_extractor,
     imagenet_weights_file,
 )
 from pipeline.models.runtime import extract
 
 
 def build(name: str, input_size: int, weights: str | None = None, **values: object):
-    return extractor_from_spec(
-        backbone_config(name, input_size=input_size, weights=weights, **values)
+    return build_extractor(
+        Backbone.from_spec(backbone_config(name, input_size=input_size, weights=weights, **values))
     )
 
 

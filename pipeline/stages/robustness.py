@@ -11,6 +11,7 @@ that a head experiment re-runs no backbone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -22,7 +23,7 @@ from pipeline.core.entry import run
 from pipeline.core.io import atomic_path
 from pipeline.core.paths import BACKBONE_WEIGHTS_FILE, SPLITS, features_dir, robustness_file
 from pipeline.data.images import UnreadableImage, decode, shape_for_model
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.degradations import Degradation, grid
 from pipeline.models.engines import leave_gpus_to_actors, map_images
 from pipeline.stages.params import backbone_spec, load_params
@@ -67,19 +68,19 @@ def main() -> None:
     parser.add_argument("backbone")
     args = parser.parse_args()
     params = load_params()
-    spec = backbone_spec(params, args.backbone)
+    backbone = Backbone.from_spec(backbone_spec(params, args.backbone))
     leave_gpus_to_actors(params.get("engine"))
-    extractor = extractor_from_spec({**spec, "weights": None})
+    extractor = build_extractor(dataclasses.replace(backbone, weights=None))
     extractor.load_weights(features_dir(args.backbone) / BACKBONE_WEIGHTS_FILE)
     test = pd.read_csv(SPLITS, dtype={"id": str}).query("split == 'test'")
     work = functools.partial(
         perturbed_outputs,
-        size=spec["input_size"],
-        mode=check_spec(spec).input_mode,
+        size=backbone.input_size,
+        mode=backbone.input_mode,
         width=extractor.output_shape[-1],
         perturbations=grid(params["robustness"]),
     )
-    outputs = map_images(params.get("engine"), spec, extractor, work, test["path"].tolist())
+    outputs = map_images(params.get("engine"), backbone, extractor, work, test["path"].tolist())
     out_file = robustness_file(args.backbone)
     with atomic_path(out_file.parent) as out:
         out.mkdir()
