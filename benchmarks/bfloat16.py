@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,10 @@ NAME = "bfloat16"
 def accepts_bfloat16(spec: dict[str, Any]) -> bool:
     """Whether the backbone's extractor offers bfloat16 (the spectrum computes in float32)."""
     from pipeline.core.errors import ConfigError
-    from pipeline.models.backbones import check_spec
+    from pipeline.models.backbones import Backbone
 
     try:
-        check_spec({**spec, "precision": "bfloat16"})
+        Backbone.from_spec({**spec, "precision": "bfloat16"})
     except ConfigError:
         return False
     return True
@@ -31,7 +32,7 @@ def measure(context: Context) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from pipeline.data.images import LABELS, load_for_model
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.calibrate import uncalibrated
     from pipeline.models.head import head_logits
     from pipeline.models.runtime import compiled
@@ -48,12 +49,14 @@ def measure(context: Context) -> dict[str, Any]:
     for name, spec in context.backbones.items():
         if not accepts_bfloat16(spec):
             continue
-        size, batch = spec["input_size"], spec["batch_size"]
-        arrays = np.stack([load_for_model(p, size, check_spec(spec).input_mode) for p in chosen])
+        backbone = Backbone.from_spec(spec)
+        size, batch = backbone.input_size, backbone.batch_size
+        arrays = np.stack([load_for_model(p, size, backbone.input_mode) for p in chosen])
         features, seconds = {}, {}
         for precision in ("float32", "bfloat16"):
             keras.utils.set_random_seed(0)
-            forward = compiled(extractor_from_spec({**spec, "precision": precision}))
+            # both precisions were checked: accepts_bfloat16 above
+            forward = compiled(build_extractor(dataclasses.replace(backbone, precision=precision)))
             forward(arrays[:batch])
             seconds[precision], features[precision] = timed(run_batches, forward, arrays, batch)
         full, mixed = features["float32"], features["bfloat16"]

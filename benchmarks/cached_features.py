@@ -23,13 +23,13 @@ def measure(context: Context) -> dict[str, Any]:
     import tensorflow as tf
 
     from pipeline.data.images import LABELS
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.head import build_head, feature_batches
     from pipeline.models.runtime import extract, image_batches
     from pipeline.stages.train import train_head
 
-    spec, epochs = context.exported, 3 if context.quick else 20
-    size, mode = spec["input_size"], check_spec(spec).input_mode
+    backbone, epochs = Backbone.from_spec(context.exported), 3 if context.quick else 20
+    size, mode = backbone.input_size, backbone.input_mode
     head = context.head(epochs=epochs, patience=epochs)
     batch = head["batch_size"]
     paths = context.paths[: max(8, len(context.paths) // 2)]
@@ -38,7 +38,7 @@ def measure(context: Context) -> dict[str, Any]:
 
     def original() -> None:
         keras.utils.set_random_seed(0)
-        extractor = extractor_from_spec(spec)
+        extractor = build_extractor(backbone)
         model = keras.Sequential([extractor, build_head(extractor.output_shape[-1], **head)])
         model.compile(keras.optimizers.Adam(head["learning_rate"]), "binary_crossentropy")
 
@@ -59,7 +59,7 @@ def measure(context: Context) -> dict[str, Any]:
 
     def ours() -> float:
         keras.utils.set_random_seed(0)
-        extract(extractor_from_spec(spec), paths, size, spec["batch_size"], cached, mode)
+        extract(build_extractor(backbone), paths, size, backbone.batch_size, cached, mode)
         features = np.load(cached)
         return timed(train_head, (features, labels), (features, labels), head, seed=0)[0]
 
@@ -87,7 +87,7 @@ def measure(context: Context) -> dict[str, Any]:
     features = np.load(cached)
     arrays_seconds, datasets_seconds = head_fit(features, True), head_fit(features, False)
     return {
-        "backbone": spec["name"],
+        "backbone": backbone.name,
         "input_size": size,
         "images": len(paths),
         "epochs": epochs,

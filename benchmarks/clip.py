@@ -69,13 +69,13 @@ def forward_rates(
     import keras
 
     from pipeline.data.images import load_for_model
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.runtime import compiled, extract
 
     keras.utils.set_random_seed(0)
-    size, batch = spec["input_size"], spec["batch_size"]
-    mode = check_spec(spec).input_mode
-    model = extractor_from_spec(spec)
+    backbone = Backbone.from_spec(spec)
+    size, batch, mode = backbone.input_size, backbone.batch_size, backbone.input_mode
+    model = build_extractor(backbone)
     forward = compiled(model)
     forward(np.zeros((batch, size, size, 3), np.uint8))  # traced before either clock
     arrays = np.stack([load_for_model(p, size, mode) for p in paths])
@@ -86,7 +86,7 @@ def forward_rates(
             forward(arrays[first : first + batch])
         bare_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
-        extract(model, paths, size, batch, work / f"{spec['name']}.npy", mode)
+        extract(model, paths, size, batch, work / f"{backbone.name}.npy", mode)
         stage_seconds.append(time.perf_counter() - start)
     bare, stage = len(paths) / min(bare_seconds), len(paths) / min(stage_seconds)
     return {

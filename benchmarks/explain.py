@@ -24,16 +24,17 @@ def measure(context: Context) -> dict[str, Any]:
     import numpy as np
 
     from pipeline.data.images import load_for_model
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.occlusion import Occlusion, occlusion_copies, occlusion_maps
     from pipeline.serving.inference import forward
 
     occlusion = Occlusion.from_settings(context.params["explain"])
     results: dict[str, Any] = {"grid": occlusion.grid, "fill": occlusion.fill, "backbones": {}}
     for name, spec in context.backbones.items():
-        score = forward(extractor_from_spec(spec))  # its first feature: the head costs nothing
-        size, batch = spec["input_size"], spec["batch_size"]
-        image = load_for_model(context.paths[0], size, check_spec(spec).input_mode)
+        backbone = Backbone.from_spec(spec)
+        score = forward(build_extractor(backbone))  # its first feature: the head costs nothing
+        size, batch = backbone.input_size, backbone.batch_size
+        image = load_for_model(context.paths[0], size, backbone.input_mode)
         copies = occlusion_copies(image, occlusion)
 
         def bare(copies: np.ndarray = copies, batch: int = batch, score: Any = score) -> None:

@@ -9,13 +9,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.common import Context, run_batches, timed
 from benchmarks.project import ROOT
 from pipeline.core.tables import markdown_table
+
+if TYPE_CHECKING:
+    from pipeline.models.backbones import Backbone
 
 NAME = "feature_stage"
 TARGET = 0.90  # the issue's: the stage at no less than this share of the bare backbone's speed
@@ -29,13 +32,14 @@ tune_startup()
 import keras, numpy as np
 from benchmarks.common import consume
 from benchmarks.feature_stage import autotune_batches
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.runtime import compiled, extract
-spec, decode, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-size, batch, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
+backbone = Backbone.from_spec(json.loads(sys.argv[1]))
+decode, out = sys.argv[2], sys.argv[3]
+size, batch, mode = backbone.input_size, backbone.batch_size, backbone.input_mode
 paths = sys.stdin.read().split("\\n")
 keras.utils.set_random_seed(0)
-model = extractor_from_spec(spec)
+model = build_extractor(backbone)
 compiled(model)(np.zeros((batch, size, size, 3), np.uint8))  # traced, as bare's is
 start = time.perf_counter()
 if decode == "threads":
@@ -46,10 +50,11 @@ print(len(paths) / (time.perf_counter() - start))
 """
 
 
-def stage_rate(spec: dict[str, Any], paths: list[str], decode: str, out: Path) -> float:
+def stage_rate(backbone: Backbone, paths: list[str], decode: str, out: Path) -> float:
     """Images/s of the features path in a fresh process: `threads` is
     pipeline.models.runtime.extract, `autotune` the tf.data decode path it had before tuning."""
-    command = [sys.executable, "-c", STAGE_RATE_SCRIPT, json.dumps(spec), decode, str(out)]
+    settings = json.dumps(dict(backbone.settings))
+    command = [sys.executable, "-c", STAGE_RATE_SCRIPT, settings, decode, str(out)]
     output = subprocess.run(
         command, input="\n".join(paths), capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
@@ -118,25 +123,28 @@ def measure(context: Context) -> dict[str, Any]:
     import keras
 
     from pipeline.data.images import load_for_model
-    from pipeline.models.backbones import DEFAULT_EXTRACTOR, check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.runtime import compiled
 
     peak = matmul_peak_gflops()
     results: dict[str, Any] = {"matmul_peak_gflops": round(peak, 1)}
     for name, spec in context.backbones.items():
-        size, batch, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
+        backbone = Backbone.from_spec(spec)
+        size, batch, mode = backbone.input_size, backbone.batch_size, backbone.input_mode
         keras.utils.set_random_seed(0)
-        model = extractor_from_spec(spec)
+        model = build_extractor(backbone)
         paths = [p for p in context.paths if usable(p, size, mode)]
         arrays = np.stack([load_for_model(p, size, mode) for p in paths])
         forward = compiled(model)
         forward(arrays[:batch])  # traced once
         bare_rate = len(paths) / timed(run_batches, forward, arrays, batch)[0]
         out = context.work / f"{name}.npy"
-        stage, before = (stage_rate(spec, paths, decode, out) for decode in ("threads", "autotune"))
+        stage, before = (
+            stage_rate(backbone, paths, decode, out) for decode in ("threads", "autotune")
+        )
         flops = model_gflops(model, size)
         results[name] = {
-            "extractor": spec.get("extractor", DEFAULT_EXTRACTOR),
+            "extractor": backbone.extractor,
             "images": len(paths),
             "input_size": size,
             "stage_images_per_s": round(stage, 2),

@@ -6,26 +6,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from pipeline.models.backbones import Backbone
 
-def export_model(folder: Path, spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
-    """model.keras, model.json and every format in `folder`, for the backbone `spec` (random
+
+def export_model(folder: Path, backbone: Backbone, images: np.ndarray) -> dict[str, Any]:
+    """model.keras, model.json and every format in `folder`, for `backbone` (random
     weights) under a head; the threshold is the median score of `images`, so that verdicts split
     and their agreement means something."""
     import keras
 
     from pipeline.core.io import write_json
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import build_extractor
     from pipeline.models.calibrate import Calibration
     from pipeline.models.formats import FORMATS
     from pipeline.models.head import build_head
 
     keras.utils.set_random_seed(0)
-    size = spec["input_size"]
-    extractor = extractor_from_spec(spec)
+    size = backbone.input_size
+    extractor = build_extractor(backbone)
     inputs = keras.Input((size, size, 3))
     head = build_head(extractor.output_shape[-1], units=256, dropout=0.3)
     calibration = Calibration("temperature", {"temperature": 1.5})
@@ -33,7 +36,7 @@ def export_model(folder: Path, spec: dict[str, Any], images: np.ndarray) -> dict
     folder.mkdir(parents=True)
     model.save(folder / "model.keras")
     threshold = float(np.median(model(images.astype(np.float32)).numpy()))
-    info = {"backbone": spec["name"], "input_size": size, "input_mode": check_spec(spec).input_mode}
+    info = {"backbone": backbone.name, "input_size": size, "input_mode": backbone.input_mode}
     write_json(folder / "model.json", {**info, "min_size": 32, "threshold": threshold})
     seconds = {}
     for name, form in FORMATS.items():

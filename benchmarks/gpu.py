@@ -53,13 +53,13 @@ DECODE_BATCH = 32  # the configs' batch size of InceptionV3 and VGG16
 STAGE_SCRIPT = """
 import json, sys, time
 import numpy as np
-from pipeline.models.backbones import extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.backend import name
 from pipeline.models.runtime import compiled, extract, image_batches
-spec, mode, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+backbone, out = Backbone.from_spec(json.loads(sys.argv[1])), sys.argv[2]
 paths = sys.stdin.read().split("\\n")
-size, batch = spec["input_size"], spec["batch_size"]
-model = extractor_from_spec(spec)
+size, batch, mode = backbone.input_size, backbone.batch_size, backbone.input_mode
+model = build_extractor(backbone)
 started = time.perf_counter()
 compiled(model)(np.zeros((batch, size, size, 3), np.uint8))
 compile_s = time.perf_counter() - started
@@ -168,12 +168,13 @@ def forward_and_stage(spec: dict[str, Any], paths: list[str], out: Path) -> dict
     import keras
 
     from pipeline.data.images import load_many
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.runtime import compiled, extract, image_batches
 
-    size, batch, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
+    backbone = Backbone.from_spec(spec)
+    size, batch, mode = backbone.input_size, backbone.batch_size, backbone.input_mode
     keras.utils.set_random_seed(0)
-    model = extractor_from_spec(spec)
+    model = build_extractor(backbone)
     arrays = load_many(paths, size, mode)[0]
     forward = compiled(model)
     started = time.perf_counter()
@@ -202,11 +203,12 @@ def training_step(spec: dict[str, Any], files: list[str], labels: np.ndarray) ->
     workers) and of `fit` on the same images in memory, epochs after the first."""
     from benchmarks.training_stage import bare_run, fit_from_files, images_per_second
     from pipeline.data.images import load_many
-    from pipeline.models.backbones import check_spec
+    from pipeline.models.backbones import Backbone
 
-    arrays = load_many(files, spec["input_size"], check_spec(spec).input_mode)[0]
-    streamed = images_per_second(len(files), fit_from_files(spec, files, labels, 3))
-    in_memory = bare_run(spec, arrays, labels)
+    backbone = Backbone.from_spec(spec)
+    arrays = load_many(files, backbone.input_size, backbone.input_mode)[0]
+    streamed = images_per_second(len(files), fit_from_files(backbone, files, labels, 3))
+    in_memory = bare_run(backbone, arrays, labels)
     return {
         "streamed_images_per_s": round(streamed, 1),
         "in_memory_images_per_s": round(in_memory, 1),
@@ -216,7 +218,6 @@ def training_step(spec: dict[str, Any], files: list[str], labels: np.ndarray) ->
 
 def other_backends(spec: dict[str, Any], paths: list[str], work: Path) -> dict[str, Any]:
     """The features stage on each installed backend, each in a fresh process, the same images."""
-    from pipeline.models.backbones import check_spec
     from pipeline.models.backend import BACKENDS
 
     rates = {}
@@ -226,7 +227,6 @@ def other_backends(spec: dict[str, Any], paths: list[str], work: Path) -> dict[s
             "-c",
             STAGE_SCRIPT,
             json.dumps(spec),
-            check_spec(spec).input_mode,
             str(work / f"{backend}.npy"),
         ]
         environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -18,18 +18,19 @@ def export(spec: dict[str, Any], head: dict[str, Any], folder: Path) -> None:
 
     from pipeline.core.io import write_json
     from pipeline.core.paths import INFO_FILE, MODEL_FILE
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.calibrate import Calibration
     from pipeline.models.head import build_head
 
     folder.mkdir()
-    extractor = extractor_from_spec(spec)
+    backbone = Backbone.from_spec(spec)
+    extractor = build_extractor(backbone)
     inputs = keras.Input(extractor.input_shape[1:])
     head_model = build_head(extractor.output_shape[-1], **head)
     calibration = Calibration("temperature", {"temperature": 1.5})
     keras.Model(inputs, calibration(head_model(extractor(inputs)))).save(folder / MODEL_FILE)
-    info = {"backbone": spec["name"], "input_size": spec["input_size"], "threshold": 0.5}
-    write_json(folder / INFO_FILE, {**info, "input_mode": check_spec(spec).input_mode})
+    info = {"backbone": backbone.name, "input_size": backbone.input_size, "threshold": 0.5}
+    write_json(folder / INFO_FILE, {**info, "input_mode": backbone.input_mode})
 
 
 def measure(context: Context) -> dict[str, Any]:

@@ -18,11 +18,12 @@ TARGET = 0.10  # the issue's: less growth than this from 1x to 4x the images
 # peak there when that is larger, and this benchmark's own process is far larger than a stage.
 PEAK_RSS_SCRIPT = """
 import json, sys
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.runtime import extract
-spec, out, paths = json.loads(sys.argv[1]), sys.argv[2], sys.stdin.read().split("\\n")
-extract(extractor_from_spec(spec), paths, spec["input_size"], spec["batch_size"], out,
-        check_spec(spec).input_mode)
+backbone = Backbone.from_spec(json.loads(sys.argv[1]))
+out, paths = sys.argv[2], sys.stdin.read().split("\\n")
+extract(build_extractor(backbone), paths, backbone.input_size, backbone.batch_size, out,
+        backbone.input_mode)
 print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 

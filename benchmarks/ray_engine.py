@@ -20,11 +20,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.project import random_backbone
+
+if TYPE_CHECKING:
+    from pipeline.models.backbones import Backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "sample"
@@ -58,12 +61,12 @@ def image_files(count: int, folder: Path) -> list[str]:
 
 
 def seconds(
-    engine: dict[str, Any] | None, spec: dict, model: Any, paths: list[str], out: Path
+    engine: dict[str, Any] | None, backbone: Backbone, model: Any, paths: list[str], out: Path
 ) -> float:
     from pipeline.models.engines import extract
 
     start = time.perf_counter()
-    extract(engine, spec, model, paths, out)
+    extract(engine, backbone, model, paths, out)
     return time.perf_counter() - start
 
 
@@ -81,14 +84,13 @@ def run(images: int = 96, spec: dict[str, Any] | None = None, rounds: int = 2) -
     of each ratio alike."""
     import keras
 
-    from pipeline.models.backbones import extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.engines import ray_session
 
     cores = os.cpu_count() or 1
-    spec = spec or random_backbone("inceptionv3")
-    backbone = spec["name"]
+    backbone = Backbone.from_spec(spec or random_backbone("inceptionv3"))
     keras.utils.set_random_seed(0)
-    model = extractor_from_spec(spec)
+    model = build_extractor(backbone)
     engines = {"local": None}
     for actors in (1, cores):
         engines[f"ray_{actors}_actors"] = {
@@ -106,14 +108,14 @@ def run(images: int = 96, spec: dict[str, Any] | None = None, rounds: int = 2) -
         out = Path(work) / "features.npy"
         # the local engine traces its forward pass once per model (kept for later calls): not
         # a cost of every run, as building the backbone in the actors is
-        seconds(None, spec, model, paths[: spec["batch_size"] + 1], out)
+        seconds(None, backbone, model, paths[: backbone.batch_size + 1], out)
         start = time.perf_counter()
         with ray_session(num_cpus=cores):
             startup = time.perf_counter() - start
             for _ in range(rounds):
                 for name, engine in engines.items():
-                    small = seconds(engine, spec, model, paths[:images], out)
-                    large = seconds(engine, spec, model, paths, out)
+                    small = seconds(engine, backbone, model, paths[:images], out)
+                    large = seconds(engine, backbone, model, paths, out)
                     rates[name].append(images / (large - small))
                     fixed[name].append(2 * small - large)
                     whole[name].append(2 * images / large)
@@ -134,8 +136,8 @@ def run(images: int = 96, spec: dict[str, Any] | None = None, rounds: int = 2) -
     several = f"ray_{cores}_actors"
     rays = [name for name in engines if name != "local"]
     return {
-        "backbone": backbone,
-        "input_size": spec["input_size"],
+        "backbone": backbone.name,
+        "input_size": backbone.input_size,
         "images": [images, 2 * images],
         "cores": cores,
         "rounds": rounds,

@@ -141,16 +141,17 @@ def run(work: Path, spec: dict[str, Any], quick: bool = False) -> dict[str, Any]
     """The figures above for the backbone `spec` (random weights, at its input size); `quick`:
     few requests (a smoke run)."""
     from pipeline.data.images import load_for_model
-    from pipeline.models.backbones import check_spec
+    from pipeline.models.backbones import Backbone
 
-    size, mode = spec["input_size"], check_spec(spec).input_mode
+    backbone = Backbone.from_spec(spec)
+    size, mode = backbone.input_size, backbone.input_mode
     requests = 64 if quick else 320
     repeats = 10 if quick else 30
     good = synthetic_jpegs(16, max(2 * size, 128))
     decode_ms = 1000 * np.median(timed_calls(lambda d: load_for_model(d, size, mode), good[0], 20))
     batch = [load_for_model(data, size, mode) for data in good] * (MAX_BATCH // len(good))
     images = np.stack(batch)
-    exported = export_model(work / "export", {**spec, "batch_size": MAX_BATCH}, images)
+    exported = export_model(work / "export", backbone, images)
     results: dict[str, Any] = {"input_size": size, "max_batch": MAX_BATCH, "cpus": os.cpu_count()}
     results["export_seconds"] = exported["export_seconds"]
     results["formats"] = compare_formats(work / "export", images, exported["threshold"], repeats)

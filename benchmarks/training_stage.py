@@ -18,12 +18,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.common import in_fresh_process
 from pipeline.core.tables import markdown_table
+
+if TYPE_CHECKING:
+    from pipeline.models.backbones import Backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "training_stage"
@@ -48,11 +51,12 @@ def training_images(count: int, work: Path) -> tuple[list[str], np.ndarray]:
     return files, np.array(labels)
 
 
-def network_spec() -> dict[str, Any]:
+def network_backbone() -> Backbone:
     from benchmarks.project import compose_params
+    from pipeline.models.backbones import Backbone
 
     spec = compose_params()["backbones"][NETWORK]
-    return {**spec, "weights": None}
+    return Backbone.from_spec({**spec, "weights": None})
 
 
 class EpochTimes:
@@ -75,18 +79,18 @@ class EpochTimes:
         return Times()
 
 
-def fresh_network(spec: dict[str, Any]) -> Any:
+def fresh_network(backbone: Backbone) -> Any:
     import keras
 
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import build_extractor
     from pipeline.models.head import build_head
     from pipeline.models.training import compiled_network
 
     keras.utils.set_random_seed(0)
-    extractor = extractor_from_spec(spec)
-    head = spec["training"]["head"]
+    extractor = build_extractor(backbone)
+    head = backbone.settings["training"]["head"]
     classifier = build_head(extractor.output_shape[-1], head["units"], head["dropout"])
-    return compiled_network(extractor, check_spec(spec), spec, classifier)
+    return compiled_network(extractor, backbone, classifier)
 
 
 def images_per_second(count: int, seconds: list[float]) -> float:
@@ -94,20 +98,19 @@ def images_per_second(count: int, seconds: list[float]) -> float:
 
 
 def fit_from_files(
-    spec: dict[str, Any], files: list[str], labels: np.ndarray, epochs: int
+    backbone: Backbone, files: list[str], labels: np.ndarray, epochs: int
 ) -> list[float]:
     """The training's own input pipeline: files decoded and augmented each epoch by
     TrainingImages' workers, class-weighted; each epoch's seconds."""
     from pipeline.data.oversample import class_weights
-    from pipeline.models.backbones import check_spec
     from pipeline.models.training import TrainingImages, decode_workers
 
-    config = spec["training"]
+    config = backbone.settings["training"]
     dataset = TrainingImages(
         files,
         labels,
-        spec["input_size"],
-        check_spec(spec).input_mode,
+        backbone.input_size,
+        backbone.input_mode,
         config["batch_size"],
         0,
         shuffle=True,
@@ -116,17 +119,17 @@ def fit_from_files(
         workers=decode_workers(config["workers"]),
     )
     times = EpochTimes()
-    fresh_network(spec).fit(dataset, epochs=epochs, callbacks=[times], shuffle=False, verbose=0)
+    fresh_network(backbone).fit(dataset, epochs=epochs, callbacks=[times], shuffle=False, verbose=0)
     return times.seconds
 
 
-def bare_run(spec: dict[str, Any], arrays: np.ndarray, labels: np.ndarray) -> float:
+def bare_run(backbone: Backbone, arrays: np.ndarray, labels: np.ndarray) -> float:
     """images/s of Keras' fit on the images already decoded into memory: the faster of fit on
     the NumPy arrays and, on TensorFlow, on a tf.data pipeline of them (shuffled, batched,
     prefetched), so that the stage is held against the best in-memory input."""
     import keras
 
-    batch_size = spec["training"]["batch_size"]
+    batch_size = backbone.settings["training"]["batch_size"]
     targets = labels.astype(np.float32)
     inputs = [((arrays, targets), {"batch_size": batch_size})]
     if keras.backend.backend() == "tensorflow":
@@ -142,29 +145,28 @@ def bare_run(spec: dict[str, Any], arrays: np.ndarray, labels: np.ndarray) -> fl
     best = 0.0
     for args, kwargs in inputs:
         times = EpochTimes()
-        fresh_network(spec).fit(*args, epochs=EPOCHS, callbacks=[times], verbose=0, **kwargs)
+        fresh_network(backbone).fit(*args, epochs=EPOCHS, callbacks=[times], verbose=0, **kwargs)
         best = max(best, images_per_second(len(arrays), times.seconds))
     return best
 
 
 def throughput(count: int, work: Path) -> dict[str, Any]:
     from pipeline.data.images import load_for_model
-    from pipeline.models.backbones import check_spec
 
-    spec = network_spec()
+    backbone = network_backbone()
     files, labels = training_images(count, work)
-    mode = check_spec(spec).input_mode
-    arrays = np.stack([load_for_model(path, spec["input_size"], mode) for path in files])
+    size, mode = backbone.input_size, backbone.input_mode
+    arrays = np.stack([load_for_model(path, size, mode) for path in files])
     stage, bare = [], []
     for _ in range(ROUNDS):
-        stage.append(images_per_second(count, fit_from_files(spec, files, labels, EPOCHS)))
-        bare.append(bare_run(spec, arrays, labels))
+        stage.append(images_per_second(count, fit_from_files(backbone, files, labels, EPOCHS)))
+        bare.append(bare_run(backbone, arrays, labels))
     ratios = [s / b for s, b in zip(stage, bare, strict=True)]
     return {
         "network": NETWORK,
-        "input_size": spec["input_size"],
+        "input_size": backbone.input_size,
         "images": count,
-        "batch_size": spec["training"]["batch_size"],
+        "batch_size": backbone.settings["training"]["batch_size"],
         "stage_images_per_s": [round(v, 1) for v in stage],
         "bare_images_per_s": [round(v, 1) for v in bare],
         "ratio": round(float(np.median(ratios)), 3),
@@ -176,7 +178,7 @@ def train_one_epoch(count: int, work: str) -> dict[str, Any]:
     from benchmarks.smote_scale import peak_rss_mb
 
     files, labels = training_images(count, Path(work))
-    (seconds,) = fit_from_files(network_spec(), files, labels, epochs=1)
+    (seconds,) = fit_from_files(network_backbone(), files, labels, epochs=1)
     return {"images": count, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 

@@ -86,7 +86,7 @@ def make_trained_project(root: Path, *overrides: str) -> dict[str, Any]:
     import yaml
 
     from pipeline.core import paths
-    from pipeline.models.backbones import extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.head import build_head
 
     params = compose_params(
@@ -112,7 +112,7 @@ def make_trained_project(root: Path, *overrides: str) -> dict[str, Any]:
     paths.SPLITS.parent.mkdir(parents=True)
     splits.to_csv(paths.SPLITS, index=False)
     for name, spec in params["backbones"].items():
-        extractor = extractor_from_spec(spec)
+        extractor = build_extractor(Backbone.from_spec(spec))
         paths.features_dir(name).mkdir(parents=True)
         extractor.save_weights(paths.features_dir(name) / paths.BACKBONE_WEIGHTS_FILE)
         head = build_head(extractor.output_shape[-1], **params["head"])
@@ -168,12 +168,14 @@ def make_exported_model(folder: Path, seed: int = 0) -> Path:
     import keras
 
     from pipeline.core.io import write_json
-    from pipeline.models.backbones import extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.calibrate import Calibration
     from pipeline.models.head import build_head
 
     keras.utils.set_random_seed(seed)
-    extractor = extractor_from_spec(backbone_config("spectrum", input_size=32, bins=8))
+    extractor = build_extractor(
+        Backbone.from_spec(backbone_config("spectrum", input_size=32, bins=8))
+    )
     head = build_head(8, units=4, dropout=0.0)
     inputs = keras.Input((32, 32, 3))
     folder.mkdir(parents=True, exist_ok=True)

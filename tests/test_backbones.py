@@ -1,3 +1,6 @@
+import dataclasses
+import pickle
+import types
 import warnings
 
 import keras
@@ -9,17 +12,18 @@ from pipeline.core.errors import ConfigError, MissingWeights
 from pipeline.data.images import INPUT_MODES, load_for_model
 from pipeline.models.backbones import (
     EXTRACTORS,
+    Backbone,
     Preprocess,
     application_names,
-    extractor_from_spec,
+    build_extractor,
     imagenet_weights_file,
 )
 from pipeline.models.runtime import extract
 
 
 def build(name: str, input_size: int, weights: str | None = None, **values: object):
-    return extractor_from_spec(
-        backbone_config(name, input_size=input_size, weights=weights, **values)
+    return build_extractor(
+        Backbone.from_spec(backbone_config(name, input_size=input_size, weights=weights, **values))
     )
 
 
@@ -218,3 +222,63 @@ def test_every_extractor_names_an_input_mode_with_its_description():
     for kind in EXTRACTORS.values():
         assert kind.input_mode in INPUT_MODES, kind
         assert "input_size" in INPUT_MODES[kind.input_mode].description
+
+
+def test_a_backbone_is_read_only_and_pickles_as_ray_hands_it_to_its_actors():
+    backbone = Backbone.from_spec(backbone_config("cnn", input_size=16, weights=None))
+    assert (backbone.name, backbone.input_mode, backbone.training_mode) == (
+        "cnn",
+        "resize",
+        "scratch",
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        backbone.input_size = 64
+    with pytest.raises(TypeError):
+        backbone.settings["widths"] = [4]
+    again = pickle.loads(pickle.dumps(backbone))
+    assert again == backbone and isinstance(again.settings, types.MappingProxyType)
+    assert again.kind is backbone.kind  # the registry's own extractor kind
+    random = dataclasses.replace(backbone, weights=None)
+    assert random.settings == backbone.settings and random.kind is backbone.kind
+
+
+@pytest.mark.parametrize("name", ["spectrum", "cnn"])
+def test_the_features_stage_checks_its_backbone_once(tmp_path, monkeypatch, name):
+    """From params.yaml to its outputs (augmented copies and, for the cnn, a training included),
+    the features stage checks its backbone where it starts; all below it takes that Backbone."""
+    import pandas as pd
+    import yaml
+
+    from conftest import compose_params
+    from pipeline.core import paths
+    from pipeline.models import backbones
+    from pipeline.stages import features
+
+    monkeypatch.chdir(tmp_path)
+    params = compose_params("augment.copies=1")
+    spec = {**params["backbones"][name], "input_size": 16, "batch_size": 4}
+    if name == "cnn":
+        spec["widths"] = [4]
+        spec["training"] = {**spec["training"], "epochs": 1, "batch_size": 4, "crossgen": False}
+    params["backbones"], params["backbone"] = {name: spec}, {"name": name}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    images = sorted(make_image_folder(tmp_path / "images", per_class=3, size=24).rglob("*.png"))
+    splits = pd.DataFrame(
+        {
+            "id": [f"i{i}" for i in range(len(images))],
+            "path": [str(path) for path in images],
+            "label": [path.parent.name for path in images],
+            "split": ["train", "train", "val"] * 2,
+        }
+    )
+    paths.SPLITS.parent.mkdir(parents=True)
+    splits.to_csv(paths.SPLITS, index=False)
+
+    checked = []
+    kind = backbones.EXTRACTORS[spec["extractor"]]
+    original_check = kind.check
+    monkeypatch.setattr(kind, "check", lambda spec: checked.append(spec) or original_check(spec))
+    monkeypatch.setattr("sys.argv", ["features", name])
+    features.main()
+    assert len(checked) == 1
+    assert (paths.features_dir(name) / paths.AUGMENTED_FILE).is_file()

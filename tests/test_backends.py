@@ -60,18 +60,19 @@ def exported_network(folder: Path, spec: dict, calibration: tuple[str, dict]) ->
     import keras
 
     from pipeline.core.io import write_json
-    from pipeline.models.backbones import check_spec, extractor_from_spec
+    from pipeline.models.backbones import Backbone, build_extractor
     from pipeline.models.calibrate import Calibration
     from pipeline.models.head import build_head
 
     keras.utils.set_random_seed(0)
-    extractor = extractor_from_spec(spec)
+    backbone = Backbone.from_spec(spec)
+    extractor = build_extractor(backbone)
     head = build_head(extractor.output_shape[-1], units=8, dropout=0.0)
     inputs = keras.Input(extractor.input_shape[1:], name="rgb")
     outputs = Calibration(*calibration)(head(extractor(inputs)))
     folder.mkdir(parents=True)
     keras.Model(inputs, outputs).save(folder / "model.keras")
-    info = {"input_size": spec["input_size"], "input_mode": check_spec(spec).input_mode}
+    info = {"input_size": backbone.input_size, "input_mode": backbone.input_mode}
     write_json(folder / "model.json", {**info, "threshold": 0.5})
     return folder
 

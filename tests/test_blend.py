@@ -198,6 +198,7 @@ def test_the_stage_scores_every_composite_through_each_backbones_trained_model(
     monkeypatch.setattr("sys.argv", ["blend"])
     blend.main()
     from pipeline.data.images import load_for_model
+    from pipeline.models.backbones import Backbone
     from pipeline.stages.trained import trained_model
 
     splits = pd.read_csv(paths.SPLITS).set_index("id")
@@ -208,7 +209,7 @@ def test_the_stage_scores_every_composite_through_each_backbones_trained_model(
         assert set(splits.loc[rows["real_id"], "label"]) == {"real"}
         assert set(splits.loc[rows["ai_id"], "label"]) == {"ai"}
         # PNG is lossless: at the two ends, the model scores the test images themselves
-        model, _ = trained_model(params, name)
+        model, _ = trained_model(params, Backbone.from_spec(params["backbones"][name]))
         mode = "center_crop" if name == "spectrum" else "resize"
         for fraction, column in ((0, "real_id"), (1, "ai_id")):
             end = rows[rows["fraction"] == fraction].iloc[0]

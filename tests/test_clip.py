@@ -14,7 +14,7 @@ import pytest
 from conftest import compose_params, make_image_folder, make_project, run, set_yaml
 from pipeline.core.errors import ConfigError, MissingWeights
 from pipeline.models import backbones, clip
-from pipeline.models.backbones import RESIZE_CROP, check_spec, extractor_from_spec
+from pipeline.models.backbones import RESIZE_CROP, Backbone, build_extractor
 
 needs_keras_hub = pytest.mark.skipif(
     not clip.keras_hub_installed(), reason="KerasHub (the clip extra) is not installed"
@@ -53,7 +53,7 @@ def pixels(count=3, size=32, seed=0):
 @needs_keras_hub
 def test_feature_is_the_projected_class_token_of_normalised_pixels():
     """What CLIPBackbone.get_vision_embeddings computes, on CLIP's normalisation of the pixels."""
-    model = extractor_from_spec(spec())
+    model = build_extractor(Backbone.from_spec(spec()))
     images = pixels()
     embedding = model.get_layer("clip_image_embedding")
     normalised = (images / 255.0 - np.array(clip.CLIP_MEAN)) / np.array(clip.CLIP_STD)
@@ -63,7 +63,7 @@ def test_feature_is_the_projected_class_token_of_normalised_pixels():
     assert features.shape == (3, TINY["projection_dim"]) and features.dtype == np.float32
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
     assert not model.trainable_weights
-    assert check_spec(spec()).input_mode == RESIZE_CROP
+    assert Backbone.from_spec(spec()).input_mode == RESIZE_CROP
 
 
 @needs_keras_hub
@@ -71,7 +71,7 @@ def test_saved_model_reloads_in_safe_mode_and_weights_reload_into_a_rebuilt_one(
     """The export's two paths: model.keras in safe mode, and backbone.weights.h5 loaded into the
     extractor rebuilt from its spec with weights null."""
     keras.utils.set_random_seed(0)
-    model = extractor_from_spec(spec())
+    model = build_extractor(Backbone.from_spec(spec()))
     images = pixels()
     expected = model.predict(images, verbose=0)
     model.save(tmp_path / "model.keras")
@@ -79,7 +79,7 @@ def test_saved_model_reloads_in_safe_mode_and_weights_reload_into_a_rebuilt_one(
     np.testing.assert_array_equal(reloaded.predict(images, verbose=0), expected)
     model.save_weights(tmp_path / "backbone.weights.h5")
     keras.utils.set_random_seed(1)
-    rebuilt = extractor_from_spec(spec())
+    rebuilt = build_extractor(Backbone.from_spec(spec()))
     assert not np.allclose(rebuilt.predict(images, verbose=0), expected)
     rebuilt.load_weights(tmp_path / "backbone.weights.h5")
     np.testing.assert_array_equal(rebuilt.predict(images, verbose=0), expected)
@@ -92,7 +92,7 @@ def test_offline_without_a_cached_preset_stops_with_one_paragraph(tmp_path, monk
     pretrained = spec(preset="clip_vit_large_patch14", weights="imagenet", input_size=224)
     del pretrained["architecture"]
     with pytest.raises(MissingWeights) as error:
-        extractor_from_spec(pretrained)
+        build_extractor(Backbone.from_spec(pretrained))
     message = str(error.value)
     folder = tmp_path / "kagglehub/models/keras/clip/keras/clip_vit_large_patch14"
     assert "preset clip_vit_large_patch14" in message and str(folder) in message
@@ -132,7 +132,7 @@ def test_pretrained_weights_come_from_kagglehubs_cache_offline(tmp_path, monkeyp
     for file in ("config.json", "model.weights.h5", "metadata.json"):
         cache.mark_as_complete(handle, file)
 
-    model = extractor_from_spec(spec(weights="imagenet", architecture=None))
+    model = build_extractor(Backbone.from_spec(spec(weights="imagenet", architecture=None)))
     images = pixels()
     normalised = (images / 255.0 - np.array(clip.CLIP_MEAN)) / np.array(clip.CLIP_STD)
     expected = pretrained.get_vision_embeddings(normalised.astype(np.float32))
@@ -146,7 +146,7 @@ def test_the_config_file_composes_into_a_valid_backbone(monkeypatch):
     params = compose_params("+backbones@backbones.clip=clip", "backbone=clip", "head=linear")
     settings = params["backbones"]["clip"]
     assert settings["preset"] == "clip_vit_large_patch14" and settings["input_size"] == 224
-    assert isinstance(check_spec(settings), backbones.Clip)
+    assert isinstance(Backbone.from_spec(settings).kind, backbones.Clip)
     assert params["backbone"]["name"] == "clip" and params["head"]["units"] == 0
 
 
@@ -165,13 +165,13 @@ def test_the_config_file_composes_into_a_valid_backbone(monkeypatch):
 def test_bad_settings_are_explained_before_any_work(monkeypatch, values, message):
     monkeypatch.setattr(clip, "keras_hub_installed", lambda: True)
     with pytest.raises(ConfigError, match=message):
-        check_spec(spec(**values))
+        Backbone.from_spec(spec(**values))
 
 
 def test_without_keras_hub_the_extra_is_named(monkeypatch):
     monkeypatch.setattr(clip, "keras_hub_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"needs KerasHub: .*pip install -e '\.\[clip\]'"):
-        check_spec(spec())
+        Backbone.from_spec(spec())
 
 
 @needs_keras_hub
@@ -182,7 +182,9 @@ def test_without_keras_hub_the_extra_is_named(monkeypatch):
 def test_preset_architectures_are_openais(preset, width):
     """By changing only preset and input_size: the feature width UnivFD uses (768 for ViT-L/14)
     and exactly the parameters of OpenAI's vision tower."""
-    model = extractor_from_spec(spec(preset=preset, input_size=224, architecture=None))
+    model = build_extractor(
+        Backbone.from_spec(spec(preset=preset, input_size=224, architecture=None))
+    )
     assert model.output_shape == (None, width)
     encoder = model.get_layer("clip_image_embedding").encoder
     position_ids = encoder.embedding.position_ids
@@ -242,9 +244,11 @@ def test_dvc_repro_with_a_tiny_clip_exports_a_model_that_scores_as_evaluate_did(
 def test_bfloat16_computes_close_to_float32_and_returns_float32():
     images = pixels()
     keras.utils.set_random_seed(0)
-    full = extractor_from_spec(spec()).predict(images, verbose=0)
+    full = build_extractor(Backbone.from_spec(spec())).predict(images, verbose=0)
     keras.utils.set_random_seed(0)
-    mixed = extractor_from_spec(spec(precision="bfloat16")).predict(images, verbose=0)
+    mixed = build_extractor(Backbone.from_spec(spec(precision="bfloat16"))).predict(
+        images, verbose=0
+    )
     assert mixed.dtype == np.float32
     cosine = (full * mixed).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(mixed, axis=1)
     assert cosine.min() > 0.99

@@ -7,6 +7,7 @@ from PIL import Image
 
 from conftest import backbone_config, make_image_folder
 from pipeline.core import paths
+from pipeline.models.backbones import Backbone
 from pipeline.models.degradations import augment, copy_rng
 from pipeline.stages.features import featurize
 
@@ -26,10 +27,10 @@ def splits(tmp_path):
 
 def test_augmented_copies_are_of_training_images_only_and_seeded(tmp_path, monkeypatch, splits):
     monkeypatch.chdir(tmp_path)
-    spec = backbone_config("spectrum", input_size=32, bins=8)
+    backbone = Backbone.from_spec(backbone_config("spectrum", input_size=32, bins=8))
     runs = {}
     for name, config in (("plain", None), ("first", AUGMENT), ("again", AUGMENT)):
-        featurize(spec, splits, seed=3, augment=config)
+        featurize(backbone, splits, seed=3, augment=config)
         folder = paths.features_dir("spectrum")
         runs[name] = np.load(folder / paths.FEATURES_FILE)
         if config:

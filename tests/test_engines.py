@@ -14,6 +14,7 @@ from conftest import backbone_config, compose_params, make_image_folder
 from pipeline.core.errors import ConfigError, StageFailed
 from pipeline.core.paths import BACKBONE_WEIGHTS_FILE, FEATURES_FILE, INDEX_FILE, features_dir
 from pipeline.models import engines
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.degradations import grid
 from pipeline.stages.features import featurize
 from pipeline.stages.robustness import perturbed_outputs
@@ -102,14 +103,16 @@ def test_ray_features_stage_writes_what_the_local_engine_writes(tmp_path, monkey
     splits = pd.DataFrame(
         {"id": [f"{i}" for i in range(len(paths))], "path": paths, "label": "real", "split": "test"}
     )
-    spec = backbone_config("vgg16", input_size=32, weights=None, batch_size=2)  # several blocks
+    backbone = Backbone.from_spec(  # several blocks
+        backbone_config("vgg16", input_size=32, weights=None, batch_size=2)
+    )
     written = {}
     for engine in (None, RAY):
         (tmp_path / str(engine)).mkdir()
         monkeypatch.chdir(tmp_path / str(engine))
-        featurize(spec, splits, seed=0, engine=engine)
+        featurize(backbone, splits, seed=0, engine=engine)
         folder = features_dir("vgg16")
-        model = keras.models.clone_model(engines.extractor_from_spec(spec))
+        model = keras.models.clone_model(build_extractor(backbone))
         model.load_weights(folder / BACKBONE_WEIGHTS_FILE)
         written[bool(engine)] = (
             np.load(folder / FEATURES_FILE),
@@ -129,8 +132,8 @@ def test_ray_features_stage_writes_what_the_local_engine_writes(tmp_path, monkey
 def test_ray_robustness_outputs_equal_the_local_engines(tmp_path, local_ray):
     """Every level of the configured grid, row for row; unusable files give NaN rows."""
     paths = image_paths(tmp_path / "images")
-    spec = backbone_config("spectrum", input_size=32, batch_size=4)
-    model = engines.extractor_from_spec(spec)
+    backbone = Backbone.from_spec(backbone_config("spectrum", input_size=32, batch_size=4))
+    model = build_extractor(backbone)
     work = functools.partial(
         perturbed_outputs,
         size=32,
@@ -138,8 +141,8 @@ def test_ray_robustness_outputs_equal_the_local_engines(tmp_path, local_ray):
         width=16,
         perturbations=grid(compose_params()["robustness"]),
     )
-    local = engines.map_images(None, spec, model, work, paths)
-    remote = engines.map_images(RAY, spec, model, work, paths)
+    local = engines.map_images(None, backbone, model, work, paths)
+    remote = engines.map_images(RAY, backbone, model, work, paths)
     assert set(remote) == set(local)
     for name, values in local.items():
         np.testing.assert_allclose(remote[name], values, rtol=1e-5, atol=1e-5, equal_nan=True)

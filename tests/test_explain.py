@@ -41,6 +41,7 @@ def test_the_stage_maps_every_backbone_through_its_trained_model(tmp_path, monke
     params = make_trained_project(tmp_path)
     monkeypatch.setattr("sys.argv", ["explain"])
     explain.main()
+    from pipeline.models.backbones import Backbone
     from pipeline.models.occlusion import Occlusion, occlusion_copies
     from pipeline.stages.trained import trained_model
 
@@ -52,7 +53,7 @@ def test_the_stage_maps_every_backbone_through_its_trained_model(tmp_path, monke
         assert list(gallery["kind"].unique()) == list(paths.GALLERY_KINDS)
         for row in gallery.itertuples():
             assert Image.open(folder / row.file).format == "PNG"
-        model, _ = trained_model(params, name)
+        model, _ = trained_model(params, Backbone.from_spec(params["backbones"][name]))
         mode = "center_crop" if name == "spectrum" else "resize"
         first = gallery.iloc[0]
         shaped = load_for_model(splits.loc[first["id"], "path"], size, mode)

@@ -8,7 +8,7 @@ import pytest
 from conftest import backbone_config
 from pipeline.core.errors import ConfigError
 from pipeline.models import networks
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 
 IMAGENET_MEAN, IMAGENET_STD = np.array(networks.IMAGENET_MEAN), np.array(networks.IMAGENET_STD)
 
@@ -20,13 +20,13 @@ def npr_spec(**values):
 def test_npr_has_the_authors_parameter_count():
     """ResNet-50's stem and first two stages: 1,437,248 trainable parameters, which with the
     authors' fc1 (512 -> 1) are the 1,437,761 of their resnet50(num_classes=1)."""
-    model = extractor_from_spec(npr_spec(input_size=32))
+    model = build_extractor(Backbone.from_spec(npr_spec(input_size=32)))
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
     assert trainable == 1_437_248 and model.output_shape == (None, 512)
 
 
 def test_npr_stages_divide_the_side_as_resnet50s_do():
-    model = extractor_from_spec(npr_spec(input_size=224))
+    model = build_extractor(Backbone.from_spec(npr_spec(input_size=224)))
     sizes = {layer.name: layer.output.shape[1] for layer in model.layers}
     assert (sizes["stem_pool"], sizes["layer1_2_add"], sizes["layer2_3_add"]) == (56, 56, 28)
 
@@ -70,7 +70,7 @@ def test_stride_two_convolutions_sample_the_grid_pytorch_samples():
 
 def test_cnn_depth_and_width_come_from_config():
     spec = backbone_config("cnn", input_size=32, widths=[8, 16], convs_per_stage=3, dense=24)
-    model = extractor_from_spec(spec)
+    model = build_extractor(Backbone.from_spec(spec))
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [conv.filters for conv in convs] == [8, 8, 8, 16, 16, 16]
     assert model.output_shape == (None, 24)
@@ -79,7 +79,7 @@ def test_cnn_depth_and_width_come_from_config():
 @pytest.mark.parametrize("size", [32, 48, 96])
 def test_both_networks_take_any_size_from_32(size):
     for spec in (npr_spec(input_size=size), backbone_config("cnn", input_size=size)):
-        model = extractor_from_spec(spec)
+        model = build_extractor(Backbone.from_spec(spec))
         images = np.zeros((2, size, size, 3), np.uint8)
         assert model(images).shape[0] == 2
 
@@ -96,7 +96,7 @@ def test_both_networks_take_any_size_from_32(size):
 )
 def test_bad_network_settings_are_refused(name, values, message):
     with pytest.raises(ConfigError, match=message):
-        check_spec(backbone_config(name, **values))
+        Backbone.from_spec(backbone_config(name, **values))
 
 
 def with_training(name, **values):
@@ -130,9 +130,9 @@ def with_training(name, **values):
 )
 def test_bad_training_settings_fail_before_any_work(spec, message):
     with pytest.raises(ConfigError, match=message):
-        check_spec(spec)
+        Backbone.from_spec(spec)
 
 
 def test_every_trainable_backbone_of_the_configs_has_a_complete_training_section():
     for name in ("inceptionv3", "vgg16", "npr", "cnn"):
-        check_spec(backbone_config(name, weights=None))
+        Backbone.from_spec(backbone_config(name, weights=None))

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from conftest import backbone_config, compose_params, make_image_folder
-from pipeline.models.backbones import extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.degradations import grid
 from pipeline.models.metrics import kind_and_level, robustness_metrics
 from pipeline.models.runtime import compiled
@@ -69,7 +69,9 @@ def test_scores_per_perturbation_on_a_small_fixture(tmp_path, name, size, mode):
     before = {p: (tmp_path / p).stat().st_mtime for p in paths}
     files_before = sorted(folder.rglob("*"))
     keras.utils.set_random_seed(0)
-    extractor = extractor_from_spec(backbone_config(name, input_size=size, weights=None))
+    extractor = build_extractor(
+        Backbone.from_spec(backbone_config(name, input_size=size, weights=None))
+    )
     forward = compiled(keras.Sequential([extractor, keras.layers.Dense(1, activation="sigmoid")]))
     outputs = perturbed_outputs(forward, paths, size, mode, 1, GRID)
     assert set(outputs) == set(GRID)
@@ -90,7 +92,9 @@ def test_scores_per_perturbation_on_a_small_fixture(tmp_path, name, size, mode):
 def test_images_too_small_for_a_level_give_no_features(tmp_path):
     folder = make_image_folder(tmp_path / "images", per_class=2, size=40)
     paths = sorted(str(p) for p in folder.rglob("*.png"))
-    extractor = extractor_from_spec(backbone_config("spectrum", input_size=32, bins=4))
+    extractor = build_extractor(
+        Backbone.from_spec(backbone_config("spectrum", input_size=32, bins=4))
+    )
     outputs = perturbed_outputs(compiled(extractor), paths, 32, "center_crop", 4, GRID)
     assert np.isnan(outputs["center_crop_0.75"]).all()  # 30 px left, under the 32 px crop
     assert not np.isnan(outputs["downscale_0.25"]).any()  # back to 40 px

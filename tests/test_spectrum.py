@@ -4,11 +4,13 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from conftest import backbone_config
-from pipeline.models.backbones import extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 
 
 def spectrum(input_size: int, bins: int) -> keras.Model:
-    return extractor_from_spec(backbone_config("spectrum", input_size=input_size, bins=bins))
+    return build_extractor(
+        Backbone.from_spec(backbone_config("spectrum", input_size=input_size, bins=bins))
+    )
 
 
 def reference_spectrum(image: np.ndarray, bins: int) -> np.ndarray:

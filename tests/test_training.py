@@ -15,7 +15,7 @@ from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.tracking import open_live
 from pipeline.models import training
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.stages import features
 
 NO_AUGMENTATION = {
@@ -45,11 +45,11 @@ def image_rows(folder: Path, count: int = 24, size: int = 32, seed: int = 0) -> 
     return pd.DataFrame(rows)
 
 
-def small_cnn(epochs: int = 3, **training) -> dict:
+def small_cnn(epochs: int = 3, **training) -> Backbone:
     spec = backbone_config(
         "cnn", input_size=16, widths=[4, 8], convs_per_stage=1, dense=0, batch_size=8
     )
-    return {
+    settings = {
         **spec,
         "training": {
             **spec["training"],
@@ -63,6 +63,7 @@ def small_cnn(epochs: int = 3, **training) -> dict:
             **training,
         },
     }
+    return Backbone.from_spec(settings)
 
 
 def batches(dataset: training.TrainingImages) -> list[tuple]:
@@ -144,11 +145,11 @@ def test_native_resolution_crops_keep_pixels_as_they_are():
     assert len(places) > 1
 
 
-def train_once(tmp_path: Path, rows: pd.DataFrame, spec: dict, name: str, crash_after=None):
-    """Train a fresh extractor of `spec`; where `crash_after` is an epoch, the run stops there
+def train_once(tmp_path: Path, rows: pd.DataFrame, backbone: Backbone, name: str, crash_after=None):
+    """Train a fresh extractor of `backbone`; where `crash_after` is an epoch, the run stops there
     with an exception, as a kill would, leaving its checkpoint."""
     keras.utils.set_random_seed(0)
-    extractor = extractor_from_spec(spec)
+    extractor = build_extractor(backbone)
     with open_live(tmp_path / f"live-{name}") as live:
         if crash_after is not None:
 
@@ -166,17 +167,16 @@ def train_once(tmp_path: Path, rows: pd.DataFrame, spec: dict, name: str, crash_
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(training.CurvesToLive, "on_epoch_end", crashing)
                 with pytest.raises(KeyboardInterrupt):
-                    train(extractor, spec, rows, tmp_path, live)
+                    train(extractor, backbone, rows, tmp_path, live)
             return None, None
-        record = train(extractor, spec, rows, tmp_path, live)
+        record = train(extractor, backbone, rows, tmp_path, live)
     return extractor, record
 
 
-def train(extractor, spec, rows, tmp_path, live):
+def train(extractor, backbone, rows, tmp_path, live):
     return training.train_network(
         extractor,
-        check_spec(spec),
-        spec,
+        backbone,
         rows[rows["split"] == "train"],
         rows[rows["split"] == "val"],
         0,
@@ -191,12 +191,12 @@ def test_a_resumed_training_ends_with_the_uninterrupted_ones_weights(tmp_path):
     one that ran through: dropout's random state, the optimizer, the order and augmentation of
     each epoch all come back from the checkpoint."""
     rows = image_rows(tmp_path / "images")
-    spec = small_cnn(epochs=4)
-    straight, record = train_once(tmp_path / "straight", rows, spec, "straight")
-    train_once(tmp_path / "resumed", rows, spec, "first", crash_after=2)
+    backbone = small_cnn(epochs=4)
+    straight, record = train_once(tmp_path / "straight", rows, backbone, "straight")
+    train_once(tmp_path / "resumed", rows, backbone, "first", crash_after=2)
     state = json.loads((tmp_path / "resumed/checkpoint" / training.STATE_FILE).read_text())
     assert state["epoch"] == 2
-    resumed, resumed_record = train_once(tmp_path / "resumed", rows, spec, "second")
+    resumed, resumed_record = train_once(tmp_path / "resumed", rows, backbone, "second")
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     assert record["epochs_run"] == resumed_record["epochs_run"] == 4
@@ -208,10 +208,10 @@ def test_a_resumed_cosine_schedule_goes_on_where_it_was(tmp_path):
     """The cosine decay is a function of the optimizer's step count, which the checkpoint
     keeps: resumed, the learning rate goes on from where it was, and so do the weights."""
     rows = image_rows(tmp_path / "images")
-    spec = small_cnn(epochs=3, schedule="cosine")
-    straight, _ = train_once(tmp_path / "straight", rows, spec, "straight")
-    train_once(tmp_path / "resumed", rows, spec, "first", crash_after=1)
-    resumed, _ = train_once(tmp_path / "resumed", rows, spec, "second")
+    backbone = small_cnn(epochs=3, schedule="cosine")
+    straight, _ = train_once(tmp_path / "straight", rows, backbone, "straight")
+    train_once(tmp_path / "resumed", rows, backbone, "first", crash_after=1)
+    resumed, _ = train_once(tmp_path / "resumed", rows, backbone, "second")
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
@@ -225,8 +225,8 @@ def test_another_trainings_checkpoint_is_discarded(tmp_path):
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     rows = image_rows(tmp_path / "images")
-    spec = small_cnn(epochs=6, patience=1, learning_rate=0.5)  # too high: the loss jumps about
-    _, record = train_once(tmp_path, rows, spec, "stop")
+    backbone = small_cnn(epochs=6, patience=1, learning_rate=0.5)  # too high: the loss jumps about
+    _, record = train_once(tmp_path, rows, backbone, "stop")
     history = json.loads((tmp_path / "checkpoint" / training.STATE_FILE).read_text())["history"]
     losses = [epoch["val_loss"] for epoch in history]
     assert record["best_epoch"] == int(np.argmin(losses)) + 1
@@ -238,12 +238,12 @@ def test_fine_tuning_trains_only_the_top_layers_batch_norm_in_inference_mode(tmp
     ReLU, pooling) and the pooling after it train; the first stage stays as it was, and batch
     normalisation keeps its statistics, as Keras' fine-tuning guide does."""
     rows = image_rows(tmp_path / "images")
-    spec = small_cnn(epochs=1, mode="finetune", unfreeze=6)
+    backbone = small_cnn(epochs=1, mode="finetune", unfreeze=6)
     keras.utils.set_random_seed(0)
-    extractor = extractor_from_spec(spec)
+    extractor = build_extractor(backbone)
     before = {layer.name: layer.get_weights() for layer in extractor.layers}
     with open_live(tmp_path / "live") as live:
-        train(extractor, spec, rows, tmp_path, live)
+        train(extractor, backbone, rows, tmp_path, live)
     after = {layer.name: layer.get_weights() for layer in extractor.layers}
 
     def same(name: str) -> bool:
@@ -263,11 +263,12 @@ def test_a_keras_application_trains_the_layers_its_mode_names(mode, unfreeze):
     (finetune), so that fit updates them."""
     spec = backbone_config("vgg16", weights=None, input_size=32)
     spec = {**spec, "training": {**spec["training"], "mode": mode, "unfreeze": unfreeze}}
-    extractor, kind = extractor_from_spec(spec), check_spec(spec)
-    training.unfreeze(extractor, kind, spec)
+    backbone = Backbone.from_spec(spec)
+    extractor = build_extractor(backbone)
+    training.unfreeze(extractor, backbone)
     layers = [
         layer
-        for layer in kind.core(extractor).layers
+        for layer in backbone.kind.core(extractor).layers
         if not isinstance(layer, keras.layers.InputLayer)
     ]
     trained = layers if mode == "scratch" else layers[-unfreeze:]
@@ -277,10 +278,10 @@ def test_a_keras_application_trains_the_layers_its_mode_names(mode, unfreeze):
 
 
 def test_unfreezing_more_layers_than_the_network_has_is_refused(tmp_path):
-    spec = small_cnn(mode="finetune", unfreeze=500)
-    extractor = extractor_from_spec(spec)
+    backbone = small_cnn(mode="finetune", unfreeze=500)
+    extractor = build_extractor(backbone)
     with pytest.raises(ConfigError, match="unfreeze is 500, but cnn_features has"):
-        training.unfreeze(extractor, check_spec(spec), spec)
+        training.unfreeze(extractor, backbone)
 
 
 @pytest.mark.backend
@@ -289,8 +290,8 @@ def test_a_trained_backbone_writes_features_record_curves_and_crossgen_networks(
 ):
     monkeypatch.chdir(tmp_path)
     rows = image_rows(tmp_path / "images", count=32)
-    spec = small_cnn(epochs=2)
-    features.featurize(spec, rows, seed=0)
+    backbone = small_cnn(epochs=2)
+    features.featurize(backbone, rows, seed=0)
     out = paths.features_dir("cnn")
     assert np.load(out / paths.FEATURES_FILE).shape == (32, 8)
     sets = json.loads((out / paths.CROSSGEN_SETS_FILE).read_text())
@@ -311,7 +312,8 @@ def test_a_trained_backbone_writes_features_record_curves_and_crossgen_networks(
 def test_a_frozen_backbone_records_that_it_is_frozen(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rows = image_rows(tmp_path / "images", count=8)
-    features.featurize(backbone_config("spectrum", input_size=16, bins=4), rows, seed=0)
+    spectrum = Backbone.from_spec(backbone_config("spectrum", input_size=16, bins=4))
+    features.featurize(spectrum, rows, seed=0)
     record = json.loads((paths.network_dir("spectrum") / paths.NETWORK_RECORD_FILE).read_text())
     assert record == {"training": "frozen"}
     assert not (paths.features_dir("spectrum") / paths.CROSSGEN_SETS_FILE).exists()

@@ -5,20 +5,24 @@ EXTRACTORS.
 
 A backbone is one entry of params.yaml's `backbones` (one file in configs/backbones/): its
 `extractor` kind (`keras_application` by default), that kind's options, and how it is trained
-(`training`: frozen by default; pipeline.models.training checks and runs the rest). Each extractor
-is a Keras model from RGB pixels (0..255) to one feature vector per image, with its preprocessing
-inside, so that the exported model is one self-contained file."""
+(`training`: frozen by default; pipeline.models.training runs the rest). A stage checks it once,
+into a Backbone (Backbone.from_spec), and hands that down. Each extractor is a Keras model from
+RGB pixels (0..255) to one feature vector per image, with its preprocessing inside, so that the
+exported model is one self-contained file."""
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import copy
+import dataclasses
 import importlib
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import keras
@@ -41,11 +45,6 @@ DEFAULT_EXTRACTOR = "keras_application"
 # mixed_float16 (fast on NVIDIA GPUs' tensor cores)
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "mixed_float16": "mixed_float16"}
 GPU_PRECISIONS = ("mixed_float16",)
-
-
-def training_mode(spec: dict[str, Any]) -> str:
-    """The backbone's `training.mode` (frozen where it has no `training` section)."""
-    return (spec.get("training") or {}).get("mode", FROZEN)
 
 
 def application_names() -> list[str]:
@@ -212,12 +211,13 @@ class KerasApplication:
         if weights not in (None, "imagenet") and not Path(weights).is_file():
             raise ConfigError(f"backbones.{spec['name']}.weights: no such weights file: {weights}")
 
-    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
-        name, weights, file = spec["name"], spec.get("weights"), None
+    def features(self, backbone: Backbone, inputs: Any) -> Any:
+        name, weights, file = backbone.name, backbone.weights, None
+        application_name = backbone.settings["application"]
         if weights == "imagenet":
-            weights, file = imagenet_weights(name, spec["application"], inputs.shape[1])
+            weights, file = imagenet_weights(name, application_name, inputs.shape[1])
         try:
-            backbone = application(spec["application"])(
+            model = application(application_name)(
                 include_top=False,
                 weights=weights,
                 input_shape=inputs.shape[1:],
@@ -229,8 +229,8 @@ class KerasApplication:
             if weights == "imagenet":
                 raise missing_weights(name, file, error) from error
             raise
-        backbone.trainable = False  # pipeline.models.training unfreezes what a training trains
-        return backbone(Preprocess(spec["application"])(inputs))
+        model.trainable = False  # pipeline.models.training unfreezes what a training trains
+        return model(Preprocess(application_name)(inputs))
 
     @staticmethod
     def core(extractor: keras.Model) -> keras.Model:
@@ -257,8 +257,8 @@ class Spectrum:
                 f"got {spec['input_size']}"
             )
 
-    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
-        return SpectrumFeatures(spec.get("bins", 16))(inputs)
+    def features(self, backbone: Backbone, inputs: Any) -> Any:
+        return SpectrumFeatures(backbone.settings.get("bins", 16))(inputs)
 
 
 class Clip:
@@ -308,12 +308,12 @@ class Clip:
                 f"got {size}"
             )
 
-    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
-        name, preset = spec["name"], spec["preset"]
+    def features(self, backbone: Backbone, inputs: Any) -> Any:
+        name, preset = backbone.name, backbone.settings["preset"]
         # Fetched before the model is built: a missing preset fails at once, having done no work.
-        pretrained = self.pretrained(name, preset) if spec.get("weights") == "imagenet" else None
+        pretrained = self.pretrained(name, preset) if backbone.weights == "imagenet" else None
         embedding = clip.ClipImageEmbedding(
-            **clip.architecture(preset, spec["input_size"], spec.get("architecture")),
+            **clip.architecture(preset, backbone.input_size, backbone.settings.get("architecture")),
             name="clip_image_embedding",
         )
         embedding.trainable = False
@@ -392,7 +392,7 @@ class Npr(Network):
     def min_size(self, spec: dict[str, Any]) -> int:
         return networks.NPR_MIN_SIZE
 
-    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
+    def features(self, backbone: Backbone, inputs: Any) -> Any:
         return networks.npr(inputs)
 
 
@@ -416,8 +416,11 @@ class Cnn(Network):
     def min_size(self, spec: dict[str, Any]) -> int:
         return networks.cnn_min_size(spec["widths"])
 
-    def features(self, spec: dict[str, Any], inputs: Any) -> Any:
-        return networks.cnn(inputs, spec["widths"], spec["convs_per_stage"], spec["dense"])
+    def features(self, backbone: Backbone, inputs: Any) -> Any:
+        settings = backbone.settings
+        return networks.cnn(
+            inputs, settings["widths"], settings["convs_per_stage"], settings["dense"]
+        )
 
 
 def _whole(value: Any, lowest: int) -> bool:
@@ -434,7 +437,7 @@ EXTRACTORS: dict[str, Extractor] = {
 }
 
 
-def extractor_kind(spec: dict[str, Any]) -> Extractor:
+def extractor_kind(spec: Mapping[str, Any]) -> Extractor:
     """The registered extractor a backbone spec names (`extractor`, default keras_application)."""
     kind = spec.get("extractor", DEFAULT_EXTRACTOR)
     if kind not in EXTRACTORS:
@@ -442,22 +445,71 @@ def extractor_kind(spec: dict[str, Any]) -> Extractor:
     return EXTRACTORS[kind]
 
 
-def check_spec(spec: dict[str, Any]) -> Extractor:
-    """Validate a backbone spec before any work: its keys, extractor and their values, and how
-    it is trained."""
-    kind = extractor_kind(spec)
-    allowed = (*SPEC_KEYS, *kind.options)
-    for key in spec:
-        if key not in allowed:
-            raise not_one_of(f"backbones.{spec.get('name')} key", key, allowed)
-    precision = spec.get("precision", "float32")
-    precisions = ["float32"] if isinstance(kind, Spectrum) else list(PRECISIONS)
-    if precision not in precisions:
-        raise not_one_of(f"backbones.{spec['name']}.precision", precision, precisions)
-    kind.check(spec)
-    if "training" in spec:
-        check_training(spec["name"], spec["training"], kind.trainable)
-    return kind
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """One backbone's settings (an entry of params.yaml's `backbones`), checked once by
+    Backbone.from_spec where a stage starts; every function below the stages takes it and trusts
+    it. The fields are what the code reads, so that `dataclasses.replace(backbone, weights=None)`
+    is the same backbone with random weights; `settings` keeps every setting as given, read-only,
+    for what only one extractor kind reads (`application`, `bins`, `preset`, `widths`...) and for
+    the `training` section."""
+
+    name: str
+    extractor: str  # the kind's key in EXTRACTORS
+    input_size: int
+    batch_size: int
+    precision: str
+    weights: str | None
+    training_mode: str
+    settings: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        # read-only however the backbone was made: from_spec, dataclasses.replace or unpickling
+        if not isinstance(self.settings, MappingProxyType):
+            object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+    def __reduce__(self) -> tuple[type[Backbone], tuple[Any, ...]]:
+        # A mappingproxy does not pickle, and Ray hands a backbone to its actors pickled: the
+        # settings travel as a plain dict, which __post_init__ makes read-only again.
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return type(self), tuple({**values, "settings": dict(self.settings)}.values())
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Backbone:
+        """Check a backbone spec (one entry of params.yaml's `backbones`) before any work: its
+        keys, extractor and their values, and how it is trained."""
+        kind = extractor_kind(spec)
+        allowed = (*SPEC_KEYS, *kind.options)
+        for key in spec:
+            if key not in allowed:
+                raise not_one_of(f"backbones.{spec.get('name')} key", key, allowed)
+        precision = spec.get("precision", "float32")
+        precisions = ["float32"] if isinstance(kind, Spectrum) else list(PRECISIONS)
+        if precision not in precisions:
+            raise not_one_of(f"backbones.{spec['name']}.precision", precision, precisions)
+        kind.check(spec)
+        if "training" in spec:
+            check_training(spec["name"], spec["training"], kind.trainable)
+        return cls(
+            name=spec["name"],
+            extractor=spec.get("extractor", DEFAULT_EXTRACTOR),
+            input_size=spec["input_size"],
+            batch_size=spec["batch_size"],
+            precision=precision,
+            weights=spec.get("weights"),
+            training_mode=(spec.get("training") or {}).get("mode", FROZEN),
+            # a copy: a caller that edits its spec afterwards leaves this one checked
+            settings=copy.deepcopy(dict(spec)),
+        )
+
+    @property
+    def kind(self) -> Extractor:
+        return EXTRACTORS[self.extractor]
+
+    @property
+    def input_mode(self) -> str:
+        """How an image becomes input_size x input_size (pipeline.data.images.INPUT_MODES)."""
+        return self.kind.input_mode
 
 
 # A backbone's `training` section (configs/backbones/*.yaml): every key below, each checked
@@ -581,32 +633,30 @@ def dtype_policy(policy: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def extractor_from_spec(spec: dict[str, Any]) -> keras.Model:
+def build_extractor(backbone: Backbone) -> keras.Model:
     """RGB pixels (input_size x input_size, 0..255) in, one float32 feature vector per image out,
-    for one entry of params.yaml's `backbones`.
+    for a checked backbone.
 
     precision bfloat16 computes in bfloat16 with float32 weights (Keras' mixed_bfloat16 policy),
     much faster on CPUs with AVX512-BF16 (BENCHMARKS.md); mixed_float16 likewise in float16, for
     GPUs. Without a GPU, mixed_float16 is warned about, not refused: a params.yaml written for a
     GPU machine still reproduces on a CPU, only slowly.
     """
-    kind = check_spec(spec)
-    precision = spec.get("precision", "float32")
+    name, precision, size = backbone.name, backbone.precision, backbone.input_size
     if precision in GPU_PRECISIONS and not backend.gpus():
         warnings.warn(
-            f"backbones.{spec['name']}.precision is {precision}, meant for a GPU's float16 "
+            f"backbones.{name}.precision is {precision}, meant for a GPU's float16 "
             f"units, but Keras' {backend.name()} backend sees no GPU: it computes in float16 on "
             "the CPU. Install the backend's CUDA build on a machine with an NVIDIA GPU "
             '(docs/getting-started.md, "On a GPU"), or set the precision to float32 or bfloat16 '
             "(for CPUs with AVX512-BF16).",
             stacklevel=2,
         )
-    size = spec["input_size"]
     inputs = keras.Input((size, size, 3), name="rgb")
     with dtype_policy(PRECISIONS[precision]):
-        features = kind.features(spec, inputs)
+        features = backbone.kind.features(backbone, inputs)
     features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(features)
-    model = keras.Model(inputs, features, name=f"{spec['name']}_features")
-    if isinstance(kind, Network) and spec.get("weights"):
-        model.load_weights(spec["weights"])
+    model = keras.Model(inputs, features, name=f"{name}_features")
+    if isinstance(backbone.kind, Network) and backbone.weights:
+        model.load_weights(backbone.weights)
     return model

@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from pipeline.data.images import LABELS, UnreadableImage, decode, shape_for_model
-from pipeline.models.backbones import check_spec
+from pipeline.models.backbones import Backbone
 from pipeline.models.runtime import compiled
 
 Degradation = Callable[[Image.Image], Image.Image]
@@ -119,7 +119,7 @@ def augmented_outputs(
 
 def write_augmented(
     model: Any,
-    spec: dict[str, Any],
+    backbone: Backbone,
     train: pd.DataFrame,
     config: dict[str, Any],
     seed: int,
@@ -130,12 +130,12 @@ def write_augmented(
     features, rows = augmented_outputs(
         compiled(model),
         train["path"].tolist(),
-        spec["input_size"],
-        check_spec(spec).input_mode,
+        backbone.input_size,
+        backbone.input_mode,
         config,
         seed,
-        spec["batch_size"],
+        backbone.batch_size,
     )
     labels = train["label"].map(LABELS.index).to_numpy(dtype=np.int64)[rows]
     np.savez(out, features=features, labels=labels, ids=train["id"].to_numpy(dtype=str)[rows])
-    print(f"features {spec['name']}: {len(rows)} augmented copies of training images")
+    print(f"features {backbone.name}: {len(rows)} augmented copies of training images")

@@ -5,7 +5,7 @@ params.yaml's `engine` (configs/engine/) chooses; both engines decode through
 pipeline.models.runtime's Pillow path and run the same compiled forward pass, so they write the same
 features in the same row order, and no stage downstream can tell which ran. With `ray`, the prepared
 split table becomes a Ray Dataset whose `map_batches` runs a callable class, BackboneActor: each
-actor builds the backbone once, from the spec and the weights the stage built, and returns every
+actor builds the backbone once, from its settings and the weights the stage built, and returns every
 row's position, so that the driver writes each batch into place however the batches arrive.
 
 Locally the stage starts its own Ray (no dashboard) and stops it at the end; with RAY_ADDRESS set
@@ -15,6 +15,7 @@ it joins that cluster instead (docs/cluster.md, "Running on a cluster").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -28,7 +29,7 @@ import pandas as pd
 from pipeline.core.choices import ENGINES
 from pipeline.core.errors import ConfigError, StageFailed, not_one_of
 from pipeline.models import backend
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.runtime import compiled, image_batches
 from pipeline.models.runtime import extract as local_extract
 
@@ -111,10 +112,10 @@ class BackboneActor:
     """A Ray Data actor: the backbone built once per actor, then `work` per batch of paths."""
 
     def __init__(
-        self, spec: dict[str, Any], weights: list[np.ndarray], work: Work, threads: int
+        self, backbone: Backbone, weights: list[np.ndarray], work: Work, threads: int
     ) -> None:
         backend.share_machine(threads)
-        model = extractor_from_spec({**spec, "weights": None})
+        model = build_extractor(dataclasses.replace(backbone, weights=None))
         model.set_weights(weights)
         self.forward = compiled(model)
         self.work = work
@@ -152,13 +153,13 @@ def rows_per_block(count: int, batch_size: int, actors: int) -> int:
 
 
 def ray_batches(
-    settings: dict[str, Any], spec: dict[str, Any], model: Any, work: Work, paths: list[str]
+    settings: dict[str, Any], backbone: Backbone, model: Any, work: Work, paths: list[str]
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """(row positions, outputs of `work`) per batch the actors return, in whatever order."""
     import ray
 
     table = pd.DataFrame({ROW: np.arange(len(paths)), "path": paths})
-    block = rows_per_block(len(paths), spec["batch_size"], settings["actors"])
+    block = rows_per_block(len(paths), backbone.batch_size, settings["actors"])
     with ray_session(settings["num_cpus"]):
         dataset = ray.data.from_pandas(
             [table.iloc[start : start + block] for start in range(0, len(table), block)]
@@ -168,7 +169,7 @@ def ray_batches(
             batch_size=block,
             batch_format="numpy",
             fn_constructor_kwargs={
-                "spec": spec,
+                "backbone": backbone,
                 "weights": model.get_weights(),
                 "work": work,
                 "threads": max(1, int(settings["cpus_per_actor"])),
@@ -203,12 +204,12 @@ def gathered(
 
 
 def extract(
-    engine: dict[str, Any] | None, spec: dict[str, Any], model: Any, paths: list[str], out: Path
+    engine: dict[str, Any] | None, backbone: Backbone, model: Any, paths: list[str], out: Path
 ) -> np.ndarray:
-    """The features of `paths` by backbone `model` (built from `spec`) into the .npy file `out`,
-    with the engine `engine`; returns each image's skip reason ("" where it was used)."""
+    """The features of `paths` by `model` (built from `backbone`) into the .npy file `out`, with
+    the engine `engine`; returns each image's skip reason ("" where it was used)."""
     settings = engine_settings(engine)
-    size, batch_size, mode = spec["input_size"], spec["batch_size"], check_spec(spec).input_mode
+    size, batch_size, mode = backbone.input_size, backbone.batch_size, backbone.input_mode
     if settings["name"] == LOCAL:
         return local_extract(
             model, paths, size, batch_size, out, mode, settings.get("decode_workers")
@@ -226,7 +227,7 @@ def extract(
             mode=mode,
             workers=max(1, int(settings["cpus_per_actor"])),
         )
-        batches = ray_batches(settings, spec, model, work, paths)
+        batches = ray_batches(settings, backbone, model, work, paths)
         gathered(batches, len(paths), into={"features": features, "reason": reasons})
     features.flush()
     del features
@@ -234,13 +235,13 @@ def extract(
 
 
 def map_images(
-    engine: dict[str, Any] | None, spec: dict[str, Any], model: Any, work: Work, paths: list[str]
+    engine: dict[str, Any] | None, backbone: Backbone, model: Any, work: Work, paths: list[str]
 ) -> dict[str, np.ndarray]:
-    """`work(forward, paths)` of backbone `model` (built from `spec`): in this process, or over
+    """`work(forward, paths)` of `model` (built from `backbone`): in this process, or over
     the ray engine's actors batch by batch, gathered back into the order of `paths`. `work` must
     return arrays with one row per path; with ray it must be importable by name (a module-level
     function, or a functools.partial of one), since the actors receive it pickled."""
     settings = engine_settings(engine)
     if settings["name"] == LOCAL or not paths:
         return work(compiled(model), paths)
-    return gathered(ray_batches(settings, spec, model, work, paths), len(paths))
+    return gathered(ray_batches(settings, backbone, model, work, paths), len(paths))

@@ -38,7 +38,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_path, read_json, recover, write_json
 from pipeline.data.images import LABELS, UnreadableImage, decode, shape_for_model
 from pipeline.data.oversample import class_weights
-from pipeline.models.backbones import CENTER_CROP, FINETUNE, SCRATCH, Extractor, training_mode
+from pipeline.models.backbones import CENTER_CROP, FINETUNE, SCRATCH, Backbone
 from pipeline.models.degradations import blur, jpeg
 from pipeline.models.engines import features_of
 from pipeline.models.head import build_head, logit_loss, logit_metrics, seed_everything, train_head
@@ -311,11 +311,11 @@ def clear_checkpoint(folder: Path) -> None:
         folder.parent.rmdir()
 
 
-def fingerprint(spec: dict[str, Any], seed: int, train: pd.DataFrame, val: pd.DataFrame) -> str:
+def fingerprint(backbone: Backbone, seed: int, train: pd.DataFrame, val: pd.DataFrame) -> str:
     """What a training's result depends on: its settings, seed and images."""
     content = json.dumps(
         {
-            "spec": spec,
+            "spec": dict(backbone.settings),
             "seed": seed,
             "train": train[["path", "label"]].values.tolist(),
             "val": val[["path", "label"]].values.tolist(),
@@ -325,7 +325,7 @@ def fingerprint(spec: dict[str, Any], seed: int, train: pd.DataFrame, val: pd.Da
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-def unfreeze(extractor: keras.Model, kind: Extractor, spec: dict[str, Any]) -> None:
+def unfreeze(extractor: keras.Model, backbone: Backbone) -> None:
     """Make trainable what the training trains: every layer (scratch), or for finetune the top
     `unfreeze` layers of the network's core (the keras.applications model inside its extractor,
     or the network itself; `all`: every layer) but its batch normalisation, which stays in
@@ -337,15 +337,15 @@ def unfreeze(extractor: keras.Model, kind: Extractor, spec: dict[str, Any]) -> N
     # stays so when only its outer model is set trainable
     for layer in [extractor, *all_layers(extractor)]:
         layer.trainable = True
-    if training_mode(spec) == SCRATCH:
+    if backbone.training_mode == SCRATCH:
         return
-    count = spec["training"]["unfreeze"]
-    core = kind.core(extractor)
+    count = backbone.settings["training"]["unfreeze"]
+    core = backbone.kind.core(extractor)
     layers = [layer for layer in core.layers if not isinstance(layer, keras.layers.InputLayer)]
     if count != "all":
         if count > len(layers):
             raise ConfigError(
-                f"backbones.{spec['name']}.training.unfreeze is {count}, but {core.name} has "
+                f"backbones.{backbone.name}.training.unfreeze is {count}, but {core.name} has "
                 f"{len(layers)} layers: give a number from 1 to {len(layers)}, or 'all'"
             )
         for layer in layers[: len(layers) - count]:
@@ -367,8 +367,7 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def compiled_network(
     extractor: keras.Model,
-    kind: Extractor,
-    spec: dict[str, Any],
+    backbone: Backbone,
     head: keras.Model,
     steps_per_epoch: int = 1,
 ) -> keras.Model:
@@ -376,15 +375,15 @@ def compiled_network(
     head, compiled with Adam at the training's learning rate (constant, or Keras' cosine decay
     to 0 over its epochs: a function of the optimizer's step count, which the checkpoint keeps,
     so a resumed training goes on where it was) and the logit's loss."""
-    config = spec["training"]
+    config = backbone.settings["training"]
     learning_rate = config["learning_rate"]
     if config["schedule"] == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=config["epochs"] * steps_per_epoch
         )
-    unfreeze(extractor, kind, spec)
+    unfreeze(extractor, backbone)
     inputs = keras.Input(extractor.input_shape[1:], name="rgb")
-    network = keras.Model(inputs, head(extractor(inputs)), name=f"{spec['name']}_network")
+    network = keras.Model(inputs, head(extractor(inputs)), name=f"{backbone.name}_network")
     network.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=logit_loss(),
@@ -399,8 +398,7 @@ def labels_of(rows: pd.DataFrame) -> np.ndarray:
 
 def first_phase_head(
     extractor: keras.Model,
-    kind: Extractor,
-    spec: dict[str, Any],
+    backbone: Backbone,
     train: pd.DataFrame,
     val: pd.DataFrame,
     seed: int,
@@ -408,12 +406,16 @@ def first_phase_head(
 ) -> keras.Model:
     """Fine-tuning's first phase: the head on the frozen extractor's features of the training
     and validation images (pipeline.models.head, as the train stage fits heads)."""
-    config = spec["training"]
+    config = backbone.settings["training"]
     forward = compiled(extractor)
     sets = []
     for rows in (train, val):
         outputs = features_of(
-            forward, rows["path"].tolist(), spec["input_size"], spec["batch_size"], kind.input_mode
+            forward,
+            rows["path"].tolist(),
+            backbone.input_size,
+            backbone.batch_size,
+            backbone.input_mode,
         )
         usable = outputs["reason"] == ""
         sets.append((outputs["features"][usable], labels_of(rows)[usable]))
@@ -428,8 +430,7 @@ def first_phase_head(
 
 def train_network(
     extractor: keras.Model,
-    kind: Extractor,
-    spec: dict[str, Any],
+    backbone: Backbone,
     train: pd.DataFrame,
     val: pd.DataFrame,
     seed: int,
@@ -437,26 +438,26 @@ def train_network(
     live: Live,
     prefix: str = "network",
 ) -> dict[str, Any]:
-    """Train `extractor` (built from `spec`) with a head on the `train` rows of splits.csv,
+    """Train `extractor` (built from `backbone`) with a head on the `train` rows of splits.csv,
     validated and early-stopped on the `val` rows; its weights become the best epoch's. Resumes
     from `checkpoint` where an earlier run of the same training left one there. Curves go to
     `live` under `prefix`. Returns the training's record (epochs, time, skipped images)."""
-    config = spec["training"]
-    mode = training_mode(spec)
+    config = backbone.settings["training"]
+    mode = backbone.training_mode
     seed_everything(seed)
     weights = class_weights(labels_of(train))
     resumable = ResumableTraining(
-        checkpoint, fingerprint(spec, seed, train, val), config["patience"], config["epochs"]
+        checkpoint, fingerprint(backbone, seed, train, val), config["patience"], config["epochs"]
     )
     resuming = resumable.saved_state() is not None
     if mode == FINETUNE and not resuming:
-        head = first_phase_head(extractor, kind, spec, train, val, seed, weights)
+        head = first_phase_head(extractor, backbone, train, val, seed, weights)
     else:
         head_config = config["head"]
         head = build_head(extractor.output_shape[-1], head_config["units"], head_config["dropout"])
     size, mode_name, workers = (
-        spec["input_size"],
-        kind.input_mode,
+        backbone.input_size,
+        backbone.input_mode,
         decode_workers(config["workers"]),
     )
     train_images = TrainingImages(
@@ -480,7 +481,7 @@ def train_network(
         seed,
         workers=workers,
     )
-    network = compiled_network(extractor, kind, spec, head, len(train_images))
+    network = compiled_network(extractor, backbone, head, len(train_images))
     start = resumable.restore(network)
     train_images.start_epoch(start)
     curves = CurvesToLive(live, prefix, resumable.history)

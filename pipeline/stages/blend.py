@@ -47,7 +47,7 @@ from pipeline.core.paths import (
     scores_file,
 )
 from pipeline.data.images import LABELS, decode, shape_for_model
-from pipeline.models.backbones import check_spec
+from pipeline.models.backbones import Backbone
 from pipeline.models.occlusion import Occlusion, cell_edges, occlusion_maps, scored
 from pipeline.serving.inference import forward
 from pipeline.stages.arguments import parse_arguments
@@ -186,15 +186,15 @@ def pick_pairs(scores: pd.DataFrame, count: int, seed: int) -> list[tuple[str, s
 
 def blend_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, out: Path) -> None:
     """Backbone `name`'s composites.csv and maps.npz, into the folder `out`."""
-    settings, spec = params["blend"], backbone_spec(params, name)
-    size, mode, batch = spec["input_size"], check_spec(spec).input_mode, spec["batch_size"]
+    settings, backbone = params["blend"], Backbone.from_spec(backbone_spec(params, name))
+    size, mode, batch = backbone.input_size, backbone.input_mode, backbone.batch_size
     scores = pd.read_csv(scores_file(name), dtype={"id": str})[["id", "label"]]
     scores = scores.merge(splits[["id", "path"]], on="id")
     pairs = pick_pairs(scores, settings["composites"], params["seed"])
     paths = scores.set_index("id")["path"]
     images = {i: shape_for_model(decode(paths[i]), size, mode, i) for pair in pairs for i in pair}
     rows = plan(pairs, settings, size, params["seed"])
-    score = forward(trained_model(params, name)[0])
+    score = forward(trained_model(params, backbone)[0])
     stacks = (image[None] for image, _ in composites(rows, images, settings, mode))
     rows["p_real"] = np.concatenate(scored(score, stacks, batch))
 

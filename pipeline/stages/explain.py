@@ -38,7 +38,7 @@ from pipeline.core.paths import (
 )
 from pipeline.data.images import INPUT_MODES, decode, shape_for_model
 from pipeline.data.overlay import save_map
-from pipeline.models.backbones import check_spec
+from pipeline.models.backbones import Backbone
 from pipeline.models.occlusion import (
     Occlusion,
     cell_edges,
@@ -131,9 +131,9 @@ def draw_gallery(
 
 def explain_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, out: Path) -> None:
     """Backbone `name`'s gallery and deletion curves, into the folder `out`."""
-    settings, spec = params["explain"], backbone_spec(params, name)
+    settings, backbone = params["explain"], Backbone.from_spec(backbone_spec(params, name))
     occlusion = Occlusion.from_settings(settings)
-    size, mode = spec["input_size"], check_spec(spec).input_mode
+    size, mode = backbone.input_size, backbone.input_mode
     threshold = read_json(HEADS_DIR / name / CALIBRATION_FILE)["threshold"]
     scores = pd.read_csv(scores_file(name), dtype={"id": str})[["id", "label", "p_real"]]
     scores = scores.merge(splits[["id", "path"]], on="id")
@@ -146,9 +146,9 @@ def explain_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, ou
         i: shape_for_model(originals[i] if i in originals else decode(paths[i]), size, mode, i)
         for i in ids
     }
-    model, _ = trained_model(params, name)
+    model, _ = trained_model(params, backbone)
     score = forward(model)
-    p_real, maps = occlusion_maps(score, [inputs[i] for i in ids], occlusion, spec["batch_size"])
+    p_real, maps = occlusion_maps(score, [inputs[i] for i in ids], occlusion, backbone.batch_size)
     explained = {i: (p, heat) for i, p, heat in zip(ids, p_real, maps, strict=True)}
 
     out.mkdir(parents=True)
@@ -164,7 +164,7 @@ def explain_backbone(name: str, params: dict[str, Any], splits: pd.DataFrame, ou
         towards_real,
         occlusion,
         settings,
-        spec["batch_size"],
+        backbone.batch_size,
         params["seed"],
     )
     np.savez(

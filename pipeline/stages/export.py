@@ -36,7 +36,7 @@ from pipeline.core.paths import (
     scores_file,
 )
 from pipeline.data.images import INPUT_MODES
-from pipeline.models.backbones import check_spec
+from pipeline.models.backbones import Backbone
 from pipeline.models.formats import FLOAT_TOLERANCE, FORMATS, check_writable, write_and_check
 from pipeline.models.occlusion import Occlusion
 from pipeline.models.runtime import image_batches
@@ -113,15 +113,15 @@ def main() -> None:
     params = load_params()
     check_writable(params["export"]["formats"])
     name = params["backbone"]["name"]
-    spec = backbone_spec(params, name)
-    model, calibration = trained_model(params, name)
+    backbone = Backbone.from_spec(backbone_spec(params, name))
+    model, calibration = trained_model(params, backbone)
     threshold = calibration["threshold"]
-    input_mode = check_spec(spec).input_mode
+    input_mode = backbone.input_mode
     used_params = {key: params[key] for key in ("data", "balance", "head", "calibration", "seed")}
     info = {
         "backbone": name,
-        "weights": spec["weights"],
-        "input_size": spec["input_size"],
+        "weights": backbone.weights,
+        "input_size": backbone.input_size,
         "input_mode": input_mode,
         "min_size": params["data"]["min_size"],  # inference refuses what prepare refused
         "preprocessing": INPUT_MODES[input_mode].description,
@@ -134,7 +134,9 @@ def main() -> None:
         "calibration": f"{calibration['method']}, fitted on the validation split",
         "test_metrics": read_json(metrics_file(name)),
         "explain": Occlusion.from_settings(params["explain"]).settings(),
-        "params_sha256": digest(json.dumps({**used_params, "backbone": spec}).encode()),
+        "params_sha256": digest(
+            json.dumps({**used_params, "backbone": dict(backbone.settings)}).encode()
+        ),
         "data_sha256": digest(SPLITS.read_bytes()),
         "aiic_version": __version__,
     }

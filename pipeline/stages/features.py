@@ -39,7 +39,7 @@ from pipeline.core.paths import (
     network_dir,
 )
 from pipeline.core.tracking import open_live
-from pipeline.models.backbones import FROZEN, check_spec, extractor_from_spec, training_mode
+from pipeline.models.backbones import FROZEN, Backbone, build_extractor
 from pipeline.models.degradations import write_augmented
 from pipeline.models.engines import extract, leave_gpus_to_actors
 from pipeline.stages.arguments import parse_arguments
@@ -74,27 +74,26 @@ def rows_of(splits: pd.DataFrame, split: str, ai_sources: list[str] | None = Non
 
 
 def trained_extractor(
-    spec: dict[str, Any],
+    backbone: Backbone,
     splits: pd.DataFrame,
     seed: int,
     live: Live,
     prefix: str,
     ai_sources: list[str] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """A fresh extractor of `spec` trained on the training rows (of `ai_sources` only, where
+    """A fresh extractor of `backbone` trained on the training rows (of `ai_sources` only, where
     given) and the training's record; its checkpoint stays in checkpoint_dir() until the stage
     has written its outputs."""
     from pipeline.models.training import train_network
 
-    extractor = extractor_from_spec(spec)
+    extractor = build_extractor(backbone)
     record = train_network(
         extractor,
-        check_spec(spec),
-        spec,
+        backbone,
         rows_of(splits, "train", ai_sources),
         rows_of(splits, "val", ai_sources),
         seed,
-        checkpoint_dir(spec["name"], prefix),
+        checkpoint_dir(backbone.name, prefix),
         live,
         prefix,
     )
@@ -106,7 +105,7 @@ def checkpoint_dir(backbone: str, training: str) -> Path:
 
 
 def featurize(
-    spec: dict[str, Any],
+    backbone: Backbone,
     splits: pd.DataFrame,
     seed: int,
     engine: dict[str, Any] | None = None,
@@ -118,35 +117,35 @@ def featurize(
     `augment['copies']` augmented copies of each training image."""
     keras.utils.set_random_seed(seed)
     leave_gpus_to_actors(engine)
-    name, paths = spec["name"], splits["path"].tolist()
+    name, paths = backbone.name, splits["path"].tolist()
     # Built before any image is read: a missing weights file fails here, having done no work.
-    model = extractor_from_spec(spec)
+    model = build_extractor(backbone)
     with atomic_outputs(features_dir(name), network_dir(name)) as (out, record_dir):
         out.mkdir()
         trainings = []
-        if training_mode(spec) == FROZEN:
+        if backbone.training_mode == FROZEN:
             (record_dir / "plots" / "metrics").mkdir(parents=True)
             write_json(record_dir / NETWORK_RECORD_FILE, {"training": FROZEN})
         else:
             with open_live(record_dir) as live:
-                model, record = trained_extractor(spec, splits, seed, live, MAIN_TRAINING)
+                model, record = trained_extractor(backbone, splits, seed, live, MAIN_TRAINING)
                 trainings.append(MAIN_TRAINING)
-                sets = crossgen_sets(splits) if spec["training"]["crossgen"] else []
+                sets = crossgen_sets(splits) if backbone.settings["training"]["crossgen"] else []
                 (out / CROSSGEN_FEATURES).mkdir()
                 for i, ai_sources in enumerate(sets):
                     prefix = f"trained_on_{'+'.join(ai_sources)}"
-                    network, _ = trained_extractor(spec, splits, seed, live, prefix, ai_sources)
-                    extract(engine, spec, network, paths, out / CROSSGEN_FEATURES / f"{i}.npy")
+                    network, _ = trained_extractor(backbone, splits, seed, live, prefix, ai_sources)
+                    extract(engine, backbone, network, paths, out / CROSSGEN_FEATURES / f"{i}.npy")
                     trainings.append(prefix)
                 write_json(out / CROSSGEN_SETS_FILE, {str(i): s for i, s in enumerate(sets)})
                 live.summary["training"] = {**record, "crossgen_networks": len(sets)}
-        reasons = extract(engine, spec, model, paths, out / FEATURES_FILE)
+        reasons = extract(engine, backbone, model, paths, out / FEATURES_FILE)
         index = splits[["id", "label", "split"]].assign(ok=reasons == "", reason=reasons)
         index.to_csv(out / INDEX_FILE, index=False)
         model.save_weights(out / BACKBONE_WEIGHTS_FILE)
         if augment and augment["copies"]:
             train = splits[splits["split"] == "train"]
-            write_augmented(model, spec, train, augment, seed, out / AUGMENTED_FILE)
+            write_augmented(model, backbone, train, augment, seed, out / AUGMENTED_FILE)
     clear_checkpoints([checkpoint_dir(name, training) for training in trainings])
     skipped = int((reasons != "").sum())
     print(f"features {name}: {len(reasons) - skipped} image(s), {skipped} skipped")
@@ -164,7 +163,7 @@ def main() -> None:
     args = parse_arguments("features", __doc__.splitlines()[0])
     params = load_params()
     featurize(
-        backbone_spec(params, args.backbone),
+        Backbone.from_spec(backbone_spec(params, args.backbone)),
         pd.read_csv(SPLITS, dtype={"id": str}),
         params["seed"],
         params.get("engine"),

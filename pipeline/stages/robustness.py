@@ -10,6 +10,7 @@ that a head experiment re-runs no backbone.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from pipeline.core.entry import run
 from pipeline.core.io import atomic_path
 from pipeline.core.paths import BACKBONE_WEIGHTS_FILE, SPLITS, features_dir, robustness_file
 from pipeline.data.images import UnreadableImage, decode, shape_for_model
-from pipeline.models.backbones import check_spec, extractor_from_spec
+from pipeline.models.backbones import Backbone, build_extractor
 from pipeline.models.degradations import Degradation, grid
 from pipeline.models.engines import leave_gpus_to_actors, map_images
 from pipeline.stages.arguments import parse_arguments
@@ -65,19 +66,19 @@ def perturbed_outputs(
 def main() -> None:
     args = parse_arguments("robustness", __doc__.splitlines()[0])
     params = load_params()
-    spec = backbone_spec(params, args.backbone)
+    backbone = Backbone.from_spec(backbone_spec(params, args.backbone))
     leave_gpus_to_actors(params.get("engine"))
-    extractor = extractor_from_spec({**spec, "weights": None})
+    extractor = build_extractor(dataclasses.replace(backbone, weights=None))
     extractor.load_weights(features_dir(args.backbone) / BACKBONE_WEIGHTS_FILE)
     test = pd.read_csv(SPLITS, dtype={"id": str}).query("split == 'test'")
     work = functools.partial(
         perturbed_outputs,
-        size=spec["input_size"],
-        mode=check_spec(spec).input_mode,
+        size=backbone.input_size,
+        mode=backbone.input_mode,
         width=extractor.output_shape[-1],
         perturbations=grid(params["robustness"]),
     )
-    outputs = map_images(params.get("engine"), spec, extractor, work, test["path"].tolist())
+    outputs = map_images(params.get("engine"), backbone, extractor, work, test["path"].tolist())
     out_file = robustness_file(args.backbone)
     with atomic_path(out_file.parent) as out:
         out.mkdir()
