@@ -80,6 +80,10 @@ BAD_VALUES = [  # (section, key, value, the error's words)
     ("blend", "fractions", [0.5, 0.1], "blend.fractions is [0.5, 0.1]: give two or more"),
     ("blend", "encode", "gif", "blend.encode is 'gif'; allowed values: 'png', 'jpeg'"),
     ("scrape", "spider", "flickr", "scrape.spider is 'flickr'; allowed values: 'commons'"),
+    ("scrape", "max_item", 3, "scrape.max_item is not a setting; allowed: contact, max_items"),
+    ("scrape", "page_size", 0, "scrape.page_size is 0: input should be greater than or equal"),
+    ("scrape", "sources", [{"category": "Quality images", "label": "real"}], "should match"),
+    ("scrape", "sources", [{"category": "Category:X", "label": "fake"}], "label is 'fake'"),
     ("backbones", "vgg16", {"name": "vgg16", "input_size": 0, "batch_size": 8}, "input_size is 0"),
     ("backbones", "vgg16", {"name": "vgg", "input_size": 32, "batch_size": 8}, "must be 'vgg16'"),
 ]

@@ -32,13 +32,13 @@ from pipeline.core.choices import (
     THRESHOLD_RULES,
 )
 from pipeline.core.errors import ConfigError, MissingInput
+from pipeline.data.images import LABELS
 from pipeline.models.formats import FORMATS
 from pipeline.models.occlusion import FILLS
 
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("configs")
 CONFIG_NAME = "config"
-SPIDERS = ("commons", "gallery", "local", "urls")  # scrapers/spiders/
 
 
 def one_of(values: tuple[str, ...]) -> Any:
@@ -184,14 +184,57 @@ class Chosen(Section):
     name: str
 
 
-class Scrape(BaseModel):
-    """The spider and the settings every spider shares; the rest are the spider's arguments,
-    which the spider checks."""
+class Spider(Section):
+    """What every spider's section holds besides its own arguments (scrapers/spiders/): the
+    contact for its User-Agent, a quota per label and Scrapy settings to override. A setting left
+    out takes the spider's default."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-    spider: one_of(SPIDERS)
     contact: str | None = None
     max_items: Count | None = None
+    settings: dict[str, Any] | None = None
+
+
+class CommonsSource(Section):
+    category: Annotated[str, Field(pattern="^Category:")]
+    label: one_of(LABELS)
+    name: str | None = None
+
+
+class Commons(Spider):
+    spider: Literal["commons"]
+    sources: list[CommonsSource]
+    api: str | None = None
+    token_env: str | None = None
+    thumb_width: Count | None = None
+    depth: Annotated[int, Field(ge=0)] | None = None
+    segments: Count | None = None
+    seed: int | None = None
+    mime_types: list[str] | None = None
+    maxlag: Annotated[int, Field(ge=0)] | None = None
+    page_size: Annotated[int, Field(ge=1, le=500)] | None = None  # MediaWiki's limit for a client
+
+
+class Gallery(Spider):
+    spider: Literal["gallery"]
+    sources: list[dict[str, Any]]  # start URLs, CSS selectors and domains: the spider checks them
+
+
+class Local(Spider):
+    spider: Literal["local"]
+    source: str | None = None
+    source_name: str | None = None
+    follow_outside_symlinks: bool | None = None
+
+
+class Urls(Spider):
+    spider: Literal["urls"]
+    source: str | None = None
+    source_name: str | None = None
+    urls: list[dict[str, str]] | None = None
+
+
+SPIDERS = (Commons, Gallery, Local, Urls)  # one per spider of scrapers/spiders/
+Scrape = Annotated[Commons | Gallery | Local | Urls, Field(discriminator="spider")]
 
 
 class Params(Section):
@@ -229,7 +272,9 @@ class Params(Section):
 def setting(location: tuple[int | str, ...]) -> str:
     """A setting's dotted name from a pydantic error location (list items as [i])."""
     name = ""
-    for part in location:
+    for previous, part in zip((None, *location), location, strict=False):
+        if previous == "scrape":  # the union's tag, the spider, that pydantic puts in the path
+            continue
         name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
     return name
 
@@ -240,6 +285,9 @@ def explain(error: dict[str, Any]) -> str:
     if error["type"] == "literal_error":
         expected = error["ctx"]["expected"].replace(" or ", ", ")
         return f"{where} is {error['input']!r}; allowed values: {expected}"
+    if error["type"] == "union_tag_invalid":  # scrape.spider, the tag of the spiders' union
+        where, tag = f"{where}.{error['ctx']['discriminator'].strip(chr(39))}", error["ctx"]["tag"]
+        return f"{where} is {tag!r}; allowed values: {error['ctx']['expected_tags']}"
     if error["type"] == "extra_forbidden":
         return f"{where} is not a setting; allowed: {', '.join(settings_at(error['loc'][:-1]))}"
     message = error["msg"].removeprefix("Value error, ")
@@ -253,15 +301,22 @@ def explain(error: dict[str, Any]) -> str:
     return f"{where} is {error['input']!r}: {message}"
 
 
+def models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The schema's models an annotation holds: itself, or inside a union, list, dict or
+    Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for inner in getattr(annotation, "__args__", ()) for model in models_in(inner)]
+
+
 def settings_at(location: tuple[int | str, ...]) -> list[str]:
     """The settings the schema declares at `location` (a section, or a section's part)."""
     model: Any = Params
-    for part in location:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:  # a backbone's name, a list item: what it holds has the same fields
-            continue
-        kinds = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        model = next(k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel))
+    for previous, part in zip((None, *location), location, strict=False):
+        if previous == "scrape":  # the spider's tag picks its model
+            model = next(m for m in SPIDERS if m.model_fields["spider"].annotation == Literal[part])
+        elif isinstance(part, str) and part in model.model_fields:
+            model = models_in(model.model_fields[part].annotation)[0]
     return list(model.model_fields)
 
 
