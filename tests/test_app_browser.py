@@ -165,7 +165,13 @@ def test_the_map_is_drawn_in_chromium(served_detail_app, browser, tmp_path):
         ]
     )
     map_image = shown[0].find_element(By.TAG_NAME, "img")
+    # laid out at its width before its pixels arrive: a loaded machine screenshots it 0 px high
     wait.until(lambda driver: map_image.size["width"] > 200)
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return arguments[0].complete && arguments[0].naturalHeight > 0", map_image
+        )
+    )
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", map_image)
     screenshot = Image.open(io.BytesIO(map_image.screenshot_as_png)).convert("RGB")
     assert abs(screenshot.height - map_image.size["height"]) <= 2  # all of it, not a part
